@@ -1,0 +1,3 @@
+"""LSP toolkit: video -> dataset. Never imports torch."""
+
+__version__ = "0.1.0"

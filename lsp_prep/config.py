@@ -1,0 +1,110 @@
+"""The resolved configuration of ``lsp prep``: one frozen dataclass per stage."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from .audio import MelConfig
+from .constants import FPS, IMAGE_SIZE, SAMPLE_RATE
+from .crop import CropConfig
+from .errors import InputError
+from .landmarks import LandmarkConfig
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Decoding, resampling and storage of frames and audio."""
+
+    fps: int = FPS
+    """Constant output frame rate; frames are picked by timestamp."""
+    sample_rate: int = SAMPLE_RATE
+    """Output audio rate (Hz), mono."""
+    image_size: int = IMAGE_SIZE
+    """Side of the square face crop (pixels)."""
+    jpeg_quality: int = 92
+    """JPEG quality of stored frames (1-100); 92 keeps 5 min at 60 FPS well under 1.5 GB."""
+    min_duration_s: float = 1.0
+    """Shorter clips are refused: the models need at least one 18-frame look-ahead window
+    plus context, and the tracker needs frames to settle."""
+
+    def __post_init__(self) -> None:
+        if self.fps <= 0 or self.sample_rate <= 0:
+            raise InputError("ingest.fps and ingest.sample_rate must be positive")
+        if not 64 <= self.image_size <= 2048:
+            raise InputError(f"ingest.image_size must be in [64, 2048], got {self.image_size}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise InputError(f"ingest.jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+        if self.min_duration_s < 0:
+            raise InputError("ingest.min_duration_s must be >= 0")
+
+
+@dataclass(frozen=True)
+class PrepConfig:
+    """Every stage of ``lsp prep``."""
+
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    landmarks: LandmarkConfig = field(default_factory=LandmarkConfig)
+    crop: CropConfig = field(default_factory=CropConfig)
+    mel: MelConfig = field(default_factory=MelConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PrepConfig:
+        """Build from nested plain data (e.g. a dataset's stored config); unknown keys fail."""
+        kwargs = {}
+        hints = typing.get_type_hints(cls)
+        for section, values in data.items():
+            if section not in hints:
+                raise InputError(f"unknown config section {section!r}")
+            sub = hints[section]
+            names = {f.name for f in dataclasses.fields(sub)}
+            unknown = set(values) - names
+            if unknown:
+                raise InputError(f"unknown option(s) {sorted(unknown)} in section {section!r}")
+            kwargs[section] = sub(**values)
+        return cls(**kwargs)
+
+    def with_overrides(self, items: list[str]) -> PrepConfig:
+        """Apply ``section.key=value`` overrides, values parsed by the field's type."""
+        data = self.to_dict()
+        hints = typing.get_type_hints(type(self))
+        for item in items:
+            key, sep, raw = item.partition("=")
+            section, _, name = key.strip().partition(".")
+            if not sep or section not in data or name not in data[section]:
+                raise InputError(
+                    f"bad override {item!r}: use section.key=value with section in "
+                    f"{sorted(data)} (see `lsp prep --help`)"
+                )
+            ftype = typing.get_type_hints(hints[section])[name]
+            data[section][name] = _parse(raw.strip(), ftype, item)
+        return PrepConfig.from_dict(data)
+
+    def digest(self, *sections: str) -> str:
+        """Short stable hash of the named sections (all when none), for stage caches."""
+        d = self.to_dict()
+        chosen = {k: d[k] for k in (sections or tuple(d))}
+        return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _parse(raw: str, ftype: Any, item: str) -> Any:
+    try:
+        if ftype is bool:
+            if raw.lower() not in {"true", "false"}:
+                raise ValueError("expected true or false")
+            return raw.lower() == "true"
+        if ftype in (int, float, str):
+            return ftype(raw)
+        if isinstance(ftype, types.UnionType) or typing.get_origin(ftype) is typing.Literal:
+            return json.loads(raw) if raw[:1] in "[{0123456789-" else raw
+    except ValueError as exc:
+        raise InputError(f"bad override {item!r}: {exc}") from None
+    return json.loads(raw)

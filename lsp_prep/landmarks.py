@@ -1,0 +1,216 @@
+"""Face landmarks: MediaPipe Face Mesh in tracking mode, locked on one person.
+
+Detection (MediaPipe's full-range face detector) picks the target face: the largest and most
+central one. From then on Face Mesh runs on a square region of interest that follows the
+target, so another face in the frame can never take over, small faces in large frames are
+seen at a useful resolution, and the per-frame cost does not depend on the video's size.
+When the target is lost, the detector re-acquires the face nearest to where it was last seen.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .constants import N_MESH_POINTS
+from .errors import InputError
+
+os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging: warnings and up
+
+
+@dataclass(frozen=True)
+class LandmarkConfig:
+    """Face Mesh tracking and the validity rules applied to its output."""
+
+    roi_size: int = 256
+    """Side (pixels) of the region of interest Face Mesh sees."""
+    roi_scale: float = 1.8
+    """ROI side as a multiple of the face's landmark bounding box."""
+    min_detection_confidence: float = 0.5
+    """Face detector score needed to (re-)acquire the face."""
+    min_tracking_confidence: float = 0.5
+    """Face Mesh presence score below which it falls back to detection."""
+    min_confidence: float = 0.5
+    """Shape-plausibility confidence below which a detected mesh is rejected."""
+    max_gap_s: float = 0.25
+    """Gaps of at most this many seconds between valid frames are interpolated."""
+    min_valid_fraction: float = 0.5
+    """Clips whose usable (valid or interpolated) fraction is lower are refused."""
+
+    def __post_init__(self) -> None:
+        if self.roi_size < 64:
+            raise InputError(f"landmarks.roi_size must be >= 64, got {self.roi_size}")
+        if self.roi_scale < 1.2:
+            raise InputError(f"landmarks.roi_scale must be >= 1.2, got {self.roi_scale}")
+        for name in ("min_detection_confidence", "min_tracking_confidence", "min_confidence",
+                     "min_valid_fraction"):  # fmt: skip
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(f"landmarks.{name} must be in [0, 1]")
+        if self.max_gap_s < 0:
+            raise InputError("landmarks.max_gap_s must be >= 0")
+
+
+def choose_face(
+    boxes: np.ndarray, frame_size: tuple[int, int], previous: np.ndarray | None = None
+) -> int | None:
+    """Index of the target among detected ``boxes`` (K, 4) as x0, y0, x1, y1 pixels.
+
+    Without ``previous`` (first acquisition) the target maximises area times centrality.
+    With ``previous`` (the last known box) only a face of similar size within one face
+    width of it qualifies, so a lost target is never replaced by somebody else.
+    """
+    if len(boxes) == 0:
+        return None
+    w, h = frame_size
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    if previous is None:
+        off = np.linalg.norm((centres - [w / 2, h / 2]) / [w / 2, h / 2], axis=1) / np.sqrt(2)
+        return int(np.argmax(sizes**2 * (1.0 - 0.75 * off)))
+    pc = (previous[:2] + previous[2:]) / 2
+    ps = max(previous[2] - previous[0], previous[3] - previous[1])
+    dist = np.linalg.norm(centres - pc, axis=1)
+    ratio = sizes / ps
+    ok = (dist <= 1.0 * ps) & (ratio > 0.6) & (ratio < 1.6)
+    if not ok.any():
+        return None
+    return int(np.flatnonzero(ok)[np.argmin(dist[ok])])
+
+
+class FaceMeshTracker:
+    """Stateful per-frame Face Mesh on one person; call it on consecutive RGB frames."""
+
+    def __init__(self, config: LandmarkConfig = LandmarkConfig()) -> None:
+        import mediapipe as mp
+
+        self.config = config
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=False,
+            max_num_faces=1,
+            refine_landmarks=True,
+            min_detection_confidence=config.min_detection_confidence,
+            min_tracking_confidence=config.min_tracking_confidence,
+        )
+        self._detector = mp.solutions.face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=config.min_detection_confidence
+        )
+        self._roi: tuple[float, float, float] | None = None  # centre x, y and side (pixels)
+        self._last_box: np.ndarray | None = None
+        self.detections = 0
+
+    def close(self) -> None:
+        self._mesh.close()
+        self._detector.close()
+
+    def __enter__(self) -> FaceMeshTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _detect(self, frame: np.ndarray) -> np.ndarray:
+        """(K, 4) face boxes in pixels from the full-range detector."""
+        self.detections += 1
+        h, w = frame.shape[:2]
+        res = self._detector.process(frame)
+        boxes = []
+        for d in res.detections or []:
+            b = d.location_data.relative_bounding_box
+            boxes.append([b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h])
+        return np.asarray(boxes, np.float64).reshape(-1, 4)
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray | None:
+        """Face Mesh points (478, 3) in frame pixels (z in the same scale), or None."""
+        h, w = frame.shape[:2]
+        if self._roi is None:
+            boxes = self._detect(frame)
+            i = choose_face(boxes, (w, h), self._last_box)
+            if i is None:
+                return None
+            b = boxes[i]
+            # The detector's box covers brows to mouth; the mesh's bbox is ~1.3x larger.
+            side = 1.3 * self.config.roi_scale * max(b[2] - b[0], b[3] - b[1])
+            self._roi = ((b[0] + b[2]) / 2, (b[1] + b[3]) / 2, side)
+        cx, cy, side = self._roi
+        r = self.config.roi_size
+        s = r / side
+        m = np.array([[s, 0.0, r / 2 - cx * s], [0.0, s, r / 2 - cy * s]])
+        patch = cv2.warpAffine(frame, m, (r, r), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        res = self._mesh.process(patch)
+        if not res.multi_face_landmarks:
+            self._roi = None
+            return None
+        lm = res.multi_face_landmarks[0].landmark
+        pts = np.array([(p.x, p.y, p.z) for p in lm], np.float64) * r  # ROI pixels
+        if pts.shape[0] != N_MESH_POINTS:
+            raise RuntimeError(f"Face Mesh returned {pts.shape[0]} points, expected {N_MESH_POINTS}")
+        pts[:, 0] = (pts[:, 0] - r / 2) / s + cx
+        pts[:, 1] = (pts[:, 1] - r / 2) / s + cy
+        pts[:, 2] = pts[:, 2] / s
+        lo, hi = pts[:, :2].min(0), pts[:, :2].max(0)
+        self._last_box = np.concatenate([lo, hi])
+        c = (lo + hi) / 2
+        self._roi = (c[0], c[1], self.config.roi_scale * float((hi - lo).max()))
+        return pts
+
+
+def _normalise(points: np.ndarray) -> np.ndarray:
+    """Centre and scale each shape to unit RMS radius: (N, P, D) -> (N, P, D)."""
+    c = points - points.mean(axis=1, keepdims=True)
+    return c / np.sqrt((c**2).sum(axis=(1, 2), keepdims=True) / c.shape[1])
+
+
+def align_rotation(src: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Rotate each normalised shape in ``src`` (N, P, 3) onto ``ref`` (P, 3) (batched Kabsch)."""
+    cov = np.einsum("npi,pj->nij", src, ref)
+    u, _, vt = np.linalg.svd(cov)
+    d = np.sign(np.linalg.det(u @ vt))
+    u[:, :, -1] *= d[:, None]
+    return np.einsum("npi,nij->npj", src, u @ vt)
+
+
+def mesh_confidence(mesh: np.ndarray, detected: np.ndarray, *, scale: float = 0.15) -> np.ndarray:
+    """Shape plausibility in [0, 1] of each detected mesh; 0 where nothing was detected.
+
+    Every mesh is normalised, rotated onto the clip's robust mean shape (two rounds of
+    batched Procrustes), and scored ``exp(-(rms / scale)^2)`` from its RMS residual. Meshes
+    the tracker produced on an occluder or a non-face get large residuals.
+    """
+    conf = np.zeros(len(mesh), np.float32)
+    idx = np.flatnonzero(detected)
+    if len(idx) == 0:
+        return conf
+    shapes = _normalise(mesh[idx].astype(np.float64))
+    ref = np.median(shapes, axis=0)
+    for _ in range(2):
+        aligned = align_rotation(shapes, _normalise(ref[None])[0])
+        ref = np.median(aligned, axis=0)
+    ref = _normalise(ref[None])[0]
+    rms = np.sqrt(((aligned - ref) ** 2).sum(-1).mean(-1))
+    conf[idx] = np.exp(-((rms / scale) ** 2))
+    return conf
+
+
+def fill_gaps(values: np.ndarray, valid: np.ndarray, *, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Linearly interpolate runs of at most ``max_gap`` invalid frames between valid ones.
+
+    ``values`` is (N, ...). Returns the filled copy (still NaN where not filled) and the
+    (N,) mask of interpolated frames. Leading and trailing gaps are never filled.
+    """
+    out = values.astype(np.float64, copy=True)
+    out[~valid] = np.nan
+    interp = np.zeros(len(values), bool)
+    good = np.flatnonzero(valid)
+    if len(good) < 2 or max_gap <= 0:
+        return out, interp
+    steps = np.diff(good)
+    for j in np.flatnonzero((steps > 1) & (steps <= max_gap + 1)):
+        a, b = good[j], good[j + 1]
+        gap = b - a - 1
+        t = (np.arange(1, gap + 1) / (gap + 1)).reshape(-1, *([1] * (values.ndim - 1)))
+        out[a + 1 : b] = (1 - t) * out[a] + t * out[b]
+        interp[a + 1 : b] = True
+    return out, interp

@@ -1,0 +1,203 @@
+"""Media I/O: probe containers, decode video at a constant rate, extract audio.
+
+Decoding runs in an ffmpeg subprocess (the static binary of the imageio-ffmpeg wheel), so it
+overlaps with landmark detection on the other core. Probing uses PyAV, which reads stream
+start times and rotation exactly instead of parsing ffmpeg's log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, ToolError
+
+
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary: the imageio-ffmpeg wheel's, else one on PATH."""
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:  # the wheel's binary is missing or unusable on this platform
+        exe = shutil.which("ffmpeg")
+        if exe is None:
+            raise ToolError(
+                "ffmpeg not found: install the imageio-ffmpeg wheel (pip install imageio-ffmpeg)"
+            ) from None
+        return exe
+
+
+def run_ffmpeg(args: list[str]) -> bytes:
+    """Run ffmpeg with an argument list; return stdout, raise ToolError with its stderr."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *args]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0:
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-5:]
+        raise ToolError(f"ffmpeg failed ({proc.returncode}): {' | '.join(tail)}")
+    return proc.stdout
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a container holds. Sizes are as displayed, i.e. after rotation metadata."""
+
+    path: Path
+    duration_s: float
+    has_video: bool
+    has_audio: bool
+    width: int = 0
+    height: int = 0
+    rotation: int = 0
+    """Display rotation in degrees that decoding applies (0, 90, 180, 270)."""
+    fps: float = 0.0
+    """Average source frame rate; decoding resamples to the canonical rate by timestamps."""
+    video_codec: str = ""
+    audio_codec: str = ""
+    video_start_s: float = 0.0
+    audio_start_s: float = 0.0
+    sample_rate: int = 0
+
+
+def probe(path: Path) -> MediaInfo:
+    """Describe a media file; raise InputError when it is missing or not readable media."""
+    import av
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{path}: not a video or audio file ffmpeg can read ({exc})") from None
+    with container:
+        vs = [s for s in container.streams.video if s.codec_context is not None]
+        # A still image (PNG, JPEG) opens as a one-frame "video": refuse it as a video.
+        if vs and container.format.name in {"image2", "png_pipe", "jpeg_pipe", "webp_pipe"}:
+            vs = []
+        aus = list(container.streams.audio)
+        duration = float(container.duration / 1e6) if container.duration else 0.0
+        info: dict = {"path": path, "has_video": bool(vs), "has_audio": bool(aus)}
+        if vs:
+            v = vs[0]
+            rotation = 0
+            try:
+                frame = next(container.decode(video=0))
+                rotation = int(round(getattr(frame, "rotation", 0) or 0)) % 360
+            except (StopIteration, av.error.FFmpegError):
+                info["has_video"] = False
+            w, h = v.codec_context.width, v.codec_context.height
+            if rotation in (90, 270):
+                w, h = h, w
+            tb = float(v.time_base) if v.time_base else 0.0
+            info.update(
+                width=w,
+                height=h,
+                rotation=rotation,
+                fps=float(v.average_rate or v.guessed_rate or 0.0),
+                video_codec=v.codec_context.name,
+                video_start_s=float(v.start_time or 0) * tb,
+            )
+            if v.duration and tb and not duration:
+                duration = float(v.duration) * tb
+        if aus:
+            a = aus[0]
+            tb = float(a.time_base) if a.time_base else 0.0
+            info.update(
+                audio_codec=a.codec_context.name,
+                audio_start_s=float(a.start_time or 0) * tb,
+                sample_rate=int(a.sample_rate or 0),
+            )
+        info["duration_s"] = duration
+    return MediaInfo(**info)
+
+
+def iter_frames(
+    path: Path, *, fps: int, size: tuple[int, int], prefetch: int = 8
+) -> Iterator[np.ndarray]:
+    """Yield RGB frames (H, W, 3) uint8 resampled to a constant ``fps`` by timestamps.
+
+    ffmpeg's ``fps`` filter picks, for every output tick, the source frame shown at that
+    time (duplicating or dropping frames), and applies rotation metadata. A reader thread
+    keeps ``prefetch`` frames ahead so decoding overlaps with the consumer's work.
+    ``size`` is the displayed (width, height) from :func:`probe`.
+    """
+    w, h = size
+    cmd = [
+        ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
+        "-i", str(path), "-map", "0:v:0", "-an", "-sn",
+        "-vf", f"fps={fps}:round=near", "-pix_fmt", "rgb24", "-f", "rawvideo", "-",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    nbytes = w * h * 3
+    q: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        try:
+            while not stop.is_set():
+                buf = bytearray(nbytes)
+                view = memoryview(buf)
+                got = 0
+                while got < nbytes:
+                    n = proc.stdout.readinto(view[got:])
+                    if not n:
+                        break
+                    got += n
+                if got < nbytes:
+                    break
+                q.put(np.frombuffer(buf, np.uint8).reshape(h, w, 3))
+        finally:
+            q.put(None)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    completed = False
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                break
+            yield item
+        completed = True
+    finally:
+        stop.set()
+        if not completed:
+            proc.kill()
+        while thread.is_alive():  # unblock a reader waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        rc = proc.wait()
+        if completed and rc != 0:
+            raise ToolError(f"ffmpeg failed decoding {path} ({rc}): {err.strip()[-500:]}")
+
+
+def load_audio(path: Path, *, sr: int) -> np.ndarray:
+    """Decode the first audio stream of ``path`` as mono float32 at ``sr`` Hz, shape (S,)."""
+    raw = run_ffmpeg(
+        ["-i", str(path), "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sr), "-f", "f32le", "-"]
+    )
+    return np.frombuffer(raw, dtype="<f4").astype(np.float32)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,382 @@
+"""``lsp prep``: one video in, one validated HDF5 dataset out.
+
+Stages, each resumable:
+
+1. probe     container, streams, rotation; refuse unusable input early
+2. track     decode at the canonical fps (pass 1), Face Mesh on the target face  [cached]
+3. crop      smoothed square boxes from the landmarks (pure, cheap)
+4. frames    decode again (pass 2), crop to image_size, JPEG into the partial file [resumable]
+5. pack      audio on the video clock, log-mel, landmarks in crop pixels, attributes,
+             validate, rename the partial file to its final name, update the manifest
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+
+from . import __version__, schema
+from .audio import align_waveform, video_log_mel
+from .config import PrepConfig
+from .crop import crop_boxes, crop_frame, face_extent, to_crop
+from .errors import InputError
+from .landmarks import FaceMeshTracker, fill_gaps, mesh_confidence
+from .layout import load_layout
+from .manifest import update_manifest
+from .media import MediaInfo, iter_frames, load_audio, probe, sha256_file
+
+ProgressFn = Callable[[str, int, "int | None"], None]
+"""Called as ``progress(stage, done, total)``; ``total`` may be None when unknown."""
+
+CACHE_DIR = ".lsp-cache"
+
+
+@dataclass
+class PrepResult:
+    """What one ``prep`` produced, for the CLI's summary and the manifest."""
+
+    dataset: Path
+    n_frames: int
+    duration_s: float
+    valid_fraction: float
+    detected_fraction: float
+    interpolated_frames: int
+    source_sha256: str
+    dataset_sha256: str
+    reused: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Tracks:
+    """Output of the track stage, in original-video pixels at the canonical fps."""
+
+    mesh: np.ndarray  # (N, 478, 3) float32; NaN where not detected
+    detected: np.ndarray  # (N,) bool: the tracker returned a mesh
+    frame_size: tuple[int, int]  # (width, height) as decoded
+
+
+def _noop(stage: str, done: int, total: int | None) -> None:
+    return None
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` if needed; raise InputError if it cannot be written."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".lsp-write-test-"):
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"output directory {out_dir} is not writable ({exc.strerror}): choose another -o"
+        ) from None
+
+
+def check_input(video: Path, *, audio: Path | None, config: PrepConfig) -> MediaInfo:
+    """Probe the inputs and refuse what prep cannot use, with a message saying what to do."""
+    info = probe(video)
+    if not info.has_video:
+        raise InputError(f"{video}: has no video stream (is it an audio file or an image?)")
+    if audio is not None:
+        ainfo = probe(audio)
+        if not ainfo.has_audio:
+            raise InputError(f"{audio}: has no audio stream to use as the speech track")
+    elif not info.has_audio:
+        raise InputError(
+            f"{video}: has no audio stream; pass the speech recording with --audio FILE"
+        )
+    if info.duration_s and info.duration_s < config.ingest.min_duration_s:
+        raise InputError(
+            f"{video}: clip is {info.duration_s:.2f} s long; prep needs at least "
+            f"{config.ingest.min_duration_s:g} s (3-5 minutes makes a good person model)"
+        )
+    return info
+
+
+def track_faces(
+    frames, *, config: PrepConfig, total: int | None = None, progress: ProgressFn = _noop
+) -> Tracks:
+    """Run the Face Mesh tracker over an iterable of RGB frames (pure but for MediaPipe)."""
+    meshes: list[np.ndarray | None] = []
+    size = (0, 0)
+    with FaceMeshTracker(config.landmarks) as tracker:
+        for i, frame in enumerate(frames):
+            size = (frame.shape[1], frame.shape[0])
+            pts = tracker(frame)
+            meshes.append(None if pts is None else pts.astype(np.float32))
+            if i % 30 == 0:
+                progress("track", i + 1, total)
+    n = len(meshes)
+    progress("track", n, n)
+    mesh = np.full((n, 478, 3), np.nan, np.float32)
+    detected = np.zeros(n, bool)
+    for i, m in enumerate(meshes):
+        if m is not None:
+            mesh[i], detected[i] = m, True
+    return Tracks(mesh, detected, size)
+
+
+def clean_tracks(
+    tracks: Tracks, *, config: PrepConfig, source: str
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Score, reject, interpolate; refuse clips with too little face. Returns the mesh
+    (N, 478, 3) in original pixels (NaN where invalid) and the per-frame masks."""
+    n = len(tracks.detected)
+    lc = config.landmarks
+    conf = mesh_confidence(tracks.mesh, tracks.detected)
+    detected = tracks.detected & (conf >= lc.min_confidence)
+    if detected.sum() == 0 or detected.mean() < 0.02:
+        raise InputError(
+            f"{source}: no face found ({int(detected.sum())} of {n} frames): "
+            "film the person facing the camera, face unobstructed and well lit"
+        )
+    max_gap = int(round(lc.max_gap_s * config.ingest.fps))
+    mesh, interpolated = fill_gaps(tracks.mesh, detected, max_gap=max_gap)
+    valid = detected | interpolated
+    if valid.mean() < lc.min_valid_fraction:
+        raise InputError(
+            f"{source}: face usable in only {valid.mean():.0%} of frames; prep needs "
+            f"{lc.min_valid_fraction:.0%} (cut the clip to where the face is visible, or "
+            "lower landmarks.min_valid_fraction with --set)"
+        )
+    masks = {"detected": detected, "interpolated": interpolated, "valid": valid,
+             "confidence": conf}  # fmt: skip
+    return mesh.astype(np.float32), masks
+
+
+def _stage_key(config: PrepConfig, source_sha: str, audio_sha: str, *sections: str) -> str:
+    return f"{source_sha[:16]}-{audio_sha[:8]}-{config.digest(*sections)}"
+
+
+def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def prep_video(
+    video: Path,
+    *,
+    out_dir: Path,
+    config: PrepConfig = PrepConfig(),
+    audio: Path | None = None,
+    name: str | None = None,
+    force: bool = False,
+    progress: ProgressFn = _noop,
+) -> PrepResult:
+    """Turn ``video`` into ``out_dir/<name>.h5``; see the module docstring for stages."""
+    video, out_dir = Path(video), Path(out_dir)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    info = check_input(video, audio=audio, config=config)
+    check_output_dir(out_dir)
+    name = name or video.stem
+    final = out_dir / f"{name}.h5"
+    partial = schema.partial_path(final)
+    cache = out_dir / CACHE_DIR / name
+    src_sha = sha256_file(video)
+    aud_sha = sha256_file(audio) if audio is not None else ""
+    key = _stage_key(config, src_sha, aud_sha)
+    timings["probe"] = time.perf_counter() - t0
+
+    if force:
+        shutil.rmtree(cache, ignore_errors=True)
+        partial.unlink(missing_ok=True)
+    elif final.exists():
+        with h5py.File(final, "r") as f:
+            same = f.attrs.get("prep_key") == key
+        if same:
+            schema.validate(final)
+            return _reuse(final, src_sha, timings)
+    cache.mkdir(parents=True, exist_ok=True)
+    fps = config.ingest.fps
+    total_est = int(np.ceil(info.duration_s * fps)) if info.duration_s else None
+
+    # 2. track (pass 1), cached
+    t = time.perf_counter()
+    track_key = _stage_key(config, src_sha, "", "ingest", "landmarks")
+    track_file = cache / "track.npz"
+    tracks = _load_tracks(track_file, track_key)
+    if tracks is None:
+        frames = iter_frames(video, fps=fps, size=(info.width, info.height))
+        tracks = track_faces(frames, config=config, total=total_est, progress=progress)
+        _atomic_savez(track_file, key=np.array(track_key), mesh=tracks.mesh,
+                      detected=tracks.detected, frame_size=np.array(tracks.frame_size))  # fmt: skip
+    else:
+        progress("track", len(tracks.detected), len(tracks.detected))
+    timings["track"] = time.perf_counter() - t
+    n = len(tracks.detected)
+    if n < config.ingest.min_duration_s * fps:
+        raise InputError(
+            f"{video}: decoded only {n} frames ({n / fps:.2f} s); prep needs at least "
+            f"{config.ingest.min_duration_s:g} s"
+        )
+    mesh, masks = clean_tracks(tracks, config=config, source=str(video))
+
+    # 3. crop
+    centres, sizes = face_extent(mesh)
+    boxes = crop_boxes(centres, sizes, masks["valid"], fps=fps, frame_size=tracks.frame_size,
+                       config=config.crop)  # fmt: skip
+
+    # 4. frames (pass 2) into the partial file
+    t = time.perf_counter()
+    frames_key = _stage_key(config, src_sha, "", "ingest", "landmarks", "crop")
+    _write_frames(partial, video, info, boxes, frames_key, config=config, progress=progress)
+    timings["frames"] = time.perf_counter() - t
+
+    # 5. pack
+    t = time.perf_counter()
+    sr = config.ingest.sample_rate
+    if audio is not None:
+        y, offset = load_audio(audio, sr=sr), 0.0
+    else:
+        y, offset = load_audio(video, sr=sr), info.audio_start_s - info.video_start_s
+    y = align_waveform(y, sr=sr, offset_s=offset, n_video_frames=n, fps=fps)
+    mel = video_log_mel(y, sr=sr, n_video_frames=n, fps=fps, config=config.mel)
+    size = config.ingest.image_size
+    mesh_crop = to_crop(mesh, boxes, size).astype(np.float32)
+    lsp73 = load_layout().from_mesh(mesh_crop)[..., :2]
+    with h5py.File(partial, "a") as f:
+        for ds in ("audio", "landmarks"):
+            if ds in f:
+                del f[ds]
+        f.create_dataset("audio/waveform", data=y, compression="gzip", compression_opts=4)
+        f.create_dataset("audio/mel", data=mel.T, chunks=(min(2 * n, 1200), mel.shape[0]),
+                         compression="gzip", compression_opts=4)  # fmt: skip
+        gz = {"compression": "gzip", "compression_opts": 4}
+        f.create_dataset("landmarks/mesh", data=mesh_crop, chunks=(min(n, 64), 478, 3), **gz)
+        f.create_dataset("landmarks/lsp73", data=lsp73.astype(np.float32), **gz)
+        for k in ("valid", "detected", "interpolated"):
+            f.create_dataset(f"landmarks/{k}", data=masks[k])
+        f.create_dataset("landmarks/confidence", data=masks["confidence"].astype(np.float32))
+        attrs = {
+            "schema_version": schema.SCHEMA_VERSION,
+            "fps": fps,
+            "sample_rate": sr,
+            "image_size": size,
+            "hop_length": sr / (2 * fps),
+            "n_frames": n,
+            "source_path": str(video),
+            "source_sha256": src_sha,
+            "audio_sha256": aud_sha,
+            "lsp_version": __version__,
+            "config": json.dumps(config.to_dict()),
+            "source_info": json.dumps({k: v for k, v in asdict(info).items() if k != "path"}),
+            "prep_key": key,
+        }
+        f.attrs.update(attrs)
+    schema.validate(partial)
+    os.replace(partial, final)
+    timings["pack"] = time.perf_counter() - t
+    result = PrepResult(
+        dataset=final,
+        n_frames=n,
+        duration_s=n / fps,
+        valid_fraction=float(masks["valid"].mean()),
+        detected_fraction=float(masks["detected"].mean()),
+        interpolated_frames=int(masks["interpolated"].sum()),
+        source_sha256=src_sha,
+        dataset_sha256=sha256_file(final),
+        timings=timings,
+    )
+    update_manifest(out_dir, result)
+    shutil.rmtree(cache, ignore_errors=True)
+    try:
+        (out_dir / CACHE_DIR).rmdir()
+    except OSError:
+        pass  # other clips still have caches
+    return result
+
+
+def _reuse(final: Path, src_sha: str, timings: dict[str, float]) -> PrepResult:
+    with h5py.File(final, "r") as f:
+        n = int(f.attrs["n_frames"])
+        valid = f["landmarks/valid"][:]
+        det = f["landmarks/detected"][:]
+        interp = f["landmarks/interpolated"][:]
+        fps = int(f.attrs["fps"])
+    result = PrepResult(final, n, n / fps, float(valid.mean()), float(det.mean()),
+                        int(interp.sum()), src_sha, sha256_file(final), reused=True,
+                        timings=timings)  # fmt: skip
+    update_manifest(final.parent, result)
+    return result
+
+
+def _load_tracks(path: Path, key: str) -> Tracks | None:
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as z:
+            if str(z["key"]) != key:
+                return None
+            return Tracks(z["mesh"], z["detected"], tuple(int(v) for v in z["frame_size"]))
+    except (OSError, KeyError, ValueError):
+        return None  # a damaged cache is recomputed
+
+
+def _write_frames(
+    partial: Path,
+    video: Path,
+    info: MediaInfo,
+    boxes: np.ndarray,
+    key: str,
+    *,
+    config: PrepConfig,
+    progress: ProgressFn,
+) -> None:
+    """Crop, encode and store every frame in the partial file, unless already done."""
+    n = len(boxes)
+    if partial.exists():
+        try:
+            with h5py.File(partial, "r") as f:
+                if f.attrs.get("frames_key") == key and f.attrs.get("frames_complete", False):
+                    progress("frames", n, n)
+                    return
+        except OSError:
+            pass
+        partial.unlink()
+    size, quality = config.ingest.image_size, config.ingest.jpeg_quality
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+    with h5py.File(partial, "w") as f:
+        f.attrs["frames_key"] = key
+        ds = f.create_dataset("frames", shape=(n,), dtype=schema.jpeg_dtype(), chunks=(64,))
+        f.create_dataset("crop/boxes", data=boxes.astype(np.float64))
+        batch: list[np.ndarray] = []
+        start = 0
+        stream = iter_frames(video, fps=config.ingest.fps, size=(info.width, info.height))
+        for i, frame in enumerate(stream):
+            if i >= n:
+                break  # ffmpeg is deterministic; never more frames than pass 1 saw
+            crop = crop_frame(frame, boxes[i], size)
+            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), params)
+            if not ok:
+                raise RuntimeError("JPEG encoding failed")
+            batch.append(buf.ravel())
+            if len(batch) == 64:
+                ds[start : start + 64] = _ragged(batch)
+                start += 64
+                batch = []
+                progress("frames", start, n)
+        if batch:
+            ds[start : start + len(batch)] = _ragged(batch)
+            start += len(batch)
+        if start != n:
+            raise InputError(f"{video}: second decoding pass gave {start} frames, first gave {n}")
+        f.attrs["frames_complete"] = True
+    progress("frames", n, n)
+
+
+def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
+    out = np.empty(len(arrays), dtype=object)
+    out[:] = arrays
+    return out

@@ -1,0 +1,211 @@
+"""The dataset contract: one HDF5 file per clip, described here and nowhere else.
+
+Every field names its shape in symbols (``N`` video frames, ``M = 2N`` mel frames,
+``S`` audio samples), its dtype, its units and its coordinate frame. :func:`validate`
+checks a file against this table; readers refuse a ``schema_version`` they do not know.
+``docs/dataset.md`` is the annotated version of this table (a test keeps them in step).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .constants import MELS_PER_FRAME, N_LSP_POINTS, N_MELS, N_MESH_POINTS
+from .errors import SchemaError
+
+SCHEMA_VERSION = 1
+"""Bumped whenever a field changes meaning, shape or units."""
+
+PARTIAL_SUFFIX = ".partial"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One dataset in the file."""
+
+    name: str
+    shape: tuple[str | int, ...]
+    dtype: str
+    """numpy kind: 'f' float, 'u' unsigned, 'i' int, 'b' bool, 'O' variable-length bytes."""
+    units: str
+    frame: str
+    doc: str
+
+
+@dataclass(frozen=True)
+class Attr:
+    """One root attribute."""
+
+    name: str
+    doc: str
+
+
+ROOT_ATTRS: tuple[Attr, ...] = (
+    Attr("schema_version", "int; this table's version"),
+    Attr("fps", "int; video frame rate of every per-frame array (60)"),
+    Attr("sample_rate", "int; audio sample rate in Hz (16000)"),
+    Attr("image_size", "int; side of the square face crop in pixels (512)"),
+    Attr("hop_length", "float; mel hop in audio samples (sample_rate / 120)"),
+    Attr("n_frames", "int; N"),
+    Attr("source_path", "str; the video as given to prep"),
+    Attr("source_sha256", "str; SHA-256 of the video file's bytes"),
+    Attr("audio_sha256", "str; SHA-256 of the audio file given with --audio, else ''"),
+    Attr("lsp_version", "str; toolkit version that wrote the file"),
+    Attr("config", "str; JSON of the resolved configuration of every stage"),
+    Attr("source_info", "str; JSON of the probed source (size, fps, codecs, rotation)"),
+)
+
+FIELDS: tuple[Field, ...] = (
+    Field("frames", ("N",), "O", "JPEG bytes", "crop",
+          "RGB face crop of every frame, image_size x image_size, JPEG-encoded"),
+    Field("crop/boxes", ("N", 4), "f", "pixels", "original",
+          "square crop box x0, y0, x1, y1 in original-video pixels; "
+          "crop = (p - (x0, y0)) * image_size / (x1 - x0)"),
+    Field("audio/waveform", ("S",), "f", "amplitude [-1, 1]", "video clock",
+          "mono speech; sample 0 starts video frame 0; S = N * sample_rate / fps"),
+    Field("audio/mel", ("M", N_MELS), "f", "natural log of mel power", "video clock",
+          "log-mel; row k is centred at k / (fps * 2) s, so frame i owns rows 2i, 2i+1"),
+    Field("landmarks/mesh", ("N", N_MESH_POINTS, 3), "f", "pixels", "crop",
+          "MediaPipe Face Mesh (refined, 478): x, y in crop pixels, z relative depth in the "
+          "same pixel scale (MediaPipe's convention); NaN where not valid"),
+    Field("landmarks/lsp73", ("N", N_LSP_POINTS, 2), "f", "pixels", "crop",
+          "LSP 73-point layout (manifests/lsp73.toml) in crop pixels; NaN where not valid"),
+    Field("landmarks/valid", ("N",), "b", "bool", "-",
+          "landmarks usable: detected and plausible, or interpolated across a short gap"),
+    Field("landmarks/detected", ("N",), "b", "bool", "-",
+          "the tracker returned a plausible mesh on this frame itself"),
+    Field("landmarks/interpolated", ("N",), "b", "bool", "-",
+          "filled by linear interpolation across a gap of at most max_gap_s"),
+    Field("landmarks/confidence", ("N",), "f", "[0, 1]", "-",
+          "shape plausibility of the detected mesh (Procrustes residual to the clip's "
+          "median shape); 0 where nothing was detected"),
+)  # fmt: skip
+
+FIELD_BY_NAME = {f.name: f for f in FIELDS}
+
+
+def check_version(f: h5py.File, path: Path | str) -> None:
+    """Raise SchemaError unless ``f`` was written with this :data:`SCHEMA_VERSION`."""
+    version = f.attrs.get("schema_version")
+    if version is None:
+        raise SchemaError(f"{path}: not an LSP dataset (no schema_version attribute)")
+    if int(version) != SCHEMA_VERSION:
+        raise SchemaError(
+            f"{path}: dataset schema version {int(version)}, this toolkit reads version "
+            f"{SCHEMA_VERSION}: re-run `lsp prep` on the source video (add --force)"
+        )
+
+
+def _resolve(shape: tuple[str | int, ...], dims: dict[str, int]) -> tuple[int, ...]:
+    return tuple(dims[s] if isinstance(s, str) else s for s in shape)
+
+
+def validate(path: Path | str) -> dict[str, int]:
+    """Check a dataset file against the schema; return its dimensions ``{"N", "M", "S"}``.
+
+    Raises SchemaError listing every problem found (missing attributes or fields, wrong
+    shapes or dtypes, inconsistent lengths, values out of range).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SchemaError(f"{path}: no such dataset file")
+    problems: list[str] = []
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise SchemaError(f"{path}: not an HDF5 file ({exc})") from None
+    with f:
+        check_version(f, path)
+        for a in ROOT_ATTRS:
+            if a.name not in f.attrs:
+                problems.append(f"missing root attribute {a.name!r}")
+        fps, sr = int(f.attrs.get("fps", 0)), int(f.attrs.get("sample_rate", 0))
+        n = int(f["frames"].shape[0]) if "frames" in f else int(f.attrs.get("n_frames", 0))
+        dims = {"N": n, "M": n * MELS_PER_FRAME, "S": round(n * sr / fps) if fps else 0}
+        if n != int(f.attrs.get("n_frames", -1)):
+            problems.append(f"attribute n_frames={f.attrs.get('n_frames')} but frames has {n}")
+        for fld in FIELDS:
+            if fld.name not in f:
+                problems.append(f"missing field {fld.name!r}")
+                continue
+            ds = f[fld.name]
+            want = _resolve(fld.shape, dims)
+            if ds.shape != want:
+                problems.append(f"{fld.name}: shape {ds.shape}, expected {want} {fld.shape}")
+            kind = "O" if h5py.check_vlen_dtype(ds.dtype) is not None else ds.dtype.kind
+            if kind != fld.dtype:
+                problems.append(f"{fld.name}: dtype kind {kind!r}, expected {fld.dtype!r}")
+        if not problems:
+            problems += _check_values(f)
+    if problems:
+        raise SchemaError(f"{path}: " + "; ".join(problems))
+    return dims
+
+
+def _check_values(f: h5py.File) -> list[str]:
+    out: list[str] = []
+    valid = f["landmarks/valid"][:]
+    if not valid.any():
+        out.append("landmarks/valid is False everywhere")
+    lsp = f["landmarks/lsp73"][:]
+    if not np.isfinite(lsp[valid]).all():
+        out.append("landmarks/lsp73 has non-finite values on valid frames")
+    boxes = f["crop/boxes"][:]
+    if not np.isfinite(boxes).all() or not np.allclose(
+        boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1], rtol=1e-6
+    ):
+        out.append("crop/boxes are not finite squares")
+    if not np.isfinite(f["audio/mel"][:]).all():
+        out.append("audio/mel has non-finite values")
+    det, interp = f["landmarks/detected"][:], f["landmarks/interpolated"][:]
+    if (valid != (det | interp)).any():
+        out.append("landmarks/valid != detected | interpolated")
+    return out
+
+
+def read_config(f: h5py.File) -> dict:
+    """The resolved configuration stored with a dataset."""
+    return json.loads(f.attrs["config"])
+
+
+def open_dataset(path: Path | str) -> h5py.File:
+    """Open a dataset for reading after checking its schema version."""
+    path = Path(path)
+    if not path.is_file():
+        raise SchemaError(f"{path}: no such dataset file")
+    f = h5py.File(path, "r")
+    try:
+        check_version(f, path)
+    except SchemaError:
+        f.close()
+        raise
+    return f
+
+
+def partial_path(path: Path) -> Path:
+    """Where a dataset is built before it is complete."""
+    return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+def jpeg_dtype() -> np.dtype:
+    return h5py.vlen_dtype(np.dtype("uint8"))
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling path; rename it to ``path`` only if the block succeeds."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
