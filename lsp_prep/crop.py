@@ -22,7 +22,7 @@ from .errors import InputError
 class CropConfig:
     """How the square crop is placed around the face."""
 
-    scale: float = 2.4
+    scale: float = 2.2
     """Crop side as a multiple of the clip's median face size (landmark bounding box)."""
     offset_y: float = 0.08
     """Crop centre below the face centre, as a fraction of the crop side (shows shoulders)."""

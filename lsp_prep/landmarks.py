@@ -45,8 +45,12 @@ class LandmarkConfig:
             raise InputError(f"landmarks.roi_size must be >= 64, got {self.roi_size}")
         if self.roi_scale < 1.2:
             raise InputError(f"landmarks.roi_scale must be >= 1.2, got {self.roi_scale}")
-        for name in ("min_detection_confidence", "min_tracking_confidence", "min_confidence",
-                     "min_valid_fraction"):  # fmt: skip
+        for name in (
+            "min_detection_confidence",
+            "min_tracking_confidence",
+            "min_confidence",
+            "min_valid_fraction",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise InputError(f"landmarks.{name} must be in [0, 1]")
         if self.max_gap_s < 0:
@@ -138,7 +142,9 @@ class FaceMeshTracker:
         r = self.config.roi_size
         s = r / side
         m = np.array([[s, 0.0, r / 2 - cx * s], [0.0, s, r / 2 - cy * s]])
-        patch = cv2.warpAffine(frame, m, (r, r), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+        patch = cv2.warpAffine(
+            frame, m, (r, r), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+        )
         res = self._mesh.process(patch)
         if not res.multi_face_landmarks:
             self._roi = None
@@ -146,7 +152,9 @@ class FaceMeshTracker:
         lm = res.multi_face_landmarks[0].landmark
         pts = np.array([(p.x, p.y, p.z) for p in lm], np.float64) * r  # ROI pixels
         if pts.shape[0] != N_MESH_POINTS:
-            raise RuntimeError(f"Face Mesh returned {pts.shape[0]} points, expected {N_MESH_POINTS}")
+            raise RuntimeError(
+                f"Face Mesh returned {pts.shape[0]} points, expected {N_MESH_POINTS}"
+            )
         pts[:, 0] = (pts[:, 0] - r / 2) / s + cx
         pts[:, 1] = (pts[:, 1] - r / 2) / s + cy
         pts[:, 2] = pts[:, 2] / s
@@ -194,7 +202,9 @@ def mesh_confidence(mesh: np.ndarray, detected: np.ndarray, *, scale: float = 0.
     return conf
 
 
-def fill_gaps(values: np.ndarray, valid: np.ndarray, *, max_gap: int) -> tuple[np.ndarray, np.ndarray]:
+def fill_gaps(
+    values: np.ndarray, valid: np.ndarray, *, max_gap: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Linearly interpolate runs of at most ``max_gap`` invalid frames between valid ones.
 
     ``values`` is (N, ...). Returns the filled copy (still NaN where not filled) and the

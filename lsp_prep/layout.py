@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
 import numpy as np
+import tomllib
 
 from .constants import N_LSP_POINTS, N_MESH_POINTS, N_MOUTH_POINTS
 from .errors import InputError

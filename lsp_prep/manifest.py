@@ -12,8 +12,16 @@ if TYPE_CHECKING:
     from .pipeline import PrepResult
 
 MANIFEST_NAME = "manifest.csv"
-COLUMNS = ["clip", "path", "frames", "duration_s", "valid_fraction", "detected_fraction",
-           "source_sha256", "dataset_sha256"]  # fmt: skip
+COLUMNS = [
+    "clip",
+    "path",
+    "frames",
+    "duration_s",
+    "valid_fraction",
+    "detected_fraction",
+    "source_sha256",
+    "dataset_sha256",
+]
 
 
 def read_manifest(out_dir: Path) -> pd.DataFrame:

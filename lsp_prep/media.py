@@ -134,10 +134,25 @@ def iter_frames(
     """
     w, h = size
     cmd = [
-        ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error",
-        "-i", str(path), "-map", "0:v:0", "-an", "-sn",
-        "-vf", f"fps={fps}:round=near", "-pix_fmt", "rgb24", "-f", "rawvideo", "-",
-    ]  # fmt: skip
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-i",
+        str(path),
+        "-map",
+        "0:v:0",
+        "-an",
+        "-sn",
+        "-vf",
+        f"fps={fps}:round=near",
+        "-pix_fmt",
+        "rgb24",
+        "-f",
+        "rawvideo",
+        "-",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
     nbytes = w * h * 3
     q: queue.Queue = queue.Queue(maxsize=prefetch)

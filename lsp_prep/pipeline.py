@@ -54,6 +54,7 @@ class PrepResult:
     source_sha256: str
     dataset_sha256: str
     reused: bool = False
+    warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -149,8 +150,7 @@ def clean_tracks(
             f"{lc.min_valid_fraction:.0%} (cut the clip to where the face is visible, or "
             "lower landmarks.min_valid_fraction with --set)"
         )
-    masks = {"detected": detected, "interpolated": interpolated, "valid": valid,
-             "confidence": conf}  # fmt: skip
+    masks = {"detected": detected, "interpolated": interpolated, "valid": valid, "confidence": conf}
     return mesh.astype(np.float32), masks
 
 
@@ -210,23 +210,36 @@ def prep_video(
     if tracks is None:
         frames = iter_frames(video, fps=fps, size=(info.width, info.height))
         tracks = track_faces(frames, config=config, total=total_est, progress=progress)
-        _atomic_savez(track_file, key=np.array(track_key), mesh=tracks.mesh,
-                      detected=tracks.detected, frame_size=np.array(tracks.frame_size))  # fmt: skip
+        _atomic_savez(
+            track_file,
+            key=np.array(track_key),
+            mesh=tracks.mesh,
+            detected=tracks.detected,
+            frame_size=np.array(tracks.frame_size),
+        )
     else:
         progress("track", len(tracks.detected), len(tracks.detected))
     timings["track"] = time.perf_counter() - t
     n = len(tracks.detected)
     if n < config.ingest.min_duration_s * fps:
+        shutil.rmtree(cache, ignore_errors=True)
+        _remove_empty(out_dir / CACHE_DIR)
         raise InputError(
             f"{video}: decoded only {n} frames ({n / fps:.2f} s); prep needs at least "
             f"{config.ingest.min_duration_s:g} s"
         )
-    mesh, masks = clean_tracks(tracks, config=config, source=str(video))
+    try:
+        mesh, masks = clean_tracks(tracks, config=config, source=str(video))
+    except InputError:
+        shutil.rmtree(cache, ignore_errors=True)  # a refused clip leaves nothing behind
+        _remove_empty(out_dir / CACHE_DIR)
+        raise
 
     # 3. crop
     centres, sizes = face_extent(mesh)
-    boxes = crop_boxes(centres, sizes, masks["valid"], fps=fps, frame_size=tracks.frame_size,
-                       config=config.crop)  # fmt: skip
+    boxes = crop_boxes(
+        centres, sizes, masks["valid"], fps=fps, frame_size=tracks.frame_size, config=config.crop
+    )
 
     # 4. frames (pass 2) into the partial file
     t = time.perf_counter()
@@ -242,6 +255,7 @@ def prep_video(
     else:
         y, offset = load_audio(video, sr=sr), info.audio_start_s - info.video_start_s
     y = align_waveform(y, sr=sr, offset_s=offset, n_video_frames=n, fps=fps)
+    warnings = audio_warnings(y, source=str(audio or video))
     mel = video_log_mel(y, sr=sr, n_video_frames=n, fps=fps, config=config.mel)
     size = config.ingest.image_size
     mesh_crop = to_crop(mesh, boxes, size).astype(np.float32)
@@ -251,8 +265,13 @@ def prep_video(
             if ds in f:
                 del f[ds]
         f.create_dataset("audio/waveform", data=y, compression="gzip", compression_opts=4)
-        f.create_dataset("audio/mel", data=mel.T, chunks=(min(2 * n, 1200), mel.shape[0]),
-                         compression="gzip", compression_opts=4)  # fmt: skip
+        f.create_dataset(
+            "audio/mel",
+            data=mel.T,
+            chunks=(min(2 * n, 1200), mel.shape[0]),
+            compression="gzip",
+            compression_opts=4,
+        )
         gz = {"compression": "gzip", "compression_opts": 4}
         f.create_dataset("landmarks/mesh", data=mesh_crop, chunks=(min(n, 64), 478, 3), **gz)
         f.create_dataset("landmarks/lsp73", data=lsp73.astype(np.float32), **gz)
@@ -287,15 +306,32 @@ def prep_video(
         interpolated_frames=int(masks["interpolated"].sum()),
         source_sha256=src_sha,
         dataset_sha256=sha256_file(final),
+        warnings=warnings,
         timings=timings,
     )
     update_manifest(out_dir, result)
     shutil.rmtree(cache, ignore_errors=True)
-    try:
-        (out_dir / CACHE_DIR).rmdir()
-    except OSError:
-        pass  # other clips still have caches
+    _remove_empty(out_dir / CACHE_DIR)
     return result
+
+
+def _remove_empty(directory: Path) -> None:
+    try:
+        directory.rmdir()
+    except OSError:
+        pass  # missing, or other clips still have caches there
+
+
+def audio_warnings(y: np.ndarray, *, source: str, quiet_dbfs: float = -40.0) -> list[str]:
+    """Problems with the speech track that do not stop prep but will hurt training."""
+    peak = float(np.abs(y).max()) if len(y) else 0.0
+    if peak < 10 ** (quiet_dbfs / 20):
+        level = f"{20 * np.log10(peak):.0f} dBFS" if peak > 0 else "digital silence"
+        return [
+            f"{source}: the speech track is nearly silent (peak {level}); "
+            "if this is not the person's voice, pass the recording with --audio"
+        ]
+    return []
 
 
 def _reuse(final: Path, src_sha: str, timings: dict[str, float]) -> PrepResult:
@@ -305,9 +341,18 @@ def _reuse(final: Path, src_sha: str, timings: dict[str, float]) -> PrepResult:
         det = f["landmarks/detected"][:]
         interp = f["landmarks/interpolated"][:]
         fps = int(f.attrs["fps"])
-    result = PrepResult(final, n, n / fps, float(valid.mean()), float(det.mean()),
-                        int(interp.sum()), src_sha, sha256_file(final), reused=True,
-                        timings=timings)  # fmt: skip
+    result = PrepResult(
+        final,
+        n,
+        n / fps,
+        float(valid.mean()),
+        float(det.mean()),
+        int(interp.sum()),
+        src_sha,
+        sha256_file(final),
+        reused=True,
+        timings=timings,
+    )
     update_manifest(final.parent, result)
     return result
 

@@ -64,30 +64,90 @@ ROOT_ATTRS: tuple[Attr, ...] = (
 )
 
 FIELDS: tuple[Field, ...] = (
-    Field("frames", ("N",), "O", "JPEG bytes", "crop",
-          "RGB face crop of every frame, image_size x image_size, JPEG-encoded"),
-    Field("crop/boxes", ("N", 4), "f", "pixels", "original",
-          "square crop box x0, y0, x1, y1 in original-video pixels; "
-          "crop = (p - (x0, y0)) * image_size / (x1 - x0)"),
-    Field("audio/waveform", ("S",), "f", "amplitude [-1, 1]", "video clock",
-          "mono speech; sample 0 starts video frame 0; S = N * sample_rate / fps"),
-    Field("audio/mel", ("M", N_MELS), "f", "natural log of mel power", "video clock",
-          "log-mel; row k is centred at k / (fps * 2) s, so frame i owns rows 2i, 2i+1"),
-    Field("landmarks/mesh", ("N", N_MESH_POINTS, 3), "f", "pixels", "crop",
-          "MediaPipe Face Mesh (refined, 478): x, y in crop pixels, z relative depth in the "
-          "same pixel scale (MediaPipe's convention); NaN where not valid"),
-    Field("landmarks/lsp73", ("N", N_LSP_POINTS, 2), "f", "pixels", "crop",
-          "LSP 73-point layout (manifests/lsp73.toml) in crop pixels; NaN where not valid"),
-    Field("landmarks/valid", ("N",), "b", "bool", "-",
-          "landmarks usable: detected and plausible, or interpolated across a short gap"),
-    Field("landmarks/detected", ("N",), "b", "bool", "-",
-          "the tracker returned a plausible mesh on this frame itself"),
-    Field("landmarks/interpolated", ("N",), "b", "bool", "-",
-          "filled by linear interpolation across a gap of at most max_gap_s"),
-    Field("landmarks/confidence", ("N",), "f", "[0, 1]", "-",
-          "shape plausibility of the detected mesh (Procrustes residual to the clip's "
-          "median shape); 0 where nothing was detected"),
-)  # fmt: skip
+    Field(
+        "frames",
+        ("N",),
+        "O",
+        "JPEG bytes",
+        "crop",
+        "RGB face crop of every frame, image_size x image_size, JPEG-encoded",
+    ),
+    Field(
+        "crop/boxes",
+        ("N", 4),
+        "f",
+        "pixels",
+        "original",
+        "square crop box x0, y0, x1, y1 in original-video pixels; "
+        "crop = (p - (x0, y0)) * image_size / (x1 - x0)",
+    ),
+    Field(
+        "audio/waveform",
+        ("S",),
+        "f",
+        "amplitude [-1, 1]",
+        "video clock",
+        "mono speech; sample 0 starts video frame 0; S = N * sample_rate / fps",
+    ),
+    Field(
+        "audio/mel",
+        ("M", N_MELS),
+        "f",
+        "natural log of mel power",
+        "video clock",
+        "log-mel; row k is centred at k / (fps * 2) s, so frame i owns rows 2i, 2i+1",
+    ),
+    Field(
+        "landmarks/mesh",
+        ("N", N_MESH_POINTS, 3),
+        "f",
+        "pixels",
+        "crop",
+        "MediaPipe Face Mesh (refined, 478): x, y in crop pixels, z relative depth in the "
+        "same pixel scale (MediaPipe's convention); NaN where not valid",
+    ),
+    Field(
+        "landmarks/lsp73",
+        ("N", N_LSP_POINTS, 2),
+        "f",
+        "pixels",
+        "crop",
+        "LSP 73-point layout (manifests/lsp73.toml) in crop pixels; NaN where not valid",
+    ),
+    Field(
+        "landmarks/valid",
+        ("N",),
+        "b",
+        "bool",
+        "-",
+        "landmarks usable: detected and plausible, or interpolated across a short gap",
+    ),
+    Field(
+        "landmarks/detected",
+        ("N",),
+        "b",
+        "bool",
+        "-",
+        "the tracker returned a plausible mesh on this frame itself",
+    ),
+    Field(
+        "landmarks/interpolated",
+        ("N",),
+        "b",
+        "bool",
+        "-",
+        "filled by linear interpolation across a gap of at most max_gap_s",
+    ),
+    Field(
+        "landmarks/confidence",
+        ("N",),
+        "f",
+        "[0, 1]",
+        "-",
+        "shape plausibility of the detected mesh (Procrustes residual to the clip's "
+        "median shape); 0 where nothing was detected",
+    ),
+)
 
 FIELD_BY_NAME = {f.name: f for f in FIELDS}
 

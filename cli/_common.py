@@ -1,0 +1,54 @@
+"""What every command shares: one stderr console, error handling, progress bars."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from lsp_prep.errors import LSPError
+
+console = Console(stderr=True)
+"""All human-facing output goes to stderr; stdout stays free for data."""
+
+
+@contextmanager
+def cli_errors(verbose: bool = False) -> Iterator[None]:
+    """Turn the library's exceptions into one red line and exit code 1."""
+    try:
+        yield
+    except LSPError as exc:
+        if verbose:
+            console.print_exception()
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted:[/] run the same command again to resume")
+        raise typer.Exit(130) from None
+
+
+@contextmanager
+def stage_progress(enabled: bool = True) -> Iterator:
+    """A rich progress display; yields a ``progress(stage, done, total)`` callback."""
+    if not enabled or os.environ.get("LSP_NO_PROGRESS"):
+        yield lambda stage, done, total: None
+        return
+    columns = (
+        TextColumn("{task.description:<8}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update

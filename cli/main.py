@@ -1,0 +1,37 @@
+"""The ``lsp`` command line: thin commands over the library's plain functions."""
+
+from __future__ import annotations
+
+import typer
+
+from lsp_prep import __version__
+
+from .prep import prep
+
+app = typer.Typer(
+    name="lsp",
+    help="Live Speech Portraits toolkit: prep a video, train a person's models, animate speech.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command()(prep)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"lsp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Live Speech Portraits toolkit."""
+
+
+def main() -> None:
+    app()

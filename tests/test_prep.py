@@ -1,0 +1,262 @@
+"""`lsp prep` end to end on real clips, through the CLI, including every bad input."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from lsp_prep import pipeline, schema
+from lsp_prep.errors import InputError
+from lsp_prep.pipeline import prep_video
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_clean_failure(result, out_dir, *fragments: str):
+    """Exit code 1, one error line naming the problem, no dataset left behind."""
+    assert result.exit_code == 1, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, result.output
+    for frag in fragments:
+        assert frag in " ".join(result.output.split()), result.output
+    if out_dir.exists():
+        leftovers = [p.name for p in out_dir.rglob("*") if p.is_file()]
+        assert leftovers == [], leftovers
+
+
+# ---------------------------------------------------------------- real clips
+
+
+def test_single_face_dataset_validates_and_is_sane(single_face_dataset):
+    dims = schema.validate(single_face_dataset)
+    with h5py.File(single_face_dataset) as f:
+        n = f.attrs["n_frames"]
+        # 2.42 s at 30 fps resampled to 60 fps by timestamps
+        assert n == dims["N"] and 143 <= n <= 146
+        assert f.attrs["fps"] == 60 and f.attrs["sample_rate"] == 16000
+        assert f.attrs["image_size"] == 512
+        assert f["audio/mel"].shape == (2 * n, 80)
+        assert f["audio/waveform"].shape == (round(n * 16000 / 60),)
+        assert f["landmarks/valid"][:].mean() > 0.95
+        lsp = f["landmarks/lsp73"][:]
+        assert np.nanmin(lsp) > 0 and np.nanmax(lsp) < 512  # the face is inside the crop
+        # frames decode to 512x512 and the face sits near the crop centre
+        import cv2
+
+        img = cv2.imdecode(f["frames"][n // 2], cv2.IMREAD_COLOR)
+        assert img.shape == (512, 512, 3)
+        centre = np.nanmean(lsp[:, :, :], axis=(0, 1))
+        assert np.all(np.abs(centre - 256) < 80)
+        # the (quiet, -33 dBFS peak) speech is there: not silent, and the mel has dynamics
+        assert np.abs(f["audio/waveform"][:]).max() > 0.01
+        assert np.ptp(f["audio/mel"][:]) > 5
+        boxes = f["crop/boxes"][:]
+        assert np.ptp(boxes[:, 2] - boxes[:, 0]) < 1e-6  # one crop size per clip
+
+
+def test_landmarks_in_crop_map_back_to_the_original_video(single_face_dataset, media):
+    """lsp73 in crop pixels, mapped through crop/boxes, lands on the face in the original
+    frame: compare with an independent Face Mesh run on that original frame."""
+    import mediapipe as mp
+
+    from lsp_prep.crop import to_original
+    from lsp_prep.layout import load_layout
+    from lsp_prep.media import iter_frames, probe
+
+    info = probe(media["single_face"])
+    i = 90
+    frame = next(
+        x
+        for k, x in enumerate(
+            iter_frames(media["single_face"], fps=60, size=(info.width, info.height))
+        )
+        if k == i
+    )
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True) as fm:
+        lm = fm.process(frame).multi_face_landmarks[0].landmark
+    ref = np.array([(p.x * info.width, p.y * info.height) for p in lm])
+    ref73 = load_layout().from_mesh(np.pad(ref, ((0, 0), (0, 1))))[:, :2]
+    with h5py.File(single_face_dataset) as f:
+        ours = to_original(f["landmarks/lsp73"][i][None], f["crop/boxes"][i : i + 1], 512)[0]
+    iod = np.linalg.norm(ref73[27] - ref73[33])
+    err = np.linalg.norm(ours - ref73, axis=1)
+    assert np.median(err) < 0.05 * iod, np.median(err) / iod
+
+
+def test_manifest_lists_the_clip(single_face_dataset):
+    df = pd.read_csv(single_face_dataset.parent / "manifest.csv")
+    row = df[df["clip"] == "single_face"].iloc[0]
+    assert row["path"] == "single_face.h5" and row["frames"] > 100 and 2.3 < row["duration_s"] < 2.5
+    assert 0.95 < row["valid_fraction"] <= 1 and len(row["source_sha256"]) == 64
+    assert row["dataset_sha256"] == pipeline.sha256_file(single_face_dataset)
+
+
+def test_carphone_with_separate_audio(media, tmp_path):
+    out = tmp_path / "out"
+    r = run("prep", media["carphone"], "-o", out, "--audio", media["speech"])
+    assert r.exit_code == 0, r.output
+    dataset = out / f"{media['carphone'].stem}.h5"
+    dims = schema.validate(dataset)
+    assert 238 <= dims["N"] <= 242  # 4.0 s at 29.97 fps -> 60 fps
+    with h5py.File(dataset) as f:
+        assert f.attrs["audio_sha256"] == pipeline.sha256_file(media["speech"])
+        assert f["landmarks/valid"][:].mean() > 0.9
+
+
+def test_second_run_reuses_and_force_recomputes(media, tmp_path, cut_clip):
+    clip = cut_clip(media["single_face"], 1.5)
+    out = tmp_path / "out"
+    first = prep_video(clip, out_dir=out)
+    mtime = first.dataset.stat().st_mtime_ns
+    r = run("prep", clip, "-o", out)
+    assert r.exit_code == 0 and "reused" in r.output
+    assert first.dataset.stat().st_mtime_ns == mtime
+    r = run("prep", clip, "-o", out, "--force")
+    assert r.exit_code == 0 and "written" in r.output
+    assert first.dataset.stat().st_mtime_ns != mtime
+    # a changed setting is a different dataset: recomputed, not reused
+    r = run("prep", clip, "-o", out, "--set", "ingest.jpeg_quality=70")
+    assert r.exit_code == 0 and "written" in r.output
+    assert len(pd.read_csv(out / "manifest.csv")) == 1
+
+
+def test_interrupted_prep_resumes_without_redoing_tracking(media, tmp_path, cut_clip, monkeypatch):
+    clip = cut_clip(media["single_face"], 1.5)
+    out = tmp_path / "out"
+
+    def interrupt(stage, done, total):
+        if stage == "frames" and done >= 64:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prep_video(clip, out_dir=out, progress=interrupt)
+    assert not (out / "cut.h5").exists()  # nothing looks finished
+    assert (out / "cut.h5.partial").exists()
+
+    def no_tracking(*a, **k):
+        raise AssertionError("tracking ran again although it was cached")
+
+    monkeypatch.setattr(pipeline, "track_faces", no_tracking)
+    result = prep_video(clip, out_dir=out)
+    schema.validate(result.dataset)
+    assert not (out / "cut.h5.partial").exists() and not (out / pipeline.CACHE_DIR).exists()
+
+
+def test_rotation_metadata_is_honoured(media, tmp_path, cut_clip):
+    """A phone video stored landscape with a 90 degree display rotation is prepped upright."""
+    from lsp_prep.media import probe, run_ffmpeg
+
+    clip = cut_clip(media["single_face"], 1.5)
+    rotated = tmp_path / "rotated.mp4"
+    # store the pixels rotated, and metadata that rotates them back for display
+    run_ffmpeg(
+        [
+            "-y",
+            "-i",
+            str(clip),
+            "-vf",
+            "transpose=2",
+            "-c:v",
+            "libx264",
+            "-c:a",
+            "copy",
+            str(tmp_path / "stored.mp4"),
+        ]
+    )
+    run_ffmpeg(
+        [
+            "-y",
+            "-display_rotation",
+            "-90",
+            "-i",
+            str(tmp_path / "stored.mp4"),
+            "-c",
+            "copy",
+            str(rotated),
+        ]
+    )
+    info = probe(rotated)
+    assert info.rotation in (90, 270) and (info.width, info.height) == (640, 360)
+    result = prep_video(rotated, out_dir=tmp_path / "out")
+    with h5py.File(result.dataset) as f:
+        p = np.nanmedian(f["landmarks/lsp73"][:], axis=0)
+    assert p[28, 1] < p[49, 1] < p[7, 1]  # upright: eyes above mouth above chin
+    assert result.valid_fraction > 0.9
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_missing_file(tmp_path):
+    out = tmp_path / "out"
+    assert_clean_failure(run("prep", tmp_path / "nope.mp4", "-o", out), out, "no such file")
+
+
+def test_not_a_video(tmp_path):
+    bogus = tmp_path / "notes.mp4"
+    bogus.write_text("this is not a video\n" * 50)
+    out = tmp_path / "out"
+    assert_clean_failure(run("prep", bogus, "-o", out), out, "not a video")
+
+
+def test_image_is_not_a_video(media, tmp_path):
+    out = tmp_path / "out"
+    assert_clean_failure(run("prep", media["astronaut"], "-o", out), out, "no video stream")
+
+
+def test_audio_only_file_has_no_video_stream(speech_wav, tmp_path):
+    out = tmp_path / "out"
+    assert_clean_failure(run("prep", speech_wav, "-o", out), out, "no video stream")
+
+
+def test_no_audio_stream_suggests_audio_option(media, tmp_path):
+    out = tmp_path / "out"
+    assert_clean_failure(
+        run("prep", media["carphone"], "-o", out), out, "no audio stream", "--audio"
+    )
+
+
+def test_no_face_anywhere(media, tmp_path):
+    out = tmp_path / "out"
+    assert_clean_failure(run("prep", media["no_face"], "-o", out), out, "no face found")
+
+
+def test_too_short(media, tmp_path, cut_clip):
+    clip = cut_clip(media["single_face"], 0.5)
+    out = tmp_path / "out"
+    assert_clean_failure(run("prep", clip, "-o", out), out, "at least 1 s")
+
+
+def test_output_dir_not_writable(media, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = blocker / "sub"
+    r = run("prep", media["single_face"], "-o", out)
+    assert r.exit_code == 1 and "not writable" in r.output and "choose another -o" in r.output
+
+
+def test_bad_override(media, tmp_path):
+    r = run("prep", media["single_face"], "-o", tmp_path, "--set", "crop.zoom=3")
+    assert r.exit_code == 1 and "bad override 'crop.zoom=3'" in r.output
+    r = run("prep", media["single_face"], "-o", tmp_path, "--set", "crop.scale=0.5")
+    assert r.exit_code == 1 and "crop.scale must be > 1" in r.output
+
+
+def test_library_raises_instead_of_exiting(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        prep_video(tmp_path / "missing.mp4", out_dir=tmp_path)
+
+
+def test_help_for_every_command():
+    for args in (["--help"], ["prep", "--help"]):
+        r = run(*args)
+        assert r.exit_code == 0 and "Usage" in r.output
+    assert "--force" in run("prep", "--help").output
