@@ -10,6 +10,9 @@ When the target is lost, the detector re-acquires the face nearest to where it w
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
@@ -18,7 +21,40 @@ import numpy as np
 from .constants import N_MESH_POINTS
 from .errors import InputError
 
-os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging: warnings and up
+os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging: errors and up
+
+
+@contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Send what native code writes to fd 2 to /dev/null; Python's sys.stderr keeps working.
+
+    MediaPipe's C++ threads print informational "W0000" lines while they start, at moments
+    Python does not control and glog flags do not reach. Inside this block fd 2 points to
+    /dev/null while ``sys.stderr`` is rebound to a duplicate of the real stderr, so progress
+    bars and Python warnings still show. Set LSP_NATIVE_LOGS=1 to see the native lines.
+    """
+    if os.environ.get("LSP_NATIVE_LOGS"):
+        yield
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (embedded interpreters)
+        yield
+        return
+    sys.stderr.flush()
+    old_stderr = sys.stderr
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=old_stderr.encoding)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = old_stderr
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 @dataclass(frozen=True)
@@ -91,6 +127,12 @@ class FaceMeshTracker:
         import mediapipe as mp
 
         self.config = config
+        self._build(mp, config)
+        self._roi: tuple[float, float, float] | None = None  # centre x, y and side (pixels)
+        self._last_box: np.ndarray | None = None
+        self.detections = 0
+
+    def _build(self, mp, config: LandmarkConfig) -> None:
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=False,
             max_num_faces=1,
@@ -101,9 +143,9 @@ class FaceMeshTracker:
         self._detector = mp.solutions.face_detection.FaceDetection(
             model_selection=1, min_detection_confidence=config.min_detection_confidence
         )
-        self._roi: tuple[float, float, float] | None = None  # centre x, y and side (pixels)
-        self._last_box: np.ndarray | None = None
-        self.detections = 0
+
+    def _run(self, model: str, image: np.ndarray):
+        return (self._mesh if model == "mesh" else self._detector).process(image)
 
     def close(self) -> None:
         self._mesh.close()
@@ -119,7 +161,7 @@ class FaceMeshTracker:
         """(K, 4) face boxes in pixels from the full-range detector."""
         self.detections += 1
         h, w = frame.shape[:2]
-        res = self._detector.process(frame)
+        res = self._run("detector", frame)
         boxes = []
         for d in res.detections or []:
             b = d.location_data.relative_bounding_box
@@ -145,7 +187,7 @@ class FaceMeshTracker:
         patch = cv2.warpAffine(
             frame, m, (r, r), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
         )
-        res = self._mesh.process(patch)
+        res = self._run("mesh", patch)
         if not res.multi_face_landmarks:
             self._roi = None
             return None

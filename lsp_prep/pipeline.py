@@ -30,7 +30,7 @@ from .audio import align_waveform, video_log_mel
 from .config import PrepConfig
 from .crop import crop_boxes, crop_frame, face_extent, to_crop
 from .errors import InputError
-from .landmarks import FaceMeshTracker, fill_gaps, mesh_confidence
+from .landmarks import FaceMeshTracker, fill_gaps, mesh_confidence, quiet_native_stderr
 from .layout import load_layout
 from .manifest import update_manifest
 from .media import MediaInfo, iter_frames, load_audio, probe, sha256_file
@@ -110,7 +110,7 @@ def track_faces(
     """Run the Face Mesh tracker over an iterable of RGB frames (pure but for MediaPipe)."""
     meshes: list[np.ndarray | None] = []
     size = (0, 0)
-    with FaceMeshTracker(config.landmarks) as tracker:
+    with quiet_native_stderr(), FaceMeshTracker(config.landmarks) as tracker:
         for i, frame in enumerate(frames):
             size = (frame.shape[1], frame.shape[0])
             pts = tracker(frame)

@@ -41,14 +41,15 @@ ROTATIONS = (0, 90, 180, 270)
 ASTRONAUT_CROP = (75, 0, 375, 340)
 """Head-and-shoulders crop (x0, y0, x1, y1) of the 512x512 astronaut photo."""
 
-ASTRONAUT_FACE_BOX = (95.6, 66.3, 206.0, 176.7)
-"""MediaPipe's face box (x0, y0, x1, y1) on :data:`ASTRONAUT_CROP`, in crop pixels."""
+ASTRONAUT_FACE_BOX = (95.1, 65.8, 205.5, 176.2)
+"""MediaPipe's face box (x0, y0, x1, y1) on :data:`ASTRONAUT_CROP`, in crop pixel centres
+(MediaPipe's relative box times the image size, minus 0.5)."""
 
 STRANGER_CROP = (655, 250, 855, 500)
 """Crop (x0, y0, x1, y1) of the right-most woman in the 1000x667 ``multi_face`` photo."""
 
-STRANGER_FACE_BOX = (24.9, 56.8, 137.6, 169.6)
-"""MediaPipe's face box (x0, y0, x1, y1) on :data:`STRANGER_CROP`, in crop pixels."""
+STRANGER_FACE_BOX = (24.4, 56.3, 137.1, 169.1)
+"""MediaPipe's face box (x0, y0, x1, y1) on :data:`STRANGER_CROP`, in crop pixel centres."""
 
 Background = Literal["texture", "plain"]
 
@@ -147,7 +148,7 @@ class Portrait:
     image: np.ndarray
     """RGB photo (H, W, 3) uint8."""
     face_box: tuple[float, float, float, float]
-    """Face box (x0, y0, x1, y1) in photo pixels."""
+    """Face box (x0, y0, x1, y1) in photo pixel-centre coordinates."""
 
     @property
     def face_centre(self) -> np.ndarray:
@@ -417,33 +418,16 @@ def write_clip(
             codecs += ["-c:a", "aac", "-b:a", "128k"]
         encoded = Path(tmp) / f"encoded{path.suffix}" if k else out
         cmd = [
-            ffmpeg_exe(),
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            *inputs,
-            *maps,
-            *codecs,
-            str(encoded),
-        ]
+            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+            *inputs, *maps, *codecs, str(encoded),
+        ]  # fmt: skip
         _pipe_frames(cmd, frames, shape=(h, w, 3), k=k, progress=progress)
         if k:
             # Remux only: the input option tags the stream, "-c copy" keeps the pixels.
-            run_ffmpeg(
-                [
-                    "-y",
-                    "-display_rotation",
-                    str(rotation_metadata),
-                    "-i",
-                    str(encoded),
-                    "-map",
-                    "0",
-                    "-c",
-                    "copy",
-                    str(out),
-                ]
-            )
+            run_ffmpeg([
+                "-y", "-display_rotation", str(rotation_metadata), "-i", str(encoded),
+                "-map", "0", "-c", "copy", str(out),
+            ])  # fmt: skip
     return path
 
 
@@ -499,34 +483,25 @@ def mux_audio(
 ) -> Path:
     """Copy ``video``'s video stream into ``out`` with ``y`` (S,) as AAC audio.
 
-    ``offset_s`` > 0 starts the audio that many seconds after the video (a known A/V
-    offset); < 0 starts it earlier. Any audio already in ``video`` is dropped.
+    ``offset_s`` > 0 delays the sound by that many seconds (zeros are prepended), < 0 drops
+    the first ``-offset_s`` seconds of ``y``; either way the audio stream starts at 0, so the
+    sound at clip time ``t`` is ``y`` at ``t - offset_s`` exactly. (A container start-time
+    offset via ``-itsoffset`` would come back shifted by the AAC encoder delay.) Any audio
+    already in ``video`` is dropped.
     """
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1:
+        raise InputError(f"audio must be mono (S,), got shape {y.shape}")
+    shift = round(offset_s * sr)
+    y = np.concatenate([np.zeros(shift, np.float32), y]) if shift >= 0 else y[-shift:]
     out = Path(out)
     with _atomic_path(out) as tmp, tempfile.TemporaryDirectory(dir=out.parent) as d:
         wav = write_wav(Path(d) / "audio.wav", y, sr=sr)
-        run_ffmpeg(
-            [
-                "-y",
-                "-i",
-                str(video),
-                "-itsoffset",
-                f"{offset_s:.6f}",
-                "-i",
-                str(wav),
-                "-map",
-                "0:v:0",
-                "-map",
-                "1:a:0",
-                "-c:v",
-                "copy",
-                "-c:a",
-                "aac",
-                "-b:a",
-                "128k",
-                str(tmp),
-            ]
-        )
+        run_ffmpeg([
+            "-y", "-i", str(video), "-i", str(wav),
+            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "128k",
+            str(tmp),
+        ])  # fmt: skip
     return out
 
 
@@ -577,17 +552,9 @@ def render_talking_clip(
         n_frames=len(times),
     )
     write_clip(
-        path,
-        frames,
-        fps=fps,
-        size=size,
-        audio=audio,
-        sr=sr,
-        rotation_metadata=rotation_metadata,
-        crf=crf,
-        preset=preset,
-        progress=progress,
-    )
+        path, frames, fps=fps, size=size, audio=audio, sr=sr,
+        rotation_metadata=rotation_metadata, crf=crf, preset=preset, progress=progress,
+    )  # fmt: skip
     return Truth(times=times, affine=affine, fps=fps, size=(w, h), rotation=rotation_metadata)
 
 
@@ -610,6 +577,7 @@ def two_faces_clip(
     sr: int = SAMPLE_RATE,
     background: Background = "texture",
     feather: float = 0.08,
+    rotation_metadata: int = 0,
     crf: int = 18,
     preset: str = "veryfast",
     progress: Callable[[int], None] | None = None,
@@ -619,8 +587,9 @@ def two_faces_clip(
     Defaults: the astronaut (:func:`astronaut_portrait`) centred at ``target_scale``, and a
     stranger (:func:`stranger_portrait`) resting at ``distractor_centre`` (fractions of the
     frame) at ``distractor_scale``; both in clip pixels per photo pixel. The target is drawn
-    on top. Returns both transforms and both face boxes per frame; a tracker must report
-    boxes that follow ``target_box`` in every frame.
+    on top and may hide part of the distractor's photo. Returns both transforms and both
+    face boxes per frame (displayed pixel centres); a tracker must report boxes that follow
+    ``target_box`` in every frame. Other arguments as in :func:`render_talking_clip`.
     """
     target = target or astronaut_portrait()
     distractor = distractor or stranger_portrait()
@@ -642,7 +611,9 @@ def two_faces_clip(
             centre=(centre[0] * w - 0.5, centre[1] * h - 0.5),
             scale=scale,
         )
-        truths.append(Truth(times=times, affine=affine, fps=fps, size=(w, h)))
+        truths.append(
+            Truth(times=times, affine=affine, fps=fps, size=(w, h), rotation=rotation_metadata)
+        )
         layers.append(_prescaled_layer(_soft_rgba(image, feather=feather), affine))
     frames = _render_frames(
         background=make_background(size=size, kind=background, seed=target_motion.seed),
@@ -656,6 +627,7 @@ def two_faces_clip(
         size=size,
         audio=audio,
         sr=sr,
+        rotation_metadata=rotation_metadata,
         crf=crf,
         preset=preset,
         progress=progress,
