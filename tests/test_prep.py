@@ -260,3 +260,51 @@ def test_help_for_every_command():
         r = run(*args)
         assert r.exit_code == 0 and "Usage" in r.output
     assert "--force" in run("prep", "--help").output
+
+
+def _speech(media, seconds: float) -> np.ndarray:
+    from lsp_prep.media import load_audio
+
+    return load_audio(media["speech"], sr=16000)[: int(seconds * 16000)]
+
+
+def test_several_faces_locks_on_the_largest_central_one(media, tmp_path):
+    """Two people move in the frame: every tracked frame follows the target, never the other."""
+    from lsp_prep.crop import face_extent, to_original
+    from lsp_prep.synth import two_faces_clip
+
+    truth = two_faces_clip(tmp_path / "two.mp4", duration_s=4.0, fps=30,
+                           audio=_speech(media, 4.0))  # fmt: skip
+    result = prep_video(tmp_path / "two.mp4", out_dir=tmp_path / "out")
+    with h5py.File(result.dataset) as f:
+        valid = f["landmarks/valid"][:]
+        pts = to_original(f["landmarks/lsp73"][:], f["crop/boxes"][:], 512)
+    centres, _ = face_extent(pts)
+    t60 = np.arange(len(valid)) / 60
+    native = np.clip(np.round(t60 * 30).astype(int), 0, truth.target.n_frames - 1)
+
+    def box_centre(boxes):
+        return (boxes[native, :2] + boxes[native, 2:]) / 2
+
+    tc, dc = box_centre(truth.target_box), box_centre(truth.distractor_box)
+    size = (truth.target_box[:, 2] - truth.target_box[:, 0]).mean()
+    d_target = np.linalg.norm(centres - tc, axis=1)[valid]
+    d_other = np.linalg.norm(centres - dc, axis=1)[valid]
+    assert valid.mean() > 0.9
+    assert (d_target < 0.25 * size).all(), d_target.max() / size
+    assert (d_other > d_target).all()
+
+
+def test_face_in_too_few_frames(media, tmp_path):
+    """2.4 s with a face followed by 4 s without one: refused, nothing written."""
+    from lsp_prep.media import run_ffmpeg
+
+    clip = tmp_path / "mostly_empty.mp4"
+    run_ffmpeg(["-y", "-i", str(media["single_face"]), "-i", str(media["no_face"]),
+                "-filter_complex",
+                "[0:v]scale=640:360,setsar=1,fps=30[a];[1:v]scale=640:360,setsar=1,fps=30[b];"
+                "[0:a]aresample=44100[x];[1:a]aresample=44100[y];"
+                "[a][x][b][y]concat=n=2:v=1:a=1[v][au]",
+                "-map", "[v]", "-map", "[au]", "-c:v", "libx264", "-c:a", "aac", str(clip)])  # fmt: skip
+    out = tmp_path / "out"
+    assert_clean_failure(run("prep", clip, "-o", out), out, "face usable in only", "cut the clip")
