@@ -46,10 +46,38 @@ print(json.dumps({"wall": wall, "timings": r.timings, "n": r.n_frames,
 def build_clip(path: Path, *, seconds: float, size: tuple[int, int]) -> Path:
     src, speech = fetch("pexels"), fetch("speech")
     w, h = size
-    run_ffmpeg(["-y", "-stream_loop", "-1", "-i", str(src), "-stream_loop", "-1", "-i", str(speech),
-                "-map", "0:v:0", "-map", "1:a:0", "-t", f"{seconds}",
-                "-vf", f"scale={w}:{h}:flags=bicubic,fps=60", "-c:v", "libx264", "-preset", "veryfast",
-                "-crf", "20", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)])  # fmt: skip
+    run_ffmpeg(
+        [
+            "-y",
+            "-stream_loop",
+            "-1",
+            "-i",
+            str(src),
+            "-stream_loop",
+            "-1",
+            "-i",
+            str(speech),
+            "-map",
+            "0:v:0",
+            "-map",
+            "1:a:0",
+            "-t",
+            f"{seconds}",
+            "-vf",
+            f"scale={w}:{h}:flags=bicubic,fps=60",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            "20",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            str(path),
+        ]
+    )
     return path
 
 
@@ -80,8 +108,12 @@ def floor(path: Path) -> dict[str, float]:
 
 
 def run_prep(clip: Path, out: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(clip), str(out)],
-                          capture_output=True, text=True, check=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(clip), str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -111,9 +143,14 @@ def main() -> None:
         table.add_column(col, justify="left" if col == "stage" else "right")
 
     def row(name: str, s: float, fl_s: float | None = None) -> None:
-        table.add_row(name, f"{s:.1f}", f"{n / s:.0f}", f"{dur / s:.2f}",
-                      "" if fl_s is None else f"{fl_s:.1f}",
-                      "" if fl_s is None else f"{s / fl_s:.2f}")  # fmt: skip
+        table.add_row(
+            name,
+            f"{s:.1f}",
+            f"{n / s:.0f}",
+            f"{dur / s:.2f}",
+            "" if fl_s is None else f"{fl_s:.1f}",
+            "" if fl_s is None else f"{s / fl_s:.2f}",
+        )
 
     row("floor: decode only", fl["decode"])
     row("floor: MediaPipe only", fl["mediapipe"])
@@ -127,8 +164,13 @@ def main() -> None:
     for col in ("clip", "frames", "python RSS (MB)", "ffmpeg RSS (MB)", "dataset (MB)"):
         mem.add_column(col, justify="right")
     for label, r in (("1/3 length", res_short), ("full length", res)):
-        mem.add_row(label, str(r["n"]), f"{r['rss_mb']:.0f}", f"{r['ffmpeg_rss_mb']:.0f}",
-                    f"{r['bytes'] / 1e6:.0f}")  # fmt: skip
+        mem.add_row(
+            label,
+            str(r["n"]),
+            f"{r['rss_mb']:.0f}",
+            f"{r['ffmpeg_rss_mb']:.0f}",
+            f"{r['bytes'] / 1e6:.0f}",
+        )
     console.print(mem)
     console.print(
         f"target: ingest+landmarks+mel <= 1.5x floor -> {ingest / floor_s:.2f}x; "

@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from .constants import N_MESH_POINTS
+from .crop import crop_frame
 from .errors import InputError
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging: errors and up
@@ -183,22 +183,21 @@ class FaceMeshTracker:
         cx, cy, side = self._roi
         r = self.config.roi_size
         s = r / side
-        m = np.array([[s, 0.0, r / 2 - cx * s], [0.0, s, r / 2 - cy * s]])
-        patch = cv2.warpAffine(
-            frame, m, (r, r), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-        )
+        patch = crop_frame(frame, np.array([cx - side / 2, cy - side / 2, cx + side / 2, 0]), r)
         res = self._run("mesh", patch)
         if not res.multi_face_landmarks:
             self._roi = None
             return None
         lm = res.multi_face_landmarks[0].landmark
-        pts = np.array([(p.x, p.y, p.z) for p in lm], np.float64) * r  # ROI pixels
+        # MediaPipe's normalised coordinates put pixel edges at integers; ours put centres there
+        pts = np.array([(p.x, p.y, p.z) for p in lm], np.float64) * r
+        pts[:, :2] -= 0.5
         if pts.shape[0] != N_MESH_POINTS:
             raise RuntimeError(
                 f"Face Mesh returned {pts.shape[0]} points, expected {N_MESH_POINTS}"
             )
-        pts[:, 0] = (pts[:, 0] - r / 2) / s + cx
-        pts[:, 1] = (pts[:, 1] - r / 2) / s + cy
+        pts[:, 0] = pts[:, 0] / s + cx - side / 2
+        pts[:, 1] = pts[:, 1] / s + cy - side / 2
         pts[:, 2] = pts[:, 2] / s
         lo, hi = pts[:, :2].min(0), pts[:, :2].max(0)
         self._last_box = np.concatenate([lo, hi])

@@ -418,16 +418,33 @@ def write_clip(
             codecs += ["-c:a", "aac", "-b:a", "128k"]
         encoded = Path(tmp) / f"encoded{path.suffix}" if k else out
         cmd = [
-            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-            *inputs, *maps, *codecs, str(encoded),
-        ]  # fmt: skip
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            *inputs,
+            *maps,
+            *codecs,
+            str(encoded),
+        ]
         _pipe_frames(cmd, frames, shape=(h, w, 3), k=k, progress=progress)
         if k:
             # Remux only: the input option tags the stream, "-c copy" keeps the pixels.
-            run_ffmpeg([
-                "-y", "-display_rotation", str(rotation_metadata), "-i", str(encoded),
-                "-map", "0", "-c", "copy", str(out),
-            ])  # fmt: skip
+            run_ffmpeg(
+                [
+                    "-y",
+                    "-display_rotation",
+                    str(rotation_metadata),
+                    "-i",
+                    str(encoded),
+                    "-map",
+                    "0",
+                    "-c",
+                    "copy",
+                    str(out),
+                ]
+            )
     return path
 
 
@@ -497,11 +514,26 @@ def mux_audio(
     out = Path(out)
     with _atomic_path(out) as tmp, tempfile.TemporaryDirectory(dir=out.parent) as d:
         wav = write_wav(Path(d) / "audio.wav", y, sr=sr)
-        run_ffmpeg([
-            "-y", "-i", str(video), "-i", str(wav),
-            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "128k",
-            str(tmp),
-        ])  # fmt: skip
+        run_ffmpeg(
+            [
+                "-y",
+                "-i",
+                str(video),
+                "-i",
+                str(wav),
+                "-map",
+                "0:v:0",
+                "-map",
+                "1:a:0",
+                "-c:v",
+                "copy",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "128k",
+                str(tmp),
+            ]
+        )
     return out
 
 
@@ -552,9 +584,17 @@ def render_talking_clip(
         n_frames=len(times),
     )
     write_clip(
-        path, frames, fps=fps, size=size, audio=audio, sr=sr,
-        rotation_metadata=rotation_metadata, crf=crf, preset=preset, progress=progress,
-    )  # fmt: skip
+        path,
+        frames,
+        fps=fps,
+        size=size,
+        audio=audio,
+        sr=sr,
+        rotation_metadata=rotation_metadata,
+        crf=crf,
+        preset=preset,
+        progress=progress,
+    )
     return Truth(times=times, affine=affine, fps=fps, size=(w, h), rotation=rotation_metadata)
 
 

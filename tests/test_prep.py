@@ -82,7 +82,7 @@ def test_landmarks_in_crop_map_back_to_the_original_video(single_face_dataset, m
     )
     with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True) as fm:
         lm = fm.process(frame).multi_face_landmarks[0].landmark
-    ref = np.array([(p.x * info.width, p.y * info.height) for p in lm])
+    ref = np.array([(p.x * info.width - 0.5, p.y * info.height - 0.5) for p in lm])
     ref73 = load_layout().from_mesh(np.pad(ref, ((0, 0), (0, 1))))[:, :2]
     with h5py.File(single_face_dataset) as f:
         ours = to_original(f["landmarks/lsp73"][i][None], f["crop/boxes"][i : i + 1], 512)[0]
@@ -273,8 +273,7 @@ def test_several_faces_locks_on_the_largest_central_one(media, tmp_path):
     from lsp_prep.crop import face_extent, to_original
     from lsp_prep.synth import two_faces_clip
 
-    truth = two_faces_clip(tmp_path / "two.mp4", duration_s=4.0, fps=30,
-                           audio=_speech(media, 4.0))  # fmt: skip
+    truth = two_faces_clip(tmp_path / "two.mp4", duration_s=4.0, fps=30, audio=_speech(media, 4.0))
     result = prep_video(tmp_path / "two.mp4", out_dir=tmp_path / "out")
     with h5py.File(result.dataset) as f:
         valid = f["landmarks/valid"][:]
@@ -300,11 +299,27 @@ def test_face_in_too_few_frames(media, tmp_path):
     from lsp_prep.media import run_ffmpeg
 
     clip = tmp_path / "mostly_empty.mp4"
-    run_ffmpeg(["-y", "-i", str(media["single_face"]), "-i", str(media["no_face"]),
-                "-filter_complex",
-                "[0:v]scale=640:360,setsar=1,fps=30[a];[1:v]scale=640:360,setsar=1,fps=30[b];"
-                "[0:a]aresample=44100[x];[1:a]aresample=44100[y];"
-                "[a][x][b][y]concat=n=2:v=1:a=1[v][au]",
-                "-map", "[v]", "-map", "[au]", "-c:v", "libx264", "-c:a", "aac", str(clip)])  # fmt: skip
+    run_ffmpeg(
+        [
+            "-y",
+            "-i",
+            str(media["single_face"]),
+            "-i",
+            str(media["no_face"]),
+            "-filter_complex",
+            "[0:v]scale=640:360,setsar=1,fps=30[a];[1:v]scale=640:360,setsar=1,fps=30[b];"
+            "[0:a]aresample=44100[x];[1:a]aresample=44100[y];"
+            "[a][x][b][y]concat=n=2:v=1:a=1[v][au]",
+            "-map",
+            "[v]",
+            "-map",
+            "[au]",
+            "-c:v",
+            "libx264",
+            "-c:a",
+            "aac",
+            str(clip),
+        ]
+    )
     out = tmp_path / "out"
     assert_clean_failure(run("prep", clip, "-o", out), out, "face usable in only", "cut the clip")

@@ -110,9 +110,15 @@ def test_rendered_clip_has_requested_properties(
         audio = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
     scale = size[1] / 360
     truth = synth.render_talking_clip(
-        tmp_path / "clip.mp4", image=portrait.image, duration_s=duration, fps=fps, size=size,
-        audio=audio, sr=sr, face_scale=scale,
-    )  # fmt: skip
+        tmp_path / "clip.mp4",
+        image=portrait.image,
+        duration_s=duration,
+        fps=fps,
+        size=size,
+        audio=audio,
+        sr=sr,
+        face_scale=scale,
+    )
     info = probe(tmp_path / "clip.mp4")
     assert (info.width, info.height) == size
     assert info.fps == pytest.approx(fps, rel=1e-4)
@@ -156,9 +162,12 @@ def test_rotation_metadata(tmp_path: Path, portrait: synth.Portrait, rotation: i
 def test_bad_rotation(tmp_path: Path, portrait: synth.Portrait, rotation: int) -> None:
     with pytest.raises(InputError, match="rotation_metadata must be one of"):
         synth.render_talking_clip(
-            tmp_path / "x.mp4", image=portrait.image, duration_s=0.2, fps=10,
+            tmp_path / "x.mp4",
+            image=portrait.image,
+            duration_s=0.2,
+            fps=10,
             rotation_metadata=rotation,
-        )  # fmt: skip
+        )
 
 
 def test_truth_follows_detected_face(tmp_path: Path, portrait: synth.Portrait, detector) -> None:
@@ -199,9 +208,14 @@ def test_two_faces_boxes_match_detections(tmp_path: Path, cached_media, detector
 def test_mux_audio_offset(tmp_path: Path, portrait: synth.Portrait) -> None:
     sr = 16000
     synth.render_talking_clip(
-        tmp_path / "v.mp4", image=portrait.image, duration_s=1.0, fps=10, size=(96, 64),
-        face_scale=0.2, motion=synth.Motion.still(),
-    )  # fmt: skip
+        tmp_path / "v.mp4",
+        image=portrait.image,
+        duration_s=1.0,
+        fps=10,
+        size=(96, 64),
+        face_scale=0.2,
+        motion=synth.Motion.still(),
+    )
     y = np.full(sr // 2, 0.5, np.float32)
     synth.mux_audio(tmp_path / "v.mp4", tmp_path / "av.mp4", y=y, sr=sr, offset_s=0.25)
     info = probe(tmp_path / "av.mp4")
@@ -217,17 +231,23 @@ def test_write_wav_roundtrip(tmp_path: Path) -> None:
     synth.write_wav(tmp_path / "a.wav", y, sr=sr)
     with wave.open(str(tmp_path / "a.wav")) as wf:
         assert (wf.getframerate(), wf.getnchannels(), wf.getsampwidth(), wf.getnframes()) == (
-            sr, 1, 2, sr,
-        )  # fmt: skip
+            sr,
+            1,
+            2,
+            sr,
+        )
     np.testing.assert_allclose(load_audio(tmp_path / "a.wav", sr=sr), y, atol=1e-4)
 
 
 def test_still_motion_maps_anchor_to_centre() -> None:
     times = synth.frame_times(duration_s=1.0, fps=25)
     affine = synth.motion_affines(
-        times=times, motion=synth.Motion.still(), anchor=(10.0, 20.0), centre=(50.0, 60.0),
+        times=times,
+        motion=synth.Motion.still(),
+        anchor=(10.0, 20.0),
+        centre=(50.0, 60.0),
         scale=2.0,
-    )  # fmt: skip
+    )
     truth = synth.Truth(times=times, affine=affine, fps=25, size=(100, 120))
     pts = truth.map_points(np.array([[10.0, 20.0], [11.0, 20.0]]))
     assert pts.shape == (25, 2, 2)
