@@ -29,7 +29,8 @@ class CropConfig:
     smoothing_s: float = 1.0
     """Gaussian sigma (seconds) of the crop centre's trajectory; 0 follows every frame."""
     keep_inside: bool = True
-    """Shift the box to stay inside the frame where it fits (never scale it)."""
+    """Keep the box inside the frame: no larger than the frame's shorter side, and shifted
+    to stay inside, so close-ups do not get black bars."""
 
     def __post_init__(self) -> None:
         if self.scale <= 1.0:
@@ -63,6 +64,8 @@ def crop_boxes(
         raise InputError("no valid face in any frame: cannot place a crop")
     n = len(centres)
     side = config.scale * float(np.median(sizes[valid]))
+    if config.keep_inside:
+        side = min(side, float(min(frame_size)))
     t, good = np.arange(n), np.flatnonzero(valid)
     c = np.stack([np.interp(t, good, centres[good, k]) for k in range(2)], axis=1)
     c[:, 1] += config.offset_y * side
@@ -99,31 +102,44 @@ def to_original(points: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def crop_frame(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+def crop_frame(
+    frame: np.ndarray,
+    box: np.ndarray,
+    size: int,
+    *,
+    frame_scale: tuple[float, float] = (1.0, 1.0),
+) -> np.ndarray:
     """Resample one frame's crop box to (size, size, C); outside the frame is black.
 
-    The geometry is exactly the affine map of :func:`to_crop`. When downscaling, the
-    region around the box is first area-averaged by the largest whole factor (OpenCV's
-    fast integer path), the remaining factor (0.5-1) is low-passed with a 3x3 Gaussian,
-    and one sub-pixel bilinear warp finishes, so fine texture does not alias.
+    ``box`` is in original pixels; ``frame_scale`` = (kx, ky) says ``frame`` is the
+    original resampled by that factor (pixel centres aligned), as ffmpeg's scaler does.
+    The geometry is exactly the affine map of :func:`to_crop`. When downscaling, the region
+    around the box is first area-averaged by the largest whole factor (OpenCV's fast
+    integer path), a remaining factor below 0.8 is low-passed with a 3x3 Gaussian, and one
+    sub-pixel bilinear warp finishes, so fine texture does not alias.
     """
+    kx, ky = frame_scale
     x0, y0, x1, _ = (float(v) for v in box)
-    s = size / (x1 - x0)
-    if s >= 1.0:
-        m = np.array([[s, 0.0, -x0 * s], [0.0, s, -y0 * s]])
+    s = size / (x1 - x0)  # original -> crop
+    # frame pixel q sits at original x = (q + 0.5) / kx - 0.5; the crop wants (x - x0) * s
+    sx, sy = s / kx, s / ky  # frame -> crop
+    ox, oy = (0.5 / kx - 0.5 - x0) * s, (0.5 / ky - 0.5 - y0) * s
+    if min(sx, sy) >= 1.0:
+        m = np.array([[sx, 0.0, ox], [0.0, sy, oy]])
         return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR)
-    k = int(1.0 / s)  # whole area factor >= 1
-    ix0, iy0 = int(np.floor(x0)) - k, int(np.floor(y0)) - k
-    n_src = k * int(np.ceil((x1 - x0 + 2 * k + 1) / k))
-    small = _region(frame, ix0, iy0, n_src)
+    k = max(1, int(1.0 / max(sx, sy)))  # whole area factor
+    # the frame region the crop reads, with a margin of k pixels
+    fx0, fy0 = int(np.floor(-ox / sx)) - k, int(np.floor(-oy / sy)) - k
+    n_src = k * int(np.ceil((size / min(sx, sy) + 2 * k + 1) / k))
+    small = _region(frame, fx0, fy0, n_src)
     if k > 1:
         small = cv2.resize(small, (n_src // k, n_src // k), interpolation=cv2.INTER_AREA)
-    r = s * k  # what the warp still has to shrink, in (0.5, 1]
-    if r < 0.9:
-        small = cv2.GaussianBlur(small, (3, 3), min(0.5 / r, 1.0))
-    # small pixel q covers source x = k * (q + 0.5) - 0.5 + ix0; the crop wants (x - x0) * s
+    rx, ry = sx * k, sy * k  # what the warp still has to shrink
+    if min(rx, ry) < 0.8:
+        small = cv2.GaussianBlur(small, (3, 3), min(0.5 / min(rx, ry), 1.0))
+    # small pixel p covers frame q = k * (p + 0.5) - 0.5 + fx0
     m = np.array(
-        [[r, 0.0, (0.5 * k - 0.5 + ix0 - x0) * s], [0.0, r, (0.5 * k - 0.5 + iy0 - y0) * s]]
+        [[rx, 0.0, ox + sx * (0.5 * k - 0.5 + fx0)], [0.0, ry, oy + sy * (0.5 * k - 0.5 + fy0)]]
     )
     return cv2.warpAffine(small, m, (size, size), flags=cv2.INTER_LINEAR)
 

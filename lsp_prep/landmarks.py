@@ -65,6 +65,10 @@ class LandmarkConfig:
     """Side (pixels) of the region of interest Face Mesh sees."""
     roi_scale: float = 1.8
     """ROI side as a multiple of the face's landmark bounding box."""
+    max_side: int = 1280
+    """Frames whose longer side exceeds this are tracked at this size (ffmpeg area-resamples
+    them while decoding); landmarks are mapped back to original pixels. Face Mesh sees a
+    ``roi_size`` patch either way, so this only saves decoding bandwidth."""
     min_detection_confidence: float = 0.5
     """Face detector score needed to (re-)acquire the face."""
     min_tracking_confidence: float = 0.5
@@ -79,6 +83,8 @@ class LandmarkConfig:
     def __post_init__(self) -> None:
         if self.roi_size < 64:
             raise InputError(f"landmarks.roi_size must be >= 64, got {self.roi_size}")
+        if self.max_side < 320:
+            raise InputError(f"landmarks.max_side must be >= 320, got {self.max_side}")
         if self.roi_scale < 1.2:
             raise InputError(f"landmarks.roi_scale must be >= 1.2, got {self.roi_scale}")
         for name in (
@@ -91,6 +97,26 @@ class LandmarkConfig:
                 raise InputError(f"landmarks.{name} must be in [0, 1]")
         if self.max_gap_s < 0:
             raise InputError("landmarks.max_gap_s must be >= 0")
+
+
+def tracking_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """(width, height) at which frames of displayed ``size`` are tracked."""
+    k = min(1.0, max_side / max(size))
+    return (max(1, round(size[0] * k)), max(1, round(size[1] * k)))
+
+
+def rescale_points(points: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
+    """Pixel-centre coordinates in a ``src``-sized frame -> a ``dst``-sized frame; (..., D).
+
+    A third coordinate (depth in pixel units) scales with x.
+    """
+    kx, ky = dst[0] / src[0], dst[1] / src[1]
+    out = np.array(points, dtype=np.float64, copy=True)
+    out[..., 0] = (out[..., 0] + 0.5) * kx - 0.5
+    out[..., 1] = (out[..., 1] + 0.5) * ky - 0.5
+    if out.shape[-1] > 2:
+        out[..., 2] *= kx
+    return out
 
 
 def choose_face(

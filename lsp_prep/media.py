@@ -123,15 +123,29 @@ def probe(path: Path) -> MediaInfo:
 
 
 def iter_frames(
-    path: Path, *, fps: int, size: tuple[int, int], prefetch: int = 8
+    path: Path,
+    *,
+    fps: int,
+    size: tuple[int, int],
+    out_size: tuple[int, int] | None = None,
+    pix_fmt: str = "rgb24",
+    prefetch: int = 8,
 ) -> Iterator[np.ndarray]:
-    """Yield RGB frames (H, W, 3) uint8 resampled to a constant ``fps`` by timestamps.
+    """Yield frames (H, W, 3) uint8 resampled to a constant ``fps`` by timestamps.
+
+    Channels are RGB, or BGR with ``pix_fmt="bgr24"`` (OpenCV's order, converted for free
+    inside ffmpeg).
 
     ffmpeg's ``fps`` filter picks, for every output tick, the source frame shown at that
-    time (duplicating or dropping frames), and applies rotation metadata. A reader thread
-    keeps ``prefetch`` frames ahead so decoding overlaps with the consumer's work.
-    ``size`` is the displayed (width, height) from :func:`probe`.
+    time (duplicating or dropping frames), and applies rotation metadata. ``size`` is the
+    displayed (width, height) from :func:`probe`; ``out_size`` has ffmpeg area-resample the
+    frames (in its own process) to that (width, height). A reader thread keeps
+    ``prefetch`` frames ahead so decoding overlaps with the consumer's work.
     """
+    vf = f"fps={fps}:round=near"
+    if out_size is not None and tuple(out_size) != tuple(size):
+        vf += f",scale={out_size[0]}:{out_size[1]}:flags=area"
+        size = out_size
     w, h = size
     cmd = [
         ffmpeg_exe(),
@@ -146,9 +160,9 @@ def iter_frames(
         "-an",
         "-sn",
         "-vf",
-        f"fps={fps}:round=near",
+        vf,
         "-pix_fmt",
-        "rgb24",
+        pix_fmt,
         "-f",
         "rawvideo",
         "-",

@@ -30,7 +30,14 @@ from .audio import align_waveform, video_log_mel
 from .config import PrepConfig
 from .crop import crop_boxes, crop_frame, face_extent, to_crop
 from .errors import InputError
-from .landmarks import FaceMeshTracker, fill_gaps, mesh_confidence, quiet_native_stderr
+from .landmarks import (
+    FaceMeshTracker,
+    fill_gaps,
+    mesh_confidence,
+    quiet_native_stderr,
+    rescale_points,
+    tracking_size,
+)
 from .layout import load_layout
 from .manifest import update_manifest
 from .media import MediaInfo, iter_frames, load_audio, probe, sha256_file
@@ -208,8 +215,13 @@ def prep_video(
     track_file = cache / "track.npz"
     tracks = _load_tracks(track_file, track_key)
     if tracks is None:
-        frames = iter_frames(video, fps=fps, size=(info.width, info.height))
+        size = (info.width, info.height)
+        small = tracking_size(size, config.landmarks.max_side)
+        frames = iter_frames(video, fps=fps, size=size, out_size=small)
         tracks = track_faces(frames, config=config, total=total_est, progress=progress)
+        if small != size:
+            mesh = rescale_points(tracks.mesh, small, size).astype(np.float32)
+            tracks = Tracks(mesh, tracks.detected, size)
         _atomic_savez(
             track_file,
             key=np.array(track_key),
@@ -398,12 +410,18 @@ def _write_frames(
         f.create_dataset("crop/boxes", data=boxes.astype(np.float64))
         batch: list[np.ndarray] = []
         start = 0
-        stream = iter_frames(video, fps=config.ingest.fps, size=(info.width, info.height))
+        # ffmpeg area-resamples each frame so the crop box is 1.25x the output size: the
+        # pipe carries less and the final warp only shrinks a little. BGR for the encoder.
+        src = (info.width, info.height)
+        k = min(1.0, 1.25 * size / float(boxes[0, 2] - boxes[0, 0]))
+        dec = (max(1, round(src[0] * k)), max(1, round(src[1] * k)))
+        scale = (dec[0] / src[0], dec[1] / src[1])
+        stream = iter_frames(video, fps=config.ingest.fps, size=src, out_size=dec, pix_fmt="bgr24")
         for i, frame in enumerate(stream):
             if i >= n:
                 break  # ffmpeg is deterministic; never more frames than pass 1 saw
-            crop = crop_frame(frame, boxes[i], size)
-            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), params)
+            crop = crop_frame(frame, boxes[i], size, frame_scale=scale)
+            ok, buf = cv2.imencode(".jpg", crop, params)
             if not ok:
                 raise RuntimeError("JPEG encoding failed")
             batch.append(buf.ravel())

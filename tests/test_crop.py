@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -56,14 +57,23 @@ def test_box_stays_inside_the_frame_when_it_fits():
     assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 1280).all() and (boxes[:, 3] <= 720).all()
 
 
-@pytest.mark.parametrize("side", [200.0, 1000.0])  # upsampling and (blurred) downsampling
-def test_crop_frame_matches_the_point_mapping(side):
-    """A bright dot lands in the crop where to_crop says it does; to_original inverts it."""
+@pytest.mark.parametrize(
+    ("side", "prescale"),
+    [(200.0, 1.0), (1000.0, 1.0), (700.0, 1.0), (2500.0, 1.0), (1000.0, 0.71), (900.0, 0.5)],
+)
+def test_crop_frame_matches_the_point_mapping(side, prescale):
+    """A bright dot lands in the crop where to_crop says it does, also from a frame the
+    decoder already downscaled; to_original inverts the mapping."""
     frame = np.zeros((1080, 1920, 3), np.uint8)
     dot = np.array([903.0, 517.0])
     frame[517 - 3 : 517 + 4, 903 - 3 : 903 + 4] = 255
     box = np.array([[800.3, 400.7, 800.3 + side, 400.7 + side]])
-    crop = crop_frame(frame, box[0], 512).astype(float)[..., 0]
+    scale = (1.0, 1.0)
+    if prescale != 1.0:
+        w, h = round(1920 * prescale), round(1080 * prescale)
+        frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+        scale = (w / 1920, h / 1080)
+    crop = crop_frame(frame, box[0], 512, frame_scale=scale).astype(float)[..., 0]
     ys, xs = np.mgrid[:512, :512]
     found = np.array([(xs * crop).sum(), (ys * crop).sum()]) / crop.sum()
     expect = to_crop(dot[None, None], box, 512)[0, 0]

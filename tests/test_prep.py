@@ -323,3 +323,49 @@ def test_face_in_too_few_frames(media, tmp_path):
     )
     out = tmp_path / "out"
     assert_clean_failure(run("prep", clip, "-o", out), out, "face usable in only", "cut the clip")
+
+
+@pytest.mark.parametrize(
+    ("fps", "size", "container"),
+    [(25, (641, 361), "mkv"), (30, (640, 360), "mov"), (60, (480, 272), "mp4")],
+)
+def test_resampled_to_60_fps_by_timestamps(media, tmp_path, fps, size, container):
+    """A synthetic clip with known, fast head motion at 25/30/60 fps and odd sizes: frame i
+    of the dataset shows the source frame on screen at i/60 s, in any container."""
+    from lsp_prep.crop import face_extent, to_original
+    from lsp_prep.synth import Motion, astronaut_portrait, render_talking_clip
+
+    portrait = astronaut_portrait()
+    motion = Motion(shift_px=(50.0, 25.0), shift_hz=(0.6, 0.45), roll_deg=4.0, scale=0.03)
+    clip = tmp_path / f"moving.{container}"
+    truth = render_talking_clip(
+        clip,
+        image=portrait.image,
+        duration_s=3.0,
+        fps=fps,
+        size=size,
+        motion=motion,
+        audio=_speech(media, 3.0),
+        face_scale=0.8,
+    )
+    result = prep_video(clip, out_dir=tmp_path / "out")
+    assert abs(result.n_frames - 180) <= 1
+    with h5py.File(result.dataset) as f:
+        valid = f["landmarks/valid"][:]
+        pts = to_original(f["landmarks/lsp73"][:], f["crop/boxes"][:], 512)
+    ours, _ = face_extent(pts)
+    # the source frames around i / 60 s: the one shown then, or (timestamps rounded to the
+    # container's time base) its neighbour at an exact tie
+    centre = truth.map_points(portrait.face_centre[None])[:, 0]
+    t = np.arange(result.n_frames) / 60 * fps
+    lo = np.clip(np.floor(t).astype(int), 0, truth.n_frames - 1)
+    hi = np.clip(lo + 1, 0, truth.n_frames - 1)
+    offset = np.median(
+        (ours - centre[np.clip(np.round(t).astype(int), 0, truth.n_frames - 1)])[valid], 0
+    )
+    err = np.minimum(
+        np.linalg.norm(ours - offset - centre[lo], axis=1),
+        np.linalg.norm(ours - offset - centre[hi], axis=1),
+    )[valid]
+    assert valid.mean() > 0.9
+    assert np.percentile(err, 95) < 2.5, np.percentile(err, 95)
