@@ -8,10 +8,12 @@ start times and rotation exactly instead of parsing ffmpeg's log.
 from __future__ import annotations
 
 import hashlib
+import io
 import queue
 import shutil
 import subprocess
 import threading
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,19 +170,19 @@ def iter_frames(
         "-",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    stdout = typing.cast(io.RawIOBase, proc.stdout)  # bufsize=0: a raw, readinto-able pipe
     nbytes = w * h * 3
     q: queue.Queue = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
 
     def reader() -> None:
-        assert proc.stdout is not None
         try:
             while not stop.is_set():
                 buf = bytearray(nbytes)
                 view = memoryview(buf)
                 got = 0
                 while got < nbytes:
-                    n = proc.stdout.readinto(view[got:])
+                    n = stdout.readinto(view[got:])
                     if not n:
                         break
                     got += n

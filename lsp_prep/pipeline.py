@@ -267,8 +267,8 @@ def prep_video(
     y = align_waveform(y, sr=sr, offset_s=offset, n_video_frames=n, fps=fps)
     warnings = audio_warnings(y, source=str(audio or video))
     mel = video_log_mel(y, sr=sr, n_video_frames=n, fps=fps, config=config.mel)
-    size = config.ingest.image_size
-    mesh_crop = to_crop(mesh, boxes, size).astype(np.float32)
+    crop_size = config.ingest.image_size
+    mesh_crop = to_crop(mesh, boxes, crop_size).astype(np.float32)
     lsp73 = load_layout().from_mesh(mesh_crop)[..., :2]
     with h5py.File(partial, "a") as f:
         for ds in ("audio", "landmarks"):
@@ -292,7 +292,7 @@ def prep_video(
             "schema_version": schema.SCHEMA_VERSION,
             "fps": fps,
             "sample_rate": sr,
-            "image_size": size,
+            "image_size": crop_size,
             "hop_length": sr / (2 * fps),
             "n_frames": n,
             "source_path": str(video),
@@ -375,7 +375,8 @@ def _load_tracks(path: Path, key: str) -> Tracks | None:
         with np.load(path) as z:
             if str(z["key"]) != key:
                 return None
-            return Tracks(z["mesh"], z["detected"], tuple(int(v) for v in z["frame_size"]))
+            w, h = (int(v) for v in z["frame_size"])
+            return Tracks(z["mesh"], z["detected"], (w, h))
     except (OSError, KeyError, ValueError):
         return None  # a damaged cache is recomputed
 
