@@ -1,0 +1,1 @@
+"""Torch models, training loops and inference (next milestone). Imports lsp_prep, never the reverse."""

@@ -60,3 +60,14 @@ def test_semantics_on_a_real_face(single_face_dataset):
     # pupils inside their eyes
     for pupil, (a, b) in ((44, (27, 29)), (45, (31, 33))):
         assert min(p[a, 0], p[b, 0]) < p[pupil, 0] < max(p[a, 0], p[b, 0])
+
+
+def test_lsp_prep_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lsp_prep.pipeline, lsp_prep.schema, lsp_prep.synth, lsp_prep.sample_data, "
+        "cli.main; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
