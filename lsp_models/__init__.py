@@ -1,1 +1,4 @@
-"""Torch models, training loops and inference (next milestone). Imports lsp_prep, never the reverse."""
+"""Torch models, training loops and inference (next milestone).
+
+Imports lsp_prep; lsp_prep never imports this package.
+"""

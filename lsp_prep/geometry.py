@@ -1,0 +1,540 @@
+"""Camera calibration and 3D head tracking on the LSP-73 landmarks.
+
+Conventions (OpenCV's): camera x right, y down, z forward; pixel centres at integer
+coordinates; ``X_cam = R @ X_obj + T`` with ``R`` stored as a Rodrigues vector (radians)
+and ``T`` in centimetres. Object coordinates are those of the person's mean shape, which
+is scaled so that the outer eye corners (LSP 27 and 33) are :data:`EYE_DISTANCE_CM` apart;
+the absolute scale of a face cannot be seen by one camera, so translations are in this
+nominal unit.
+
+Calibration follows the paper: the focal length ``f`` is found by a bracketing search on
+the reprojection error of a rigid fit (a shared 3D shape, bundle-adjusted with per-frame
+poses) over frames chosen for pose variety; the principal point is the image centre.
+Tracking then solves every frame's pose in one batched Gauss-Newton over all frames, with
+Huber weights on the stable points and a light temporal prior.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+from scipy.spatial.transform import Rotation
+
+from .errors import InputError
+
+EYE_DISTANCE_CM = 9.0
+"""Nominal distance between the outer eye corners, which sets the object-space unit."""
+
+EYE_CORNERS = (27, 33)
+"""LSP indices of the right and left outer eye corners."""
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """Focal-length calibration."""
+
+    default_fov_deg: float = 55.0
+    """Horizontal field of view used when the clip cannot identify f (a phone or webcam's
+    main camera is 50-65 degrees)."""
+    min_fov_deg: float = 8.0
+    """Narrowest horizontal field of view searched (longest focal length)."""
+    max_fov_deg: float = 120.0
+    """Widest horizontal field of view searched (shortest focal length)."""
+    n_frames: int = 60
+    """Frames used for calibration, chosen for pose variety."""
+    rel_tolerance: float = 0.005
+    """The search stops when the bracket is narrower than this fraction of f."""
+    min_rotation_deg: float = 6.0
+    """Below this spread of head rotation the focal length is not identifiable."""
+    min_contrast: float = 0.03
+    """The error curve must rise by this fraction above its minimum within the searched
+    range, or the clip does not identify f."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_fov_deg < self.default_fov_deg < self.max_fov_deg < 179:
+            raise InputError("camera needs 0 < min_fov_deg < default_fov_deg < max_fov_deg < 179")
+        if self.n_frames < 8:
+            raise InputError(f"camera.n_frames must be >= 8, got {self.n_frames}")
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    """Per-frame head pose fitting."""
+
+    huber_px: float = 2.0
+    """Residuals beyond this many pixels get Huber (linear) weight."""
+    iterations: int = 12
+    """Gauss-Newton iterations over all frames."""
+    smooth_frames: float = 1.5
+    """Gaussian sigma (frames) of the temporal prior the poses are pulled towards."""
+    prior_weight: float = 1.0
+    """Weight of that prior: a deviation of 1 degree (or 1 cm) costs this many squared
+    pixels per visible landmark."""
+
+    def __post_init__(self) -> None:
+        if self.huber_px <= 0 or self.iterations < 1:
+            raise InputError("track.huber_px must be > 0 and track.iterations >= 1")
+        if self.smooth_frames < 0 or self.prior_weight < 0:
+            raise InputError("track.smooth_frames and track.prior_weight must be >= 0")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Result of :func:`calibrate_focal`."""
+
+    focal: float
+    """Focal length in original-video pixels."""
+    K: np.ndarray
+    """(3, 3) intrinsics of the original video."""
+    curve: np.ndarray
+    """(M, 2) every focal length tried and its RMS reprojection error (pixels), by focal."""
+    identified: bool
+    """False when the clip could not identify f and the default field of view was used."""
+    reason: str
+    """Why f was not identified (empty when it was)."""
+    shape: np.ndarray
+    """(P, 3) rigid shape of the calibration points, object coordinates (cm)."""
+    frames: np.ndarray
+    """(F,) frame indices used."""
+
+
+def intrinsics(focal: float, size: tuple[int, int]) -> np.ndarray:
+    """(3, 3) pinhole intrinsics with the principal point at the image centre."""
+    w, h = size
+    return np.array([[focal, 0.0, (w - 1) / 2], [0.0, focal, (h - 1) / 2], [0.0, 0.0, 1.0]])
+
+
+def focal_from_fov(fov_deg: float, width: int) -> float:
+    """Focal length (pixels) of a horizontal field of view over ``width`` pixels."""
+    return width / (2.0 * np.tan(np.radians(fov_deg) / 2.0))
+
+
+def crop_intrinsics(K: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """(N, 3, 3) intrinsics of each frame's crop from the original's (3, 3) and the boxes."""
+    s = size / (boxes[:, 2] - boxes[:, 0])
+    out = np.zeros((len(boxes), 3, 3))
+    out[:, 0, 0] = K[0, 0] * s
+    out[:, 1, 1] = K[1, 1] * s
+    out[:, 0, 2] = (K[0, 2] - boxes[:, 0]) * s
+    out[:, 1, 2] = (K[1, 2] - boxes[:, 1]) * s
+    out[:, 2, 2] = 1.0
+    return out
+
+
+def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Camera-space points (..., 3) -> pixels (..., 2)."""
+    z = points[..., 2:3]
+    return points[..., :2] / z * K[[0, 1], [0, 1]] + K[:2, 2]
+
+
+def rotvec_to_euler(rotvec: np.ndarray) -> np.ndarray:
+    """Rodrigues vectors (N, 3) -> (N, 3) pitch, yaw, roll in radians.
+
+    Intrinsic x-y-z order: pitch about the object's x axis (nodding), yaw about y
+    (shaking), roll about z (tilting). The models use these for head pose features.
+    """
+    return Rotation.from_rotvec(rotvec).as_euler("xyz")
+
+
+# ----------------------------------------------------------------- rigid shape
+
+
+def _procrustes(src: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Similarity fits of shapes ``src`` (N, P, 3) onto ``ref`` (P, 3), batched.
+
+    ``ref`` may also be (N, P, 3), one target per shape. Returns rotation (N, 3, 3),
+    scale (N,), translation (N, 3) with ``ref ~ scale * src @ R.T + t``.
+    """
+    ref = np.broadcast_to(ref, src.shape)
+    mu_s, mu_r = src.mean(1, keepdims=True), ref.mean(1)
+    a, b = src - mu_s, ref - mu_r[:, None]
+    cov = np.einsum("npi,npj->nji", a, b)  # (N, 3, 3) = b^T a
+    u, sv, vt = np.linalg.svd(cov)
+    d = np.sign(np.linalg.det(u @ vt))
+    sv[:, -1] *= d
+    u[:, :, -1] *= d[:, None]
+    rot = u @ vt
+    scale = sv.sum(1) / (a**2).sum((1, 2))
+    t = mu_r - scale[:, None] * np.einsum("nij,nj->ni", rot, mu_s[:, 0])
+    return rot, scale, t
+
+
+def mean_shape(points3d: np.ndarray, *, eye_corners: tuple[int, int] = EYE_CORNERS) -> np.ndarray:
+    """Robust rigid mean (P, 3) of per-frame shapes (N, P, 3), scaled to centimetres.
+
+    Generalised Procrustes: align every shape to the running median, three rounds.
+    """
+    ref = np.median(points3d, axis=0)
+    for _ in range(3):
+        rot, scale, t = _procrustes(points3d, ref)
+        aligned = scale[:, None, None] * np.einsum("nij,npj->npi", rot, points3d) + t[:, None]
+        ref = np.median(aligned, axis=0)
+    ref = ref - ref.mean(0)
+    a, b = eye_corners
+    return ref * (EYE_DISTANCE_CM / np.linalg.norm(ref[a] - ref[b]))
+
+
+def initial_poses(
+    mesh3d: np.ndarray, shape: np.ndarray, *, focal: float, principal: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weak-perspective poses from MediaPipe's per-frame 3D points (N, P, 3) in pixels.
+
+    MediaPipe's (x, y) are image pixels and z is depth in the same pixel scale, so a
+    similarity fit of the object shape onto them gives the rotation, and its scale
+    (pixels per cm) gives the depth ``focal / scale``. Returns rotvec (N, 3), T (N, 3).
+    """
+    rot, scale, t = _procrustes(np.broadcast_to(shape, mesh3d.shape), mesh3d)
+    # mesh ~ scale * R @ shape + t  ->  camera: X = R @ shape + T with T_z = f / scale
+    centred = shape - shape.mean(0)
+    t = t + scale[:, None] * np.einsum("nij,j->ni", rot, shape.mean(0) - centred.mean(0))
+    tz = focal / scale
+    txy = (t[:, :2] - principal) * (tz / focal)[:, None]
+    return Rotation.from_matrix(rot).as_rotvec(), np.concatenate([txy, tz[:, None]], axis=1)
+
+
+# ----------------------------------------------------------------- bundle adjustment
+
+
+def _bundle_adjust(
+    pts2d: np.ndarray,
+    shape0: np.ndarray,
+    rvec0: np.ndarray,
+    t0: np.ndarray,
+    K: np.ndarray,
+    *,
+    eyes: tuple[int, int],
+    huber_px: float,
+    shape_prior: float = 0.05,
+    iterations: int = 100,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Shared shape + per-frame poses minimising reprojection error.
+
+    Levenberg-Marquardt with analytic Jacobians and Huber weights (IRLS), dense normal
+    equations (a few hundred unknowns). ``pts2d`` (F, P, 2) may hold NaN for missing
+    points. The gauge is fixed by the eye distance and a weak pull towards ``shape0``.
+    Returns shape (P, 3), rvec (F, 3), T (F, 3) and the RMS reprojection error (pixels).
+    """
+    n_f, n_p = pts2d.shape[:2]
+    seen = np.isfinite(pts2d).all(-1)  # (F, P)
+    obs = np.where(seen[..., None], pts2d, 0.0)
+    a, b = eyes  # positions of the outer eye corners among the P points
+    n_s, n_x = 3 * n_p, 3 * n_p + 6 * n_f
+
+    def residual(shape, rmat, t):
+        rx = np.einsum("fij,pj->fpi", rmat, shape)
+        cam = rx + t[:, None]
+        return project(cam, K) - obs, rx, cam
+
+    def cost(r, shape):
+        norm = np.linalg.norm(r, axis=-1)[seen]
+        rho = np.where(norm <= huber_px, 0.5 * norm**2, huber_px * (norm - 0.5 * huber_px))
+        eye = 10.0 * (np.linalg.norm(shape[a] - shape[b]) - EYE_DISTANCE_CM)
+        return rho.sum() + 0.5 * eye**2 + 0.5 * shape_prior**2 * ((shape - shape0) ** 2).sum()
+
+    shape, t = shape0.copy(), t0.astype(float).copy()
+    rmat = Rotation.from_rotvec(rvec0).as_matrix()
+    r, rx, cam = residual(shape, rmat, t)
+    c = cost(r, shape)
+    mu = 1e-3
+    fx, fy = K[0, 0], K[1, 1]
+    for _ in range(iterations):
+        z = cam[..., 2]
+        du = np.zeros((n_f, n_p, 2, 3))
+        du[..., 0, 0] = fx / z
+        du[..., 0, 2] = -fx * cam[..., 0] / z**2
+        du[..., 1, 1] = fy / z
+        du[..., 1, 2] = -fy * cam[..., 1] / z**2
+        j_rot = -np.einsum("fpij,fpjk->fpik", du, _skew(rx))  # (F, P, 2, 3)
+        j_pose = np.concatenate([j_rot, du], axis=-1)  # (F, P, 2, 6)
+        j_shape = np.einsum("fpij,fjk->fpik", du, rmat)  # (F, P, 2, 3)
+        norm = np.linalg.norm(r, axis=-1)
+        w = np.where(norm <= huber_px, 1.0, huber_px / np.maximum(norm, 1e-9)) * seen
+        # normal equations assembled block by block: shapes couple only through poses
+        h_ss = np.einsum("fpki,fp,fpkj->pij", j_shape, w, j_shape)
+        h_pp = np.einsum("fpki,fp,fpkj->fij", j_pose, w, j_pose)
+        h_sp = np.einsum("fpki,fp,fpkj->pifj", j_shape, w, j_pose).reshape(n_s, 6 * n_f)
+        h = np.zeros((n_x, n_x))
+        blk = np.zeros((n_p, 3, n_p, 3))
+        blk[np.arange(n_p), :, np.arange(n_p), :] = h_ss
+        h[:n_s, :n_s] = blk.reshape(n_s, n_s)
+        blk = np.zeros((n_f, 6, n_f, 6))
+        blk[np.arange(n_f), :, np.arange(n_f), :] = h_pp
+        h[n_s:, n_s:] = blk.reshape(6 * n_f, 6 * n_f)
+        h[:n_s, n_s:] = h_sp
+        h[n_s:, :n_s] = h_sp.T
+        g = np.concatenate(
+            [
+                np.einsum("fpki,fp,fpk->pi", j_shape, w, r).ravel(),
+                np.einsum("fpki,fp,fpk->fi", j_pose, w, r).ravel(),
+            ]
+        )
+        # gauge terms: eye distance and the pull towards shape0
+        d = shape[a] - shape[b]
+        dist = np.linalg.norm(d)
+        je = np.zeros(n_x)
+        je[3 * a : 3 * a + 3], je[3 * b : 3 * b + 3] = d / dist, -d / dist
+        h += 100.0 * np.outer(je, je)
+        g += 100.0 * je * (dist - EYE_DISTANCE_CM)
+        h[np.arange(n_s), np.arange(n_s)] += shape_prior**2
+        g[:n_s] += shape_prior**2 * (shape - shape0).ravel()
+        while True:
+            step = -np.linalg.solve(h + mu * np.diag(np.diag(h) + 1e-9), g)
+            new_shape = shape + step[:n_s].reshape(n_p, 3)
+            poses = step[n_s:].reshape(n_f, 6)
+            new_rmat = Rotation.from_rotvec(poses[:, :3]).as_matrix() @ rmat
+            new_t = t + poses[:, 3:]
+            r_new, rx_new, cam_new = residual(new_shape, new_rmat, new_t)
+            c_new = cost(r_new, new_shape) if (cam_new[..., 2] > 0).all() else np.inf
+            if c_new < c:
+                break
+            mu *= 10.0
+            if mu > 1e8:
+                break
+        if c_new >= c:
+            break
+        converged = (c - c_new) < 1e-6 * c
+        shape, rmat, t, r, rx, cam, c = new_shape, new_rmat, new_t, r_new, rx_new, cam_new, c_new
+        mu = max(mu / 10.0, 1e-7)
+        if converged:
+            break
+    rms = float(np.sqrt((r[seen] ** 2).sum(-1).mean()))
+    return shape, Rotation.from_matrix(rmat).as_rotvec(), t, rms
+
+
+def select_frames(rvec: np.ndarray, candidates: np.ndarray, n: int) -> np.ndarray:
+    """Up to ``n`` of ``candidates`` spread over head rotation (farthest-point sampling)."""
+    if len(candidates) <= n:
+        return np.sort(candidates)
+    ang = rotvec_to_euler(rvec[candidates])[:, :2]  # pitch, yaw
+    chosen = [int(np.argmin(np.linalg.norm(ang - np.median(ang, 0), axis=1)))]
+    dist = np.linalg.norm(ang - ang[chosen[0]], axis=1)
+    for _ in range(n - 1):
+        i = int(np.argmax(dist))
+        chosen.append(i)
+        dist = np.minimum(dist, np.linalg.norm(ang - ang[i], axis=1))
+    return np.sort(candidates[chosen])
+
+
+def calibrate_focal(
+    points2d: np.ndarray,
+    points3d: np.ndarray,
+    valid: np.ndarray,
+    *,
+    image_size: tuple[int, int],
+    stable: np.ndarray,
+    config: CameraConfig = CameraConfig(),
+) -> Calibration:
+    """Find the focal length of the original video by a bracketing search.
+
+    ``points2d`` (N, L, 2) landmarks in original pixels, ``points3d`` (N, L, 3) MediaPipe's
+    per-frame 3D landmarks (pixels), ``valid`` (N,), ``stable`` the landmark indices of the
+    rigid fit. For each candidate f the rigid shape and the poses of up to
+    ``config.n_frames`` frames chosen for pose variety are bundle-adjusted (warm-started
+    from the nearest focal length already tried); a coarse grid over log f, walked from
+    long to short focal lengths, brackets the minimum of the RMS reprojection error, and
+    golden-section steps narrow the bracket to ``rel_tolerance``.
+
+    When the head barely turns, or the error curve does not rise on both sides of its
+    minimum, f is not identified: the default field of view is used, clipped to the range
+    of focal lengths whose error is within ``min_contrast`` of the minimum (so data that
+    rule a focal length out are never overridden), and ``reason`` says why.
+    """
+    w, h = image_size
+    idx = np.flatnonzero(valid)
+    if len(idx) == 0:
+        raise InputError("no valid frames to calibrate the camera on")
+    p2, p3 = points2d[:, stable], points3d[:, stable]
+    eyes = _eye_pair(stable)
+    shape0 = mean_shape(p3[idx], eye_corners=eyes)
+    principal = np.array([(w - 1) / 2, (h - 1) / 2])
+    f_default = focal_from_fov(config.default_fov_deg, w)
+    rv_all, _ = initial_poses(p3[idx], shape0, focal=f_default, principal=principal)
+    frames = select_frames(rv_all, np.arange(len(idx)), config.n_frames)
+    sel = idx[frames]
+    spread = float(np.degrees(np.ptp(rotvec_to_euler(rv_all[frames])[:, :2], axis=0).max()))
+
+    # log f -> (rms, shape, rvec, T)
+    solved: dict[float, tuple[float, np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def error(logf: float) -> float:
+        if logf not in solved:
+            f = float(np.exp(logf))
+            if solved:
+                near = min(solved, key=lambda k: abs(k - logf))
+                _, shape_i, rv_i, t_i = solved[near]
+                t_i = t_i * (f / np.exp(near))  # the same image seen with the other focal length
+            else:
+                shape_i = shape0
+                rv_i, t_i = initial_poses(p3[sel], shape0, focal=f, principal=principal)
+            shape, rv, t, rms = _bundle_adjust(
+                p2[sel], shape_i, rv_i, t_i, intrinsics(f, image_size), eyes=eyes, huber_px=2.0
+            )
+            solved[logf] = (rms, shape, rv, t)
+        return solved[logf][0]
+
+    lo = np.log(focal_from_fov(config.max_fov_deg, w))
+    hi = np.log(focal_from_fov(config.min_fov_deg, w))
+    grid = np.linspace(hi, lo, 10)  # long to short: weak perspective first, then warm starts
+    errs = np.array([error(float(g)) for g in grid])
+    k = int(np.argmin(errs))
+    a, b = sorted((grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]))
+    gr = (np.sqrt(5) - 1) / 2
+    c, d = b - gr * (b - a), a + gr * (b - a)
+    while b - a > np.log1p(config.rel_tolerance):
+        if error(float(c)) < error(float(d)):
+            b, d = d, c
+            c = b - gr * (b - a)
+        else:
+            a, c = c, d
+            d = a + gr * (b - a)
+    keys = np.array(sorted(solved))
+    curve_err = np.array([solved[key][0] for key in keys])
+    best = float(keys[np.argmin(curve_err)])
+    e_min = solved[best][0]
+    ok = keys[curve_err <= (1 + config.min_contrast) * e_min]
+    rise_short = curve_err[0] / e_min - 1  # shortest focal length tried
+    rise_long = curve_err[-1] / e_min - 1  # longest
+    reason = ""
+    if spread < config.min_rotation_deg:
+        reason = f"the head turns only {spread:.1f} degrees (needs {config.min_rotation_deg:g})"
+    elif min(rise_short, rise_long) < config.min_contrast:
+        side = "long" if rise_long < rise_short else "short"
+        reason = (
+            f"the reprojection error is flat towards {side} focal lengths "
+            f"(rises {min(rise_short, rise_long):.1%})"
+        )
+    if spread < config.min_rotation_deg:
+        chosen = float(np.log(f_default))  # the data say nothing about f
+        error(chosen)
+    elif reason:
+        chosen = float(np.clip(np.log(f_default), ok.min(), ok.max()))  # what the data allow
+        error(chosen)
+    else:
+        chosen = best
+    focal = float(np.exp(chosen))
+    curve = np.stack([np.exp(keys), curve_err], axis=1)
+    return Calibration(
+        focal, intrinsics(focal, image_size), curve, not reason, reason, solved[chosen][1], sel
+    )
+
+
+def _eye_pair(stable: np.ndarray) -> tuple[int, int]:
+    pos = {int(s): i for i, s in enumerate(stable)}
+    try:
+        return pos[EYE_CORNERS[0]], pos[EYE_CORNERS[1]]
+    except KeyError:
+        raise InputError("the stable point set must contain the outer eye corners") from None
+
+
+# ----------------------------------------------------------------- batched tracking
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    """(..., 3) -> (..., 3, 3) cross-product matrices."""
+    z = np.zeros(v.shape[:-1])
+    return np.stack(
+        [np.stack([z, -v[..., 2], v[..., 1]], -1),
+         np.stack([v[..., 2], z, -v[..., 0]], -1),
+         np.stack([-v[..., 1], v[..., 0], z], -1)], -2)  # fmt: skip
+
+
+def track_poses(
+    points2d: np.ndarray,
+    shape: np.ndarray,
+    rvec0: np.ndarray,
+    t0: np.ndarray,
+    K: np.ndarray,
+    *,
+    weights: np.ndarray | None = None,
+    config: TrackConfig = TrackConfig(),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fit every frame's pose at once: batched Levenberg-Marquardt with Huber weights,
+    then a temporal prior that pulls each pose towards its smoothed trajectory.
+
+    ``points2d`` (N, P, 2) observed pixels (NaN where missing), ``shape`` (P, 3) object
+    points, initial ``rvec0``/``t0`` (N, 3). Each frame has its own damping and accepts a
+    step only when its cost drops. Returns rvec (N, 3), T (N, 3) and the RMS reprojection
+    error per frame (N,) in pixels.
+    """
+    n, p = points2d.shape[:2]
+    seen = np.isfinite(points2d).all(-1)
+    obs = np.where(seen[..., None], points2d, 0.0)
+    w_pts = seen.astype(float) if weights is None else seen * weights
+    fx, fy = K[0, 0], K[1, 1]
+    hub = config.huber_px
+
+    def evaluate(rmat, t, prior):
+        rx = np.einsum("nij,pj->npi", rmat, shape)
+        cam = rx + t[:, None]
+        r = project(cam, K) - obs
+        norm = np.linalg.norm(r, axis=-1)
+        rho = np.where(norm <= hub, 0.5 * norm**2, hub * (norm - 0.5 * hub)) * w_pts
+        cost = rho.sum(1)
+        if prior is not None:
+            lam, rv_s, t_s = prior
+            d_rot = (Rotation.from_rotvec(rv_s) * Rotation.from_matrix(rmat).inv()).as_rotvec()
+            cost = cost + 0.5 * lam * (((d_rot * 57.3) ** 2).sum(1) + ((t_s - t) ** 2).sum(1))
+        bad = (cam[..., 2] <= 0).any(1)
+        return np.where(bad, np.inf, cost), r, rx, cam, norm
+
+    rmat = Rotation.from_rotvec(rvec0).as_matrix()
+    t = t0.astype(float).copy()
+    mu = np.full(n, 1e-3)
+    prior = None
+    cost, r, rx, cam, norm = evaluate(rmat, t, prior)
+    for it in range(config.iterations):
+        if (
+            it == config.iterations // 2
+            and config.prior_weight > 0
+            and config.smooth_frames > 0
+            and n > 2
+        ):
+            rv_now = Rotation.from_matrix(rmat).as_rotvec()
+            rv_s = gaussian_filter1d(rv_now, config.smooth_frames, axis=0, mode="nearest")
+            t_s = gaussian_filter1d(t, config.smooth_frames, axis=0, mode="nearest")
+            prior = (config.prior_weight * w_pts.sum(1), rv_s, t_s)
+            cost, r, rx, cam, norm = evaluate(rmat, t, prior)
+        z = cam[..., 2]
+        du = np.zeros((n, p, 2, 3))
+        du[..., 0, 0] = fx / z
+        du[..., 0, 2] = -fx * cam[..., 0] / z**2
+        du[..., 1, 1] = fy / z
+        du[..., 1, 2] = -fy * cam[..., 1] / z**2
+        jac = np.concatenate([-np.einsum("npij,npjk->npik", du, _skew(rx)), du], axis=-1)
+        w = np.where(norm <= hub, 1.0, hub / np.maximum(norm, 1e-9)) * w_pts
+        h = np.einsum("npki,np,npkj->nij", jac, w, jac)
+        g = np.einsum("npki,np,npk->ni", jac, w, r)
+        if prior is not None:
+            lam, rv_s, t_s = prior
+            d_rot = (Rotation.from_rotvec(rv_s) * Rotation.from_matrix(rmat).inv()).as_rotvec()
+            scale = np.array([57.3**2] * 3 + [1.0] * 3)
+            h = h + lam[:, None, None] * np.diag(scale)
+            g = g - lam[:, None] * scale * np.concatenate([d_rot, t_s - t], axis=1)
+        damp = mu[:, None, None] * (
+            np.diagonal(h, axis1=1, axis2=2)[:, :, None] * np.eye(6) + 1e-9 * np.eye(6)
+        )
+        step = -np.linalg.solve(h + damp, g[..., None])[..., 0]
+        new_rmat = Rotation.from_rotvec(step[:, :3]).as_matrix() @ rmat
+        new_t = t + step[:, 3:]
+        c_new, r_new, rx_new, cam_new, norm_new = evaluate(new_rmat, new_t, prior)
+        ok = c_new < cost
+        rmat[ok], t[ok], cost[ok] = new_rmat[ok], new_t[ok], c_new[ok]
+        r[ok], rx[ok], cam[ok], norm[ok] = r_new[ok], rx_new[ok], cam_new[ok], norm_new[ok]
+        mu = np.where(ok, np.maximum(mu / 10, 1e-7), np.minimum(mu * 10, 1e8))
+    err = np.linalg.norm(r, axis=-1)
+    rms = np.sqrt((err**2 * seen).sum(1) / np.maximum(seen.sum(1), 1))
+    rms[~seen.any(1)] = np.nan
+    return Rotation.from_matrix(rmat).as_rotvec(), t, rms
+
+
+def object_points(points3d: np.ndarray, shape: np.ndarray, stable: np.ndarray) -> np.ndarray:
+    """Per-frame landmarks in object coordinates: (N, L, 3) MediaPipe 3D points (pixels)
+    mapped by the similarity that best fits their ``stable`` subset onto ``shape`` (P, 3).
+
+    Rigid parts land on the mean shape; expression (mouth, eyes, brows) stays as
+    displacement from it, in centimetres.
+    """
+    rot, scale, t = _procrustes(points3d[:, stable], shape)
+    return scale[:, None, None] * np.einsum("nij,npj->npi", rot, points3d) + t[:, None]
