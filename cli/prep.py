@@ -58,21 +58,20 @@ def prep(
         table = Table(title=f"lsp prep -> {out_dir}", title_justify="left")
         for col in ("clip", "frames", "seconds", "valid", "interp.", "status"):
             table.add_column(col, justify="left" if col in ("clip", "status") else "right")
-        if verbose:
-            table.add_column("timings (s)")
         for r in results:
-            row = [
+            table.add_row(
                 r.dataset.name,
                 str(r.n_frames),
                 f"{r.duration_s:.1f}",
                 f"{r.valid_fraction:.1%}",
                 str(r.interpolated_frames),
                 "reused" if r.reused else "written",
-            ]
-            if verbose:
-                row.append(" ".join(f"{k}={v:.1f}" for k, v in r.timings.items()))
-            table.add_row(*row)
+            )
         console.print(table)
+        if verbose:
+            for r in results:
+                times = "  ".join(f"{k} {v:.1f}s" for k, v in r.timings.items())
+                console.print(f"{r.dataset.name}: {times}", highlight=False)
         for r in results:
             for w in r.warnings:
                 console.print(f"[yellow]warning:[/] {w}", highlight=False)

@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .audio import MelConfig
+from .candidates import CandidateConfig, SplitConfig
 from .constants import FPS, IMAGE_SIZE, SAMPLE_RATE
 from .crop import CropConfig
 from .errors import InputError
+from .geometry import CameraConfig, TrackConfig
 from .landmarks import LandmarkConfig
+from .shoulders import ShoulderConfig
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,11 @@ class PrepConfig:
     landmarks: LandmarkConfig = field(default_factory=LandmarkConfig)
     crop: CropConfig = field(default_factory=CropConfig)
     mel: MelConfig = field(default_factory=MelConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+    shoulders: ShoulderConfig = field(default_factory=ShoulderConfig)
+    candidates: CandidateConfig = field(default_factory=CandidateConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -530,11 +530,19 @@ def track_poses(
 
 
 def object_points(points3d: np.ndarray, shape: np.ndarray, stable: np.ndarray) -> np.ndarray:
-    """Per-frame landmarks in object coordinates: (N, L, 3) MediaPipe 3D points (pixels)
-    mapped by the similarity that best fits their ``stable`` subset onto ``shape`` (P, 3).
+    """Per-frame landmarks in object coordinates (N, L, 3) from MediaPipe's per-frame 3D
+    points (N, L, 3, pixels), given the calibrated rigid ``shape`` (P, 3) of the ``stable``
+    subset.
 
-    Rigid parts land on the mean shape; expression (mouth, eyes, brows) stays as
-    displacement from it, in centimetres.
+    Each frame is aligned (similarity, on the stable points) to MediaPipe's own mean shape,
+    which removes head motion and keeps expression (mouth, eyes, brows). One affine map,
+    fitted on the stable points, then takes MediaPipe's mean shape onto ``shape``: it
+    corrects MediaPipe's depth scale, which the bundle adjustment measured and MediaPipe
+    only guesses. Units are those of ``shape`` (cm).
     """
-    rot, scale, t = _procrustes(points3d[:, stable], shape)
-    return scale[:, None, None] * np.einsum("nij,npj->npi", rot, points3d) + t[:, None]
+    ref = mean_shape(points3d[:, stable], eye_corners=_eye_pair(stable))
+    rot, scale, t = _procrustes(points3d[:, stable], ref)
+    aligned = scale[:, None, None] * np.einsum("nij,npj->npi", rot, points3d) + t[:, None]
+    src = np.concatenate([ref, np.ones((len(ref), 1))], axis=1)  # (P, 4)
+    affine, *_ = np.linalg.lstsq(src, shape, rcond=None)  # (4, 3)
+    return aligned @ affine[:3] + affine[3]

@@ -6,8 +6,12 @@ Stages, each resumable:
 2. track     decode at the canonical fps (pass 1), Face Mesh on the target face  [cached]
 3. crop      smoothed square boxes from the landmarks (pure, cheap)
 4. frames    decode again (pass 2), crop to image_size, JPEG into the partial file [resumable]
-5. pack      audio on the video clock, log-mel, landmarks in crop pixels, attributes,
-             validate, rename the partial file to its final name, update the manifest
+5. geometry  focal length by bracketing search, 3D head pose per frame, object-space
+             landmarks, mouth displacements                                     [cached]
+6. shoulders upper-body points on frame 0 (MediaPipe Pose), LK tracks, billboard  [cached]
+7. pack      audio on the video clock, log-mel, landmarks in crop pixels, candidates,
+             split, attributes; validate, rename the partial file to its final name,
+             update the manifest
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ import numpy as np
 
 from . import __version__, schema
 from .audio import align_waveform, video_log_mel
+from .candidates import choose_candidates, mouth_area, split_frames
 from .config import PrepConfig
 from .constants import N_MESH_POINTS
 from .crop import crop_boxes, crop_frame, face_extent, to_crop
 from .errors import InputError
+from .geometry import Calibration, crop_intrinsics, rotvec_to_euler
 from .landmarks import (
     FaceMeshTracker,
     fill_gaps,
@@ -42,6 +48,8 @@ from .landmarks import (
 from .layout import load_layout
 from .manifest import update_manifest
 from .media import MediaInfo, iter_frames, load_audio, probe, sha256_file
+from .shoulders import billboard, choose_points, track_points
+from .track3d import HeadTrack, track_head
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 """Called as ``progress(stage, done, total)``; ``total`` may be None when unknown."""
@@ -257,7 +265,48 @@ def prep_video(
     _write_frames(partial, video, info, boxes, frames_key, config=config, progress=progress)
     timings["frames"] = time.perf_counter() - t
 
-    # 5. pack
+    # 5. geometry: calibration and 3D head tracking on the original frames (cached)
+    t = time.perf_counter()
+    layout = load_layout()
+    crop_size = config.ingest.image_size
+    geo_key = _stage_key(config, src_sha, "", "ingest", "landmarks", "camera", "track")
+    head = _load_head(cache / "geometry.npz", geo_key)
+    if head is None:
+        progress("geometry", 0, 1)
+        head = track_head(
+            layout.from_mesh(mesh),
+            masks["valid"],
+            image_size=tracks.frame_size,
+            layout=layout,
+            camera=config.camera,
+            track=config.track,
+        )
+        _save_head(cache / "geometry.npz", geo_key, head)
+    progress("geometry", 1, 1)
+    if not head.calibration.identified:
+        warnings_geo = [
+            f"{video}: focal length not identified: {head.calibration.reason}; "
+            f"used {head.calibration.focal:.0f} px"
+        ]
+    else:
+        warnings_geo = []
+    k_crop = crop_intrinsics(head.calibration.K, boxes, crop_size)
+    timings["geometry"] = time.perf_counter() - t
+
+    # 6. shoulders: LK on the stored crops (cached)
+    t = time.perf_counter()
+    mesh_crop = to_crop(mesh, boxes, crop_size).astype(np.float32)
+    lsp73 = layout.from_mesh(mesh_crop)[..., :2]
+    sh_key = _stage_key(config, src_sha, "", "ingest", "landmarks", "crop", "shoulders")
+    shoulders = _load_arrays(cache / "shoulders.npz", sh_key)
+    if shoulders is None:
+        shoulders = _shoulder_stage(
+            partial, lsp73, masks["valid"], k_crop, head, n, config=config, progress=progress
+        )
+        _save_arrays(cache / "shoulders.npz", sh_key, shoulders)
+    timings["shoulders"] = time.perf_counter() - t
+
+    # 7. pack
     t = time.perf_counter()
     sr = config.ingest.sample_rate
     if audio is not None:
@@ -265,15 +314,46 @@ def prep_video(
     else:
         y, offset = load_audio(video, sr=sr), info.audio_start_s - info.video_start_s
     y = align_waveform(y, sr=sr, offset_s=offset, n_video_frames=n, fps=fps)
-    warnings = audio_warnings(y, source=str(audio or video))
+    warnings = audio_warnings(y, source=str(audio or video)) + warnings_geo
+    warnings += [f"{video}: {w}" for w in shoulders.pop("warnings", np.array([])).tolist()]
     mel = video_log_mel(y, sr=sr, n_video_frames=n, fps=fps, config=config.mel)
-    crop_size = config.ingest.image_size
-    mesh_crop = to_crop(mesh, boxes, crop_size).astype(np.float32)
-    lsp73 = load_layout().from_mesh(mesh_crop)[..., :2]
+    euler = rotvec_to_euler(head.rotation)
+    cand = choose_candidates(mouth_area(lsp73), euler, masks["valid"], config=config.candidates)
+    train, val = split_frames(n, fps=fps, config=config.split)
     with h5py.File(partial, "a") as f:
-        for ds in ("audio", "landmarks"):
+        for ds in ("audio", "landmarks", "camera", "track", "shoulders", "candidates", "split"):
             if ds in f:
                 del f[ds]
+        images = np.stack([_decode_rgb(f["frames"][i]) for i in cand])
+        f.create_dataset("camera/intrinsics", data=k_crop)
+        f.create_dataset("camera/intrinsics_original", data=head.calibration.K)
+        f.create_dataset("camera/focal_search", data=head.calibration.curve)
+        f["camera"].attrs.update(
+            {
+                "focal_identified": head.calibration.identified,
+                "focal_reason": head.calibration.reason,
+                "calibration_frames": head.calibration.frames,
+            }
+        )
+        gz = {"compression": "gzip", "compression_opts": 4}
+        f.create_dataset("track/rotation", data=head.rotation.astype(np.float32))
+        f.create_dataset("track/translation", data=head.translation.astype(np.float32))
+        f.create_dataset("track/points3d", data=head.points3d.astype(np.float32), **gz)
+        f.create_dataset("track/mean_shape", data=head.mean_shape.astype(np.float32))
+        f.create_dataset(
+            "track/mouth_displacement", data=head.mouth_displacement.astype(np.float32), **gz
+        )
+        f.create_dataset(
+            "track/reprojection_error", data=head.reprojection_error.astype(np.float32)
+        )
+        f.create_dataset("shoulders/points2d", data=shoulders["points2d"].astype(np.float32))
+        f.create_dataset("shoulders/valid", data=shoulders["valid"])
+        f.create_dataset("shoulders/billboard3d", data=shoulders["billboard3d"].astype(np.float32))
+        f["shoulders"].attrs["source"] = str(shoulders["source"])
+        f.create_dataset("candidates/images", data=images, **gz)
+        f.create_dataset("candidates/frame_index", data=cand.astype(np.int64))
+        f.create_dataset("split/train", data=train.astype(np.int64))
+        f.create_dataset("split/val", data=val.astype(np.int64))
         f.create_dataset("audio/waveform", data=y, compression="gzip", compression_opts=4)
         f.create_dataset(
             "audio/mel",
@@ -322,6 +402,109 @@ def prep_video(
     update_manifest(out_dir, result)
     _drop_cache(cache)
     return result
+
+
+def _decode_rgb(jpeg: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(cv2.imdecode(jpeg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def _shoulder_stage(
+    partial: Path,
+    lsp73: np.ndarray,
+    valid: np.ndarray,
+    k_crop: np.ndarray,
+    head: HeadTrack,
+    n: int,
+    *,
+    config: PrepConfig,
+    progress: ProgressFn,
+) -> dict[str, np.ndarray]:
+    """Choose upper-body points on frame 0 of the crops, track them, lift the billboard."""
+    with h5py.File(partial, "r") as f:
+        frames = f["frames"]
+        first = _decode_rgb(frames[0])
+        face = lsp73[0] if valid[0] else None
+        chosen = choose_points(first, config=config.shoulders, face_points2d=face)
+
+        def stream():
+            for i in range(n):
+                yield cv2.imdecode(frames[i], cv2.IMREAD_GRAYSCALE)
+
+        tracks = track_points(
+            stream(), chosen.points, config=config.shoulders, total=n, progress=progress
+        )
+    depth = float(np.mean(head.translation[valid, 2]))
+    board = billboard(tracks.points2d, tracks.valid, intrinsics=k_crop, depth=depth)
+    return {
+        "points2d": tracks.points2d,
+        "valid": tracks.valid,
+        "billboard3d": board,
+        "source": np.array(chosen.source),
+        "warnings": np.array(chosen.warnings, dtype=str),
+    }
+
+
+def _save_arrays(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
+    _atomic_savez(path, key=np.array(key), **arrays)
+
+
+def _load_arrays(path: Path, key: str) -> dict[str, np.ndarray] | None:
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as z:
+            if str(z["key"]) != key:
+                return None
+            return {k: z[k] for k in z.files if k != "key"}
+    except (OSError, KeyError, ValueError):
+        return None  # a damaged cache is recomputed
+
+
+def _save_head(path: Path, key: str, head: HeadTrack) -> None:
+    cal = head.calibration
+    _save_arrays(
+        path,
+        key,
+        {
+            "focal": np.array(cal.focal),
+            "K": cal.K,
+            "curve": cal.curve,
+            "identified": np.array(cal.identified),
+            "reason": np.array(cal.reason),
+            "shape": cal.shape,
+            "frames": cal.frames,
+            "rotation": head.rotation,
+            "translation": head.translation,
+            "points3d": head.points3d,
+            "mean_shape": head.mean_shape,
+            "mouth_displacement": head.mouth_displacement,
+            "reprojection_error": head.reprojection_error,
+        },
+    )
+
+
+def _load_head(path: Path, key: str) -> HeadTrack | None:
+    z = _load_arrays(path, key)
+    if z is None:
+        return None
+    cal = Calibration(
+        float(z["focal"]),
+        z["K"],
+        z["curve"],
+        bool(z["identified"]),
+        str(z["reason"]),
+        z["shape"],
+        z["frames"],
+    )
+    return HeadTrack(
+        cal,
+        z["rotation"],
+        z["translation"],
+        z["points3d"],
+        z["mean_shape"],
+        z["mouth_displacement"],
+        z["reprojection_error"],
+    )
 
 
 def _drop_cache(cache: Path) -> None:

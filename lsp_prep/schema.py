@@ -1,7 +1,8 @@
 """The dataset contract: one HDF5 file per clip, described here and nowhere else.
 
 Every field names its shape in symbols (``N`` video frames, ``M = 2N`` mel frames,
-``S`` audio samples), its dtype, its units and its coordinate frame. :func:`validate`
+``S`` audio samples; ``P``, ``F``, ``T``, ``V`` are free sizes that must agree wherever
+they appear), its dtype, its units and its coordinate frame. :func:`validate`
 checks a file against this table; readers refuse a ``schema_version`` they do not know.
 ``docs/dataset.md`` is the annotated version of this table (a test keeps them in step).
 """
@@ -21,8 +22,9 @@ import numpy as np
 from .constants import MELS_PER_FRAME, N_LSP_POINTS, N_MELS, N_MESH_POINTS
 from .errors import SchemaError
 
-SCHEMA_VERSION = 1
-"""Bumped whenever a field changes meaning, shape or units."""
+SCHEMA_VERSION = 2
+"""Bumped whenever a field changes meaning, shape or units. 2: camera, track, shoulders,
+candidates and split added."""
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -147,6 +149,133 @@ FIELDS: tuple[Field, ...] = (
         "shape plausibility of the detected mesh (Procrustes residual to the clip's "
         "median shape); 0 where nothing was detected",
     ),
+    Field(
+        "camera/intrinsics",
+        ("N", 3, 3),
+        "f",
+        "pixels",
+        "crop",
+        "pinhole K of each frame's crop (the focal length is the same for all frames; the "
+        "principal point follows the crop box)",
+    ),
+    Field(
+        "camera/intrinsics_original",
+        (3, 3),
+        "f",
+        "pixels",
+        "original",
+        "pinhole K of the original video; principal point at the image centre",
+    ),
+    Field(
+        "camera/focal_search",
+        ("F", 2),
+        "f",
+        "pixels, pixels",
+        "original",
+        "every focal length the calibration tried and its RMS reprojection error",
+    ),
+    Field(
+        "track/rotation",
+        ("N", 3),
+        "f",
+        "radians (Rodrigues)",
+        "object -> camera",
+        "head rotation R of X_cam = R X_obj + T; lsp_prep.geometry.rotvec_to_euler "
+        "converts to pitch/yaw/roll",
+    ),
+    Field(
+        "track/translation",
+        ("N", 3),
+        "f",
+        "cm (nominal)",
+        "camera",
+        "head translation T; the unit is set by the mean shape's 9 cm outer-eye distance",
+    ),
+    Field(
+        "track/points3d",
+        ("N", N_LSP_POINTS, 3),
+        "f",
+        "cm (nominal)",
+        "object",
+        "per-frame LSP-73 landmarks in object coordinates (rigid motion removed)",
+    ),
+    Field(
+        "track/mean_shape",
+        (N_LSP_POINTS, 3),
+        "f",
+        "cm (nominal)",
+        "object",
+        "the person's mean shape (mean of track/points3d over valid frames)",
+    ),
+    Field(
+        "track/mouth_displacement",
+        ("N", 25, 3),
+        "f",
+        "cm (nominal)",
+        "object",
+        "dv_m: mouth-related points (jaw 4-10, lips 46-63) minus their mean",
+    ),
+    Field(
+        "track/reprojection_error",
+        ("N",),
+        "f",
+        "pixels",
+        "original",
+        "RMS reprojection error of the rigid fit on the stable points; NaN if not valid",
+    ),
+    Field(
+        "shoulders/points2d",
+        ("N", "P", 2),
+        "f",
+        "pixels",
+        "crop",
+        "upper-body feature points tracked by pyramidal Lucas-Kanade where valid; elsewhere "
+        "the position the valid points' motion predicts (may lie outside the crop)",
+    ),
+    Field(
+        "shoulders/valid",
+        ("N", "P"),
+        "b",
+        "bool",
+        "-",
+        "the point was tracked on this frame and passed every check (forward-backward, "
+        "appearance, inside the image)",
+    ),
+    Field(
+        "shoulders/billboard3d",
+        ("P", 3),
+        "f",
+        "cm (nominal)",
+        "camera",
+        "the points lifted to a plane at the mean face depth (the paper's billboard); NaN for "
+        "a point never tracked",
+    ),
+    Field(
+        "candidates/images",
+        (4, "I", "I", 3),
+        "u",
+        "RGB 0-255",
+        "crop",
+        "the four candidate images given to the renderer",
+    ),
+    Field(
+        "candidates/frame_index",
+        (4,),
+        "i",
+        "frame",
+        "-",
+        "frames the candidates come from: 100th smallest / largest mouth area, then two "
+        "by regular samples of pitch and yaw",
+    ),
+    Field("split/train", ("T",), "i", "frame", "-", "training frames (one contiguous range)"),
+    Field(
+        "split/val",
+        ("V",),
+        "i",
+        "frame",
+        "-",
+        "validation frames: the clip's last 20 %, after a gap that belongs to neither",
+    ),
 )
 
 FIELD_BY_NAME = {f.name: f for f in FIELDS}
@@ -164,8 +293,19 @@ def check_version(f: h5py.File, path: Path | str) -> None:
         )
 
 
-def _resolve(shape: tuple[str | int, ...], dims: dict[str, int]) -> tuple[int, ...]:
-    return tuple(dims[s] if isinstance(s, str) else s for s in shape)
+def _resolve(
+    shape: tuple[str | int, ...], actual: tuple[int, ...], dims: dict[str, int]
+) -> tuple[int, ...]:
+    """The expected shape; free symbols take their size from the first field that has one."""
+    out = []
+    for k, sym in enumerate(shape):
+        if isinstance(sym, int):
+            out.append(sym)
+        else:
+            if sym not in dims and k < len(actual):
+                dims[sym] = actual[k]
+            out.append(dims.get(sym, -1))
+    return tuple(out)
 
 
 def validate(path: Path | str) -> dict[str, int]:
@@ -197,7 +337,7 @@ def validate(path: Path | str) -> dict[str, int]:
                 problems.append(f"missing field {fld.name!r}")
                 continue
             ds = f[fld.name]
-            want = _resolve(fld.shape, dims)
+            want = _resolve(fld.shape, ds.shape, dims)
             if ds.shape != want:
                 problems.append(f"{fld.name}: shape {ds.shape}, expected {want} {fld.shape}")
             kind = "O" if h5py.check_vlen_dtype(ds.dtype) is not None else ds.dtype.kind
