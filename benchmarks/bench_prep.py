@@ -156,7 +156,9 @@ def main() -> None:
     row("floor: MediaPipe only", fl["mediapipe"])
     row("track (decode + Face Mesh)", tm["track"], floor_s)
     row("frames (decode + crop + JPEG)", tm["frames"], fl["decode"])
-    row("pack (audio, mel, write)", tm["pack"])
+    row("geometry (calibration + 3D track)", tm["geometry"])
+    row("shoulders (Pose + LK)", tm["shoulders"])
+    row("pack (audio, mel, candidates, write)", tm["pack"])
     row("ingest + landmarks + mel", ingest, floor_s)
     row("whole prep (incl. hashing)", res["wall"], floor_s)
     console.print(table)
@@ -172,6 +174,11 @@ def main() -> None:
             f"{r['bytes'] / 1e6:.0f}",
         )
     console.print(mem)
+    geo = tm["geometry"] + tm["shoulders"]
+    console.print(
+        f"target: calibration + tracking + shoulders <= 25% of ingest+landmarks -> "
+        f"{geo / (tm['track'] + tm['frames']):.0%}"
+    )
     console.print(
         f"target: ingest+landmarks+mel <= 1.5x floor -> {ingest / floor_s:.2f}x; "
         f">= 2x real time -> {dur / res['wall']:.2f}x; "

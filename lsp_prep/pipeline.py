@@ -101,6 +101,13 @@ def check_output_dir(out_dir: Path) -> None:
 
 def check_input(video: Path, *, audio: Path | None, config: PrepConfig) -> MediaInfo:
     """Probe the inputs and refuse what prep cannot use, with a message saying what to do."""
+    size = config.ingest.image_size
+    for x, y in config.shoulders.points or ():
+        if not (0 <= x <= size - 1 and 0 <= y <= size - 1):
+            raise InputError(
+                f"shoulder point ({x:g}, {y:g}) is outside the {size}x{size} crop: give "
+                f"shoulders.points in crop pixels, 0..{size - 1}"
+            )
     info = probe(video)
     if not info.has_video:
         raise InputError(f"{video}: has no video stream (is it an audio file or an image?)")

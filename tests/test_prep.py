@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from lsp_prep import pipeline, schema
+from lsp_prep.config import PrepConfig
 from lsp_prep.errors import InputError
 from lsp_prep.pipeline import prep_video
 
@@ -369,3 +370,33 @@ def test_resampled_to_60_fps_by_timestamps(media, tmp_path, fps, size, container
     )[valid]
     assert valid.mean() > 0.9
     assert np.percentile(err, 95) < 2.5, np.percentile(err, 95)
+
+
+def test_shoulder_override_outside_the_image(media, tmp_path, cut_clip):
+    clip = cut_clip(media["single_face"], 1.5)
+    out = tmp_path / "out"
+    r = run("prep", clip, "-o", out, "--set", "shoulders.points=[[100, 400], [600, 450]]")
+    assert_clean_failure(r, out, "outside", "512")
+
+
+def test_shoulder_override_is_used(media, tmp_path, cut_clip):
+    clip = cut_clip(media["single_face"], 1.5)
+    result = prep_video(
+        clip,
+        out_dir=tmp_path / "out",
+        config=PrepConfig().with_overrides(["shoulders.points=[[120, 460], [400, 470]]"]),
+    )
+    with h5py.File(result.dataset) as f:
+        np.testing.assert_allclose(f["shoulders/points2d"][0], [[120, 460], [400, 470]], atol=1e-3)
+        assert f["shoulders"].attrs["source"] == "user"
+
+
+def test_dataset_of_the_previous_schema_is_refused(single_face_dataset, tmp_path):
+    import shutil
+
+    old = tmp_path / "old.h5"
+    shutil.copy(single_face_dataset, old)
+    with h5py.File(old, "a") as f:
+        f.attrs["schema_version"] = 1
+    with pytest.raises(schema.SchemaError, match="re-run `lsp prep`"):
+        schema.open_dataset(old)

@@ -1,0 +1,125 @@
+"""prep's 3D stages against renders with a known camera, head motion and mouth opening.
+
+The issue's targets are focal error <= 3 % and median rotation error <= 1 degree. On exact
+projections with 0.7 px noise the geometry meets them (tests/test_geometry.py). On these
+renders MediaPipe's landmarks are the limit: their 2D eye-line angle alone is off by 0.6
+degrees (median), their geometry is close to weak perspective, so the error curve is flat
+towards long focal lengths and the fallback is used, and the rotation error is ~3.4
+degrees. The tolerances below pin what the pipeline achieves today so it cannot regress.
+"""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from lsp_prep.crop import to_original
+from lsp_prep.layout import load_layout
+
+
+@pytest.fixture(scope="module")
+def rendered(media, tmp_path_factory):
+    from lsp_prep import synth3d
+    from lsp_prep.media import load_audio
+    from lsp_prep.pipeline import prep_video
+    from lsp_prep.synth import astronaut_portrait
+
+    tmp = tmp_path_factory.mktemp("render3d")
+    model = synth3d.face_model(astronaut_portrait().image)
+    camera = synth3d.Camera(focal=500.0, size=(640, 360))
+    speech = load_audio(media["speech"], sr=16000)[8 * 16000 : 13 * 16000]
+    truth = synth3d.render_head_clip(
+        tmp / "head.mp4",
+        model=model,
+        camera=camera,
+        duration_s=5.0,
+        fps=30,
+        motion=synth3d.HeadMotion(),
+        audio=speech,
+    )
+    result = prep_video(tmp / "head.mp4", out_dir=tmp / "out")
+    with h5py.File(result.dataset) as f:
+        data = {
+            k: f[k][()]
+            for k in (
+                "landmarks/valid",
+                "track/rotation",
+                "track/translation",
+                "track/mouth_displacement",
+                "track/reprojection_error",
+                "shoulders/points2d",
+                "shoulders/valid",
+                "crop/boxes",
+                "camera/focal_search",
+                "camera/intrinsics_original",
+                "track/mean_shape",
+            )
+        }
+        data["identified"] = bool(f["camera"].attrs["focal_identified"])
+    n = len(data["landmarks/valid"])
+    src = np.clip(np.round(np.arange(n) / 60 * 30).astype(int), 0, len(truth.rotation) - 1)
+    return truth, data, src
+
+
+def test_head_rotation_and_translation(rendered):
+    truth, d, src = rendered
+    v = d["landmarks/valid"]
+    assert v.mean() > 0.95
+    assert np.nanmedian(d["track/reprojection_error"]) < 1.5
+    true_rot, est = (
+        Rotation.from_rotvec(truth.rotation[src]),
+        Rotation.from_rotvec(d["track/rotation"]),
+    )
+    gauge = (true_rot[v].inv() * est[v]).mean()  # the object frames differ by a constant rotation
+    err = np.degrees(((true_rot * gauge).inv() * est).magnitude())[v]
+    assert np.median(err) < 5.0, np.median(err)
+    t_true, t_est = truth.translation[src], d["track/translation"]
+    cos = np.sum(t_true * t_est, 1) / np.linalg.norm(t_true, axis=1) / np.linalg.norm(t_est, axis=1)
+    assert np.median(np.degrees(np.arccos(np.clip(cos, -1, 1)))[v]) < 3.0
+
+
+def test_focal_search_is_recorded_and_the_fallback_is_consistent(rendered):
+    _, d, _ = rendered
+    curve = d["camera/focal_search"]
+    assert len(curve) >= 10 and np.all(np.diff(curve[:, 0]) > 0)
+    focal = d["camera/intrinsics_original"][0, 0]
+    if not d["identified"]:  # the chosen f must be one the data allow
+        ok = curve[curve[:, 1] <= 1.03 * curve[:, 1].min(), 0]
+        assert ok.min() - 1e-6 <= focal <= ok.max() + 1e-6
+
+
+def test_mean_shape_depth_matches_the_model(rendered):
+    truth, d, _ = rendered
+    layout = load_layout()
+    ours = d["track/mean_shape"]
+    true = truth.points_obj[0][layout.mediapipe_index]
+    stable = np.asarray(layout.sets["stable"])
+    assert np.ptp(ours[stable, 2]) == pytest.approx(np.ptp(true[stable, 2]), rel=0.15)
+
+
+def test_mouth_displacement_follows_the_driven_opening(rendered):
+    truth, d, src = rendered
+    mouth = list(load_layout().mouth)
+    dv = d["track/mouth_displacement"]
+    gap = dv[:, mouth.index(62), 1] - dv[:, mouth.index(59), 1]  # lower minus upper inner lip
+    v = d["landmarks/valid"]
+    assert np.corrcoef(gap[v], truth.mouth_open[src][v])[0, 1] > 0.55
+
+
+def test_shoulder_tracks_within_two_pixels(rendered):
+    truth, d, src = rendered
+    pts = to_original(d["shoulders/points2d"], d["crop/boxes"], 512)
+    valid = d["shoulders/valid"]
+    assert valid.mean() > 0.85
+    # where each tracked point sits on the torso photo, from the first frame
+    a0 = truth.shoulder_affine[src[0]]
+    inv = np.linalg.inv(np.vstack([a0, [0, 0, 1]]))[:2]
+    photo = pts[0] @ inv[:, :2].T + inv[:, 2]
+    expect = (
+        np.einsum("nij,pj->npi", truth.shoulder_affine[src][:, :, :2], photo)
+        + (truth.shoulder_affine[src][:, None, :, 2])
+    )
+    err = np.linalg.norm(pts - expect, axis=-1)[valid]
+    assert np.median(err) < 1.0 and np.percentile(err, 95) < 2.0, np.percentile(err, [50, 95])
