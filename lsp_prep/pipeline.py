@@ -48,7 +48,7 @@ from .landmarks import (
 from .layout import load_layout
 from .manifest import update_manifest
 from .media import MediaInfo, iter_frames, load_audio, probe, sha256_file
-from .shoulders import billboard, choose_points, track_points
+from .shoulders import billboard, choose_points, scaled_config, track_points
 from .track3d import HeadTrack, track_head
 
 ProgressFn = Callable[[str, int, "int | None"], None]
@@ -433,15 +433,34 @@ def _shoulder_stage(
         face = lsp73[0] if valid[0] else None
         chosen = choose_points(first, config=config.shoulders, face_points2d=face)
 
+        scale = config.shoulders.track_scale
+        flag = {
+            1.0: cv2.IMREAD_GRAYSCALE,
+            0.5: cv2.IMREAD_REDUCED_GRAYSCALE_2,
+            0.25: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+        }[scale]
+        full = (first.shape[1], first.shape[0])
+        small = (round(full[0] * scale), round(full[1] * scale))
+
         def stream():
             for i in range(n):
-                yield cv2.imdecode(frames[i], cv2.IMREAD_GRAYSCALE)
+                yield cv2.imdecode(frames[i], flag)
 
         tracks = track_points(
-            stream(), chosen.points, config=config.shoulders, total=n, progress=progress
+            stream(),
+            rescale_points(chosen.points, full, small),
+            config=scaled_config(config.shoulders, scale),
+            total=n,
+            progress=progress,
         )
+    predicted = rescale_points(tracks.predicted, small, full)
     depth = float(np.mean(head.translation[valid, 2]))
-    board = billboard(tracks.points2d, tracks.valid, intrinsics=k_crop, depth=depth)
+    board = billboard(
+        np.where(tracks.valid[..., None], predicted, np.nan),
+        tracks.valid,
+        intrinsics=k_crop,
+        depth=depth,
+    )
     return {
         "points2d": tracks.points2d,
         "valid": tracks.valid,

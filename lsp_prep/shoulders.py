@@ -23,6 +23,7 @@ to the right and ``y`` down; "left" and "right" below are the image's, not the s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -91,6 +92,14 @@ class ShoulderConfig:
     reseed: bool = True
     """Re-acquire lost points: each later frame, LK straight from the last frame where the
     point was valid, started at the position predicted from the valid points' motion."""
+    reseed_every: int = 6
+    """A lost point is retried on every this many frames (0.1 s at 60 FPS), not every
+    frame: retrying costs an LK call per point, and points hidden by hair or a hand stay
+    hidden for a while."""
+    track_scale: float = 1.0
+    """prep tracks on crops decoded at this scale (1, 0.5 or 0.25; JPEG decodes them for
+    free). 0.5 makes LK ~4x cheaper but drifted to 2.6 px median on the 3D renders, against
+    under 1 px at full scale. Pixel settings here are at full resolution and scaled with it."""
     reseed_max_px: float = 4.0
     """A re-acquired point must land within this many pixels of the predicted position
     (when other points give a prediction): along a plain edge (a shoulder outline) the
@@ -143,6 +152,10 @@ class ShoulderConfig:
             raise InputError(f"shoulders.max_level must be in [0, 6], got {self.max_level}")
         if self.max_iter < 1 or not self.epsilon > 0:
             raise InputError("shoulders.max_iter must be >= 1 and shoulders.epsilon > 0")
+        if self.reseed_every < 1:
+            raise InputError(f"shoulders.reseed_every must be >= 1, got {self.reseed_every}")
+        if self.track_scale not in (0.25, 0.5, 1.0):
+            raise InputError("shoulders.track_scale must be 1, 0.5 or 0.25 (JPEG's scales)")
         for name in ("min_eig_threshold", "min_quality", "edge_margin_px", "reseed_max_px"):
             if not (np.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise InputError(f"shoulders.{name} must be >= 0, got {getattr(self, name)}")
@@ -732,6 +745,7 @@ def track_points(
     ``total`` (the number of frames, if known; else ``len(frames)`` when it has one) only
     feeds ``progress("shoulders", done, total)``. Returns :class:`ShoulderTracks` with
     ``points2d`` (N, P, 2), ``valid`` (N, P), ``init`` (P, 2) and ``predicted`` (N, P, 2).
+    A lost point is retried every ``reseed_every`` frames.
     """
     init = np.asarray(init, np.float64)
     if init.ndim != 2 or init.shape[1] != 2 or len(init) == 0:
@@ -797,7 +811,7 @@ def track_points(
             m = motions[ref.index]
             guess = last_pos[i] if m is None else _apply(m, last_pos[i][None])[0]
             pred[i] = guess
-            if config.reseed and ref.index < t:
+            if config.reseed and ref.index < t and (t - ref.index) % config.reseed_every == 0:
                 linear = np.eye(2) if m is None else m[:, :2]
                 template = _warped_patch(ref.gray, last_pos[i], linear, win)
                 p1, good = _check(
@@ -929,3 +943,19 @@ def billboard(
         xyz = depth * rays / rays[:, 2:3]
         out[j] = np.median(xyz, axis=0)
     return out
+
+
+def scaled_config(config: ShoulderConfig, scale: float) -> ShoulderConfig:
+    """The config for tracking frames resampled by ``scale``: windows and pixel thresholds
+    shrink with the image (the window stays odd and at least 7 pixels)."""
+    if scale == 1.0:
+        return config
+    window = max(7, int(round(config.window * scale)) | 1)
+    return dataclasses.replace(
+        config,
+        window=window,
+        fb_max_px=config.fb_max_px * scale,
+        edge_margin_px=config.edge_margin_px * scale,
+        reseed_max_px=config.reseed_max_px * scale,
+        max_level=max(1, config.max_level - int(round(np.log2(1 / scale)))),
+    )

@@ -123,3 +123,23 @@ def test_shoulder_tracks_within_two_pixels(rendered):
     )
     err = np.linalg.norm(pts - expect, axis=-1)[valid]
     assert np.median(err) < 1.0 and np.percentile(err, 95) < 2.0, np.percentile(err, [50, 95])
+
+
+def _jitter(x: np.ndarray) -> float:
+    """Mean absolute second difference over frames."""
+    return float(np.nanmean(np.abs(np.diff(x, 2, axis=0))))
+
+
+def test_real_clip_tracks_are_consistent_and_smooth(single_face_dataset):
+    """single_face.mp4: the rigid fit explains the landmarks and the pose does not shake."""
+    with h5py.File(single_face_dataset) as f:
+        err = f["track/reprojection_error"][:]
+        rot = f["track/rotation"][:]
+        trans = f["track/translation"][:]
+        v = f["landmarks/valid"][:]
+        sh, shv = f["shoulders/points2d"][:], f["shoulders/valid"][:]
+    assert np.nanmedian(err) < 1.0 and np.nanpercentile(err, 95) < 2.0  # original pixels
+    assert np.nanstd(err) < 0.5  # stable over the clip
+    assert np.degrees(_jitter(rot[v])) < 0.6  # degrees per frame^2
+    assert _jitter(trans[v]) < 0.2  # cm per frame^2
+    assert shv.mean() > 0.9 and _jitter(np.where(shv[..., None], sh, np.nan)) < 1.0
