@@ -237,12 +237,14 @@ def prep_video(
         if small != size:
             mesh = rescale_points(tracks.mesh, small, size).astype(np.float32)
             tracks = Tracks(mesh, tracks.detected, size)
-        _atomic_savez(
+        _save_arrays(
             track_file,
-            key=np.array(track_key),
-            mesh=tracks.mesh,
-            detected=tracks.detected,
-            frame_size=np.array(tracks.frame_size),
+            track_key,
+            {
+                "mesh": tracks.mesh,
+                "detected": tracks.detected,
+                "frame_size": np.array(tracks.frame_size),
+            },
         )
     else:
         progress("track", len(tracks.detected), len(tracks.detected))
@@ -578,16 +580,11 @@ def _reuse(final: Path, src_sha: str, timings: dict[str, float]) -> PrepResult:
 
 
 def _load_tracks(path: Path, key: str) -> Tracks | None:
-    if not path.exists():
+    z = _load_arrays(path, key)
+    if z is None:
         return None
-    try:
-        with np.load(path) as z:
-            if str(z["key"]) != key:
-                return None
-            w, h = (int(v) for v in z["frame_size"])
-            return Tracks(z["mesh"], z["detected"], (w, h))
-    except (OSError, KeyError, ValueError):
-        return None  # a damaged cache is recomputed
+    w, h = (int(v) for v in z["frame_size"])
+    return Tracks(z["mesh"], z["detected"], (w, h))
 
 
 def _write_frames(
