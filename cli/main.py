@@ -7,6 +7,7 @@ import typer
 from lsp_prep import __version__
 
 from .prep import prep
+from .train import app as train_app
 
 app = typer.Typer(
     name="lsp",
@@ -16,6 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command()(prep)
+app.add_typer(train_app, name="train")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,103 @@
+"""``lsp train <stage>``: one command per model; a run directory per person."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ._common import cli_errors, console, stage_progress
+
+app = typer.Typer(
+    help="Train a person's models. Run directory layout: RUN/apc, RUN/mouth, ... each with "
+    "its latest checkpoint (*.pt) and metrics.jsonl; RUN/features.pt is the manifold-"
+    "projection database.",
+    no_args_is_help=True,
+)
+
+RunDir = Annotated[Path, typer.Option("--run-dir", "-r", help="The person's run directory.")]
+Preset = Annotated[str, typer.Option(help="Model sizes: paper (GPU) or cpu-small.")]
+Sets = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a preset value, e.g. --set apc_train.max_steps=50."),
+]
+Device = Annotated[str, typer.Option(help="auto (CUDA if present), cpu, or cuda[:N].")]
+Resume = Annotated[bool, typer.Option(help="Continue from the stage's checkpoint if present.")]
+
+
+def _summary(result) -> None:
+    table = Table(title=f"lsp train {result.stage}", title_justify="left")
+    table.add_column("checkpoint")
+    table.add_column("steps", justify="right")
+    table.add_column("metrics")
+    metrics = "  ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
+    table.add_row(str(result.checkpoint), str(result.steps), metrics)
+    console.print(table)
+    if result.resumed_from:
+        console.print(f"resumed from step {result.resumed_from}")
+
+
+@app.command()
+def apc(
+    run_dir: RunDir,
+    corpus: Annotated[
+        Path | None, typer.Option(help="Folder of unlabeled speech (wav/flac/mp3/ogg).")
+    ] = None,
+    dataset: Annotated[
+        Path | None, typer.Option(help="Train on this person's audio instead of a corpus.")
+    ] = None,
+    preset: Preset = "cpu-small",
+    overrides: Sets = None,
+    device: Device = "auto",
+    resume: Resume = True,
+) -> None:
+    """Train the APC speech-feature model (3-layer GRU predicting the mel 3 frames ahead)."""
+    from lsp_models.presets import load_preset
+    from lsp_models.stages import train_apc
+
+    with cli_errors(), stage_progress() as bar, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg = load_preset(preset, overrides)
+        result = train_apc(
+            run_dir=run_dir,
+            corpus=corpus,
+            dataset=dataset,
+            model=cfg["apc"],
+            config=cfg["apc_train"],
+            device=device,
+            resume=resume,
+            progress=bar,
+        )
+    for w in caught:
+        console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+    _summary(result)
+
+
+@app.command()
+def mouth(
+    run_dir: RunDir,
+    dataset: Annotated[Path, typer.Option(help="The person's dataset from `lsp prep`.")],
+    preset: Preset = "cpu-small",
+    overrides: Sets = None,
+    device: Device = "auto",
+    resume: Resume = True,
+) -> None:
+    """Train audio-to-mouth (LSTM on APC features -> 25 mouth points, 300 ms look-ahead)."""
+    from lsp_models.presets import load_preset
+    from lsp_models.stages import train_mouth
+
+    with cli_errors(), stage_progress() as bar:
+        cfg = load_preset(preset, overrides)
+        result = train_mouth(
+            run_dir=run_dir,
+            dataset=dataset,
+            model=cfg["mouth"],
+            config=cfg["mouth_train"],
+            device=device,
+            resume=resume,
+            progress=bar,
+        )
+    _summary(result)

@@ -1,0 +1,74 @@
+"""Audio to mouth: speech features -> mouth-related 3D displacements dv_m (25 x 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lsp_prep.errors import InputError
+
+
+@dataclass(frozen=True)
+class MouthConfig:
+    """LSTM 3x256 + MLP 256/512/75, as in the paper."""
+
+    audio_dim: int = 1024
+    """Input per video frame: two APC features concatenated."""
+    hidden: int = 256
+    """LSTM width."""
+    n_layers: int = 3
+    """LSTM layers."""
+    mlp: tuple[int, ...] = (256, 512)
+    """Hidden widths of the output MLP."""
+    out_dim: int = 75
+    """25 mouth points x 3."""
+    delay: int = 18
+    """Frames of look-ahead: output t predicts the mouth at t - delay (300 ms at 60 FPS)."""
+    window: int = 240
+    """Training window length in frames (T)."""
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if min(self.audio_dim, self.hidden, self.n_layers, self.out_dim, self.window) < 1:
+            raise InputError("mouth: sizes and window must be >= 1")
+        if not 0 <= self.delay < self.window:
+            raise InputError(f"mouth.delay must be in [0, window), got {self.delay}")
+
+
+class AudioToMouth(nn.Module):
+    """``forward(audio (B, T, audio_dim)) -> dv (B, T, out_dim)``; see :attr:`MouthConfig.delay`."""
+
+    def __init__(self, config: MouthConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.lstm = nn.LSTM(
+            config.audio_dim,
+            config.hidden,
+            config.n_layers,
+            batch_first=True,
+            dropout=config.dropout if config.n_layers > 1 else 0.0,
+        )
+        layers: list[nn.Module] = []
+        width = config.hidden
+        for w in config.mlp:
+            layers += [nn.Linear(width, w), nn.ReLU()]
+            width = w
+        layers.append(nn.Linear(width, config.out_dim))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(
+        self, audio: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        assert audio.ndim == 3 and audio.shape[-1] == self.config.audio_dim, f"{tuple(audio.shape)}"
+        h, state = self.lstm(audio, state)  # (B, T, hidden)
+        return self.mlp(h), state  # (B, T, out_dim)
+
+    def losses(self, audio: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """L2 between output t and the target at t - delay (targets (B, T, out_dim))."""
+        d = self.config.delay
+        pred, _ = self(audio)
+        pred = pred[:, d:] if d else pred
+        tgt = target[:, : target.shape[1] - d] if d else target
+        return {"l2": ((pred - tgt) ** 2).mean()}

@@ -1,0 +1,66 @@
+"""Model presets: plain data in manifests/presets/, loaded into the config dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from importlib import resources
+from typing import Any
+
+import tomllib
+
+from lsp_prep.errors import InputError
+
+from .apc import APCConfig
+from .mouth import MouthConfig
+from .training import TrainConfig
+
+SECTIONS: dict[str, type] = {
+    "apc": APCConfig,
+    "apc_train": TrainConfig,
+    "mouth": MouthConfig,
+    "mouth_train": TrainConfig,
+}
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("manifests").joinpath("presets")
+    return sorted(
+        p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml")
+    )
+
+
+def load_preset(name: str, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Configs of every section of preset ``name`` with ``section.key=value`` overrides."""
+    path = resources.files("manifests").joinpath("presets", f"{name}.toml")
+    if not path.is_file():
+        raise InputError(f"unknown preset {name!r}: choose one of {', '.join(preset_names())}")
+    data = tomllib.loads(path.read_text())
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        section, _, field = key.strip().partition(".")
+        if not sep or section not in SECTIONS:
+            raise InputError(
+                f"bad override {item!r}: use section.key=value, sections {sorted(SECTIONS)}"
+            )
+        names = {f.name for f in dataclasses.fields(SECTIONS[section])}
+        if field not in names:
+            raise InputError(f"bad override {item!r}: {section} has no field {field!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        data.setdefault(section, {})[field] = value
+    out: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        values = dict(data.get(section, {}))
+        hints = typing.get_type_hints(cls)
+        for k, v in values.items():
+            if isinstance(v, list) and "tuple" in str(hints.get(k, "")):
+                values[k] = tuple(v)
+        try:
+            out[section] = cls(**values)
+        except TypeError as exc:
+            raise InputError(f"preset {name!r} section [{section}]: {exc}") from None
+    return out

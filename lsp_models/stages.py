@@ -1,0 +1,255 @@
+"""The training stages behind `lsp train`: plain functions over a run directory.
+
+RUN/apc/apc.pt, RUN/mouth/mouth.pt, ... hold each stage's latest checkpoint beside its
+``metrics.jsonl``; RUN/features.pt is the manifold-projection database (the person's
+training-split APC features).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lsp_prep.errors import InputError
+
+from .apc import APC, APCConfig
+from .data import PersonData, corpus_mels, load_person
+from .mouth import AudioToMouth, MouthConfig
+from .training import (
+    TrainConfig,
+    TrainState,
+    load_checkpoint,
+    make_state,
+    save_checkpoint,
+    train,
+)
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a stage produced, for the CLI's summary."""
+
+    stage: str
+    checkpoint: Path
+    steps: int
+    metrics: dict[str, float]
+    resumed_from: int
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` is CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r}: use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda given but no CUDA GPU is available")
+    return device
+
+
+def _resume(state: TrainState, ckpt_path: Path, stage: str, resume: bool) -> int:
+    if not resume or not ckpt_path.exists():
+        return 0
+    ckpt = load_checkpoint(ckpt_path, stage=stage)
+    state.model.load_state_dict(ckpt["model"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.step = int(ckpt["step"])
+    return state.step
+
+
+def _pad_batch(chunks: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    t = max(len(c) for c in chunks)
+    out = np.zeros((len(chunks), t, chunks[0].shape[1]), np.float32)
+    for i, c in enumerate(chunks):
+        out[i, : len(c)] = c
+    return torch.from_numpy(out), torch.tensor([len(c) for c in chunks])
+
+
+def train_apc(
+    *,
+    run_dir: Path,
+    corpus: Path | None = None,
+    dataset: Path | None = None,
+    model: APCConfig = APCConfig(),
+    config: TrainConfig = TrainConfig(),
+    device: str = "auto",
+    resume: bool = True,
+    progress=None,
+) -> StageResult:
+    """Train APC on a speech corpus folder, or on the person's own training audio."""
+    if corpus is not None:
+        chunks = corpus_mels(corpus)
+    elif dataset is not None:
+        person = load_person(dataset)
+        mel = person.mel[: 2 * (int(person.train[-1]) + 1)]
+        chunks = [mel[s : s + 600] for s in range(0, len(mel) - 7, 600)]
+        warnings.warn(
+            "APC trained on the person's own audio only: a larger speech corpus "
+            "(--corpus DIR) generalises better to new voices",
+            stacklevel=2,
+        )
+    else:
+        raise InputError("train apc needs --corpus DIR or --dataset FILE")
+    dev = pick_device(device)
+    torch.manual_seed(config.seed)  # the same initial weights on every run
+    net = APC(model).to(dev)
+    state = make_state(net, config)
+    ckpt_path = Path(run_dir) / "apc" / "apc.pt"
+    start = _resume(state, ckpt_path, "apc", resume)
+    # mean/std normalisation of the log-mel, stored with the model
+    allm = np.concatenate(chunks)
+    mean, std = allm.mean(0), allm.std(0) + 1e-5
+
+    def batch_fn(step: int):
+        rng = np.random.default_rng([config.seed, step])
+        pick = rng.integers(0, len(chunks), config.batch_size)
+        x, lengths = _pad_batch([(chunks[i] - mean) / std for i in pick])
+        return x.to(dev), lengths.to(dev)
+
+    def loss_fn(batch):
+        losses = net.losses(*batch)
+        return {**losses, "total": losses["l1"]}
+
+    def checkpoint(s: TrainState) -> None:
+        save_checkpoint(
+            ckpt_path,
+            stage="apc",
+            state=s,
+            model_config=model,
+            train_config=config,
+            extra={"mel_mean": mean, "mel_std": std},
+        )
+
+    state = train(
+        state,
+        batch_fn=batch_fn,
+        loss_fn=loss_fn,
+        config=config,
+        log_path=ckpt_path.parent / "metrics.jsonl",
+        checkpoint=checkpoint,
+        stage="apc",
+        progress=progress,
+    )
+    return StageResult("apc", ckpt_path, state.step, state.metrics, start)
+
+
+def load_apc(
+    run_dir: Path, device: torch.device | None = None
+) -> tuple[APC, np.ndarray, np.ndarray]:
+    """The trained APC (eval mode) and its mel normalisation."""
+    ckpt = load_checkpoint(Path(run_dir) / "apc" / "apc.pt", stage="apc")
+    net = APC(APCConfig(**ckpt["model_config"]))
+    net.load_state_dict(ckpt["model"])
+    net.eval().to(device or torch.device("cpu"))
+    return net, ckpt["extra"]["mel_mean"], ckpt["extra"]["mel_std"]
+
+
+@torch.no_grad()
+def apc_features(net: APC, mel: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Per video frame: the two APC features of its mel frames, concatenated:
+    (M = 2N, n_mels) -> (N, 2 * hidden)."""
+    dev = next(net.parameters()).device
+    x = torch.from_numpy(((mel - mean) / std).astype(np.float32))[None].to(dev)
+    feats, _ = net.encode(x)  # (1, M, H)
+    f = feats[0].cpu().numpy()
+    n = len(f) // 2
+    return f[: 2 * n].reshape(n, -1)
+
+
+def build_feature_database(run_dir: Path, person: PersonData) -> Path:
+    """Save the person's training-split APC features (the manifold-projection database)."""
+    net, mean, std = load_apc(run_dir)
+    feats = apc_features(net, person.mel, mean, std)
+    path = Path(run_dir) / "features.pt"
+    torch.save({"features": torch.from_numpy(feats[person.train]), "frames": person.train}, path)
+    return path
+
+
+def train_mouth(
+    *,
+    run_dir: Path,
+    dataset: Path,
+    model: MouthConfig = MouthConfig(),
+    config: TrainConfig = TrainConfig(),
+    device: str = "auto",
+    resume: bool = True,
+    progress=None,
+) -> StageResult:
+    """Train audio-to-mouth on the person's train split; report val error beside the
+    predict-the-mean baseline."""
+    person = load_person(dataset)
+    apc, mean, std = load_apc(run_dir)
+    feats = apc_features(apc, person.mel, mean, std)  # (N, 2H)
+    if feats.shape[1] != model.audio_dim:
+        model = MouthConfig(**{**model.__dict__, "audio_dim": feats.shape[1]})
+    target = np.nan_to_num(person.mouth.reshape(len(person.mouth), -1))  # (N, 75)
+    target_mean = target[person.train].mean(0)
+    dev = pick_device(device)
+    torch.manual_seed(config.seed)
+    net = AudioToMouth(model).to(dev)
+    state = make_state(net, config)
+    ckpt_path = Path(run_dir) / "mouth" / "mouth.pt"
+    start = _resume(state, ckpt_path, "mouth", resume)
+    train_idx = person.train
+    w = min(model.window, len(train_idx))
+    if w <= model.delay:
+        raise InputError(
+            f"{dataset}: the train split has {len(train_idx)} frames, fewer than the "
+            f"{model.delay + 1} the mouth model's delay needs"
+        )
+
+    def batch_fn(step: int):
+        rng = np.random.default_rng([config.seed, step])
+        starts = train_idx[0] + rng.integers(0, len(train_idx) - w + 1, config.batch_size)
+        a = np.stack([feats[s : s + w] for s in starts])
+        y = np.stack([target[s : s + w] - target_mean for s in starts])
+        return torch.from_numpy(a).to(dev), torch.from_numpy(y).to(dev)
+
+    def loss_fn(batch):
+        losses = net.losses(*batch)
+        return {**losses, "total": losses["l2"]}
+
+    def evaluate() -> dict[str, float]:
+        """Val error (mean point distance, cm and mm) against the mean-prediction baseline."""
+        val = person.val
+        net.eval()
+        with torch.no_grad():
+            pred, _ = net(torch.from_numpy(feats[val][None]).to(dev))
+        net.train()
+        d = model.delay
+        p = pred[0].cpu().numpy()[d:] + target_mean
+        t = target[val][: len(val) - d]
+        ok = person.valid[val][: len(val) - d]
+        dist = np.linalg.norm((p - t).reshape(len(p), -1, 3), axis=-1)[ok].mean()
+        base = np.linalg.norm((target_mean - t).reshape(len(t), -1, 3), axis=-1)[ok].mean()
+        return {"val_mm": float(dist * 10), "baseline_mm": float(base * 10)}
+
+    def checkpoint(s: TrainState) -> None:
+        s.metrics.update(evaluate())
+        save_checkpoint(
+            ckpt_path,
+            stage="mouth",
+            state=s,
+            model_config=model,
+            train_config=config,
+            extra={"target_mean": target_mean},
+        )
+
+    state = train(
+        state,
+        batch_fn=batch_fn,
+        loss_fn=loss_fn,
+        config=config,
+        log_path=ckpt_path.parent / "metrics.jsonl",
+        checkpoint=checkpoint,
+        stage="mouth",
+        progress=progress,
+    )
+    build_feature_database(run_dir, person)
+    return StageResult("mouth", ckpt_path, state.step, {**state.metrics, **evaluate()}, start)

@@ -1,0 +1,173 @@
+"""APC, manifold projection, audio-to-mouth, the training loop and `lsp train`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli.main import app
+from lsp_models.apc import APC, APCConfig
+from lsp_models.manifold import project
+from lsp_models.mouth import AudioToMouth, MouthConfig
+from lsp_models.stages import train_apc, train_mouth
+from lsp_models.training import TrainConfig, load_checkpoint
+from lsp_prep.errors import CheckpointError, InputError, SchemaError
+
+runner = CliRunner()
+TINY_APC = APCConfig(hidden=32)
+TINY_MOUTH = MouthConfig(hidden=32, mlp=(32, 32), window=60, delay=18)
+
+
+def n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_paper_sizes():
+    apc = APC(APCConfig())
+    assert len(apc.grus) == 3 and apc.grus[-1].hidden_size == 512
+    assert 4.0e6 < n_params(apc) < 4.2e6  # 3 GRU layers of 512 + the 80-way head
+    mouth = AudioToMouth(MouthConfig())
+    assert mouth.lstm.num_layers == 3 and mouth.lstm.hidden_size == 256
+    out, _ = mouth(torch.zeros(2, 240, 1024))
+    assert out.shape == (2, 240, 75)
+    print("parameters: apc", n_params(apc), "mouth", n_params(mouth))
+
+
+def test_apc_streaming_equals_offline():
+    torch.manual_seed(0)
+    apc = APC(TINY_APC).eval()
+    mel = torch.randn(1, 50, 80)
+    full, _ = apc.encode(mel)
+    a, state = apc.encode(mel[:, :17])
+    b, _ = apc.encode(mel[:, 17:], state)
+    torch.testing.assert_close(torch.cat([a, b], 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_projection_reproduces_database_points_and_weights_sum_to_one():
+    g = torch.Generator().manual_seed(0)
+    db = torch.randn(500, 16, generator=g, dtype=torch.float64)
+    x = torch.cat([db[:5], torch.randn(20, 16, generator=g, dtype=torch.float64)])
+    proj, w, idx = project(x, db, k=10)
+    torch.testing.assert_close(proj[:5], db[:5], atol=1e-6, rtol=0)  # a point in the database
+    torch.testing.assert_close(w.sum(-1), torch.ones(25, dtype=torch.float64))
+    assert (idx[:5, 0] == torch.arange(5)).all()
+    # near-duplicate neighbours do not blow up
+    dup = torch.cat([db[:1].repeat(10, 1), db[1:]])
+    p2, w2, _ = project(db[:1] + 1e-9, dup, k=10)
+    assert torch.isfinite(w2).all() and torch.allclose(p2, db[:1], atol=1e-6)
+    same, _, _ = project(x, db, k=10, blend=0.0)
+    torch.testing.assert_close(same, x)
+    with pytest.raises(InputError, match="k must be in"):
+        project(x, db[:5], k=10)
+
+
+@pytest.fixture(scope="module")
+def run_dir(single_face_dataset, tmp_path_factory):
+    """APC trained briefly on the person's own audio (as without a corpus)."""
+    run = tmp_path_factory.mktemp("run")
+    with pytest.warns(UserWarning, match="larger speech corpus"):
+        train_apc(
+            run_dir=run,
+            dataset=single_face_dataset,
+            model=TINY_APC,
+            config=TrainConfig(
+                max_steps=40, batch_size=4, lr=3e-3, lr_end=3e-4, checkpoint_every=20, log_every=5
+            ),
+        )
+    return run
+
+
+def _losses(path):
+    return [json.loads(line)["total"] for line in path.read_text().splitlines()]
+
+
+def test_apc_loss_goes_down(run_dir):
+    loss = _losses(run_dir / "apc" / "metrics.jsonl")
+    assert np.mean(loss[-2:]) < 0.8 * np.mean(loss[:2])
+    ckpt = load_checkpoint(run_dir / "apc" / "apc.pt", stage="apc")
+    assert ckpt["step"] == 40 and ckpt["model_config"]["hidden"] == 32
+    assert APC(APCConfig(**ckpt["model_config"])).load_state_dict(ckpt["model"])
+
+
+def test_mouth_trains_and_beats_nothing_worse_than_baseline(run_dir, single_face_dataset):
+    result = train_mouth(
+        run_dir=run_dir,
+        dataset=single_face_dataset,
+        model=TINY_MOUTH,
+        config=TrainConfig(
+            max_steps=60, batch_size=4, lr=3e-3, lr_end=3e-4, checkpoint_every=30, log_every=5
+        ),
+    )
+    loss = _losses(run_dir / "mouth" / "metrics.jsonl")
+    assert np.mean(loss[-2:]) < 0.7 * np.mean(loss[:2])
+    assert {"val_mm", "baseline_mm"} <= set(result.metrics)
+    assert (run_dir / "features.pt").exists()
+
+
+def test_resume_equals_uninterrupted(single_face_dataset, tmp_path):
+    cfg = TrainConfig(
+        max_steps=20, batch_size=2, lr=1e-3, lr_end=1e-4, checkpoint_every=10, log_every=1
+    )
+    a, b = tmp_path / "a", tmp_path / "b"
+
+    def interrupt(stage, step, total):
+        if step == 10:  # right after the step-10 checkpoint
+            raise KeyboardInterrupt
+
+    with pytest.warns(UserWarning):
+        train_apc(run_dir=a, dataset=single_face_dataset, model=TINY_APC, config=cfg)
+        with pytest.raises(KeyboardInterrupt):
+            train_apc(
+                run_dir=b,
+                dataset=single_face_dataset,
+                model=TINY_APC,
+                config=cfg,
+                progress=interrupt,
+            )
+        result = train_apc(run_dir=b, dataset=single_face_dataset, model=TINY_APC, config=cfg)
+    assert result.resumed_from == 10
+    la, lb = _losses(a / "apc" / "metrics.jsonl"), _losses(b / "apc" / "metrics.jsonl")
+    np.testing.assert_allclose(la, lb, rtol=1e-5)
+    wa = load_checkpoint(a / "apc" / "apc.pt", stage="apc")["model"]
+    wb = load_checkpoint(b / "apc" / "apc.pt", stage="apc")["model"]
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+
+def test_bad_training_inputs(tmp_path, single_face_dataset, run_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no audio files"):
+        train_apc(run_dir=tmp_path / "r", corpus=empty, model=TINY_APC)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.wav").write_text("not audio")
+    (junk / "b.mp3").write_bytes(b"\x00" * 100)
+    with pytest.raises(InputError, match="none of the 2 audio files"):
+        train_apc(run_dir=tmp_path / "r", corpus=junk, model=TINY_APC)
+    with pytest.raises(CheckpointError, match="stage 'apc', expected 'mouth'"):
+        load_checkpoint(run_dir / "apc" / "apc.pt", stage="mouth")
+    with pytest.raises(CheckpointError, match="run `lsp train apc` first"):
+        train_mouth(run_dir=tmp_path / "nothing", dataset=single_face_dataset, model=TINY_MOUTH)
+    old = tmp_path / "old.h5"
+    shutil.copy(single_face_dataset, old)
+    with h5py.File(old, "a") as f:
+        del f["track/mouth_displacement"]
+    with pytest.raises(SchemaError, match="prep's geometry stage"):
+        train_mouth(run_dir=run_dir, dataset=old, model=TINY_MOUTH)
+
+
+def test_cli_train_help_and_errors(tmp_path):
+    for args in (["train", "--help"], ["train", "apc", "--help"], ["train", "mouth", "--help"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0 and "Usage" in r.output
+    r = runner.invoke(app, ["train", "apc", "-r", str(tmp_path), "--corpus", str(tmp_path / "x")])
+    assert r.exit_code == 1 and "corpus folder does not exist" in r.output
+    r = runner.invoke(app, ["train", "apc", "-r", str(tmp_path), "--preset", "huge"])
+    assert r.exit_code == 1 and "unknown preset 'huge'" in r.output

@@ -1,0 +1,279 @@
+"""Head-pose WaveNet: receptive field, samplers, training, temperature, config checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lsp_models.headpose import (
+    HeadPoseConfig,
+    HeadPoseModel,
+    HeadPoseSampler,
+    benchmark_samplers,
+)
+from lsp_prep.errors import InputError
+
+SMALL = HeadPoseConfig.cpu_small()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: on a busy 2-core machine two intra-op threads spend their time
+    waiting on each other (the naive sampler ran 100x slower), so use one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def small_model(seed: int = 0, **overrides) -> HeadPoseModel:
+    torch.manual_seed(seed)
+    return HeadPoseModel(HeadPoseConfig.cpu_small(**overrides)).double().eval()
+
+
+def inputs(B: int, T: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    pose = torch.randn(B, T, SMALL.pose_dim, generator=g, dtype=torch.float64)
+    audio = torch.randn(B, T, SMALL.audio_dim, generator=g, dtype=torch.float64)
+    return pose, audio
+
+
+def test_paper_receptive_field_is_255_frames():
+    cfg = HeadPoseConfig.paper()
+    assert cfg.dilations == (1, 2, 4, 8, 16, 32, 64) * 2
+    assert cfg.receptive_field == 1 + 2 * (2**7 - 1) == 255
+    assert SMALL.receptive_field == 255
+
+
+def test_output_depends_on_exactly_the_last_255_inputs():
+    """Poses reach 254 frames back; the audio of a frame enters after the first dilated
+    conv, so it reaches 253 back (as in the official WaveNet's local conditioning)."""
+    model = small_model()
+    pose, audio = inputs(2, 300)
+    pose.requires_grad_(True)
+    audio.requires_grad_(True)
+    t = 280
+    mean, nls = model(pose, audio)
+    assert mean.shape == nls.shape == (2, 300, SMALL.pose_dim)
+    (mean[:, t].sum() + nls[:, t].sum()).backward()
+    for name, grad, oldest in (("pose_prev", pose.grad, t - 254), ("audio", audio.grad, t - 253)):
+        per_frame = grad.abs().sum(dim=(0, 2))  # (T,)
+        seen = torch.nonzero(per_frame).flatten().tolist()
+        assert seen == list(range(oldest, t + 1)), f"{name}: frames seen {seen[0]}..{seen[-1]}"
+
+
+def test_perturbing_future_or_too_old_inputs_leaves_the_output_alone():
+    model = small_model()
+    pose, audio = inputs(1, 300)
+    t = 280
+    with torch.no_grad():
+        mean, nls = model(pose, audio)
+
+        def out_after(frame: int) -> tuple[torch.Tensor, torch.Tensor]:
+            p, a = pose.clone(), audio.clone()
+            p[:, frame] += 1.0
+            a[:, frame] += 1.0
+            return model(p, a)
+
+        m2, n2 = out_after(t + 1)  # future: nothing up to t changes, bit for bit
+        assert torch.equal(m2[:, : t + 1], mean[:, : t + 1])
+        assert torch.equal(n2[:, : t + 1], nls[:, : t + 1])
+        m3, n3 = out_after(t - 255)  # 255 frames back: outside the receptive field
+        assert torch.equal(m3[:, t:], mean[:, t:]) and torch.equal(n3[:, t:], nls[:, t:])
+        m4, _ = out_after(t - 200)  # well inside
+        assert (m4[:, t] - mean[:, t]).abs().max() > 1e-9
+    # (at exactly 254 frames back the effect is ~1e-15 at initialisation: the gradient test
+    # above checks that edge exactly)
+
+
+def test_parameter_counts():
+    paper = HeadPoseModel(HeadPoseConfig.paper()).num_params()
+    small = HeadPoseModel(SMALL).num_params()
+    print(f"headpose parameters: paper {paper:,}, cpu-small {small:,}")
+    # the official model (with its BatchNorm audio pre-net) has about 4.3 M
+    assert 3_000_000 < paper < 6_000_000
+    assert 50_000 < small < 200_000
+
+
+@pytest.mark.parametrize("history_len", [None, 5, 400])
+def test_cached_sampler_equals_naive_sampler(history_len):
+    model = small_model()
+    B, T = 2, 300
+    pose, audio = inputs(B, T + 400)
+    audio = audio[:, :T]
+    history = pose[:, 0] if history_len is None else pose[:, :history_len]
+    fast = model.sample(audio, history=history, generator=torch.Generator().manual_seed(7))
+    slow = model.sample_naive(audio, history=history, generator=torch.Generator().manual_seed(7))
+    assert fast.shape == slow.shape == (B, T, SMALL.pose_dim)
+    assert (fast - slow).abs().max().item() < 1e-5
+    assert fast.std() > 0.1  # the samples are not stuck at a constant
+
+
+def test_samplers_agree_in_float32_too():
+    torch.manual_seed(0)
+    model = HeadPoseModel(SMALL).eval()
+    audio = torch.randn(1, 60, SMALL.audio_dim)
+    history = torch.zeros(1, SMALL.pose_dim)
+    args = {"history": history, "temperature": 0.3}
+    fast = model.sample(audio, generator=torch.Generator().manual_seed(3), **args)
+    slow = model.sample_naive(audio, generator=torch.Generator().manual_seed(3), **args)
+    assert (fast - slow).abs().max().item() < 1e-4
+
+
+def test_streaming_steps_equal_sample():
+    model = small_model()
+    pose, audio = inputs(3, 50)
+    history = pose[:, :4]
+    whole = model.sample(audio, history=history, generator=torch.Generator().manual_seed(1))
+    sampler = HeadPoseSampler(model, history=history, generator=torch.Generator().manual_seed(1))
+    steps = torch.stack([sampler.step(audio[:, t]) for t in range(50)], dim=1)
+    assert steps.shape == (3, 50, SMALL.pose_dim)
+    assert (steps - whole).abs().max().item() < 1e-10
+
+
+def test_sampling_ignores_training_mode_dropout():
+    model = small_model(dropout=0.3)
+    _, audio = inputs(1, 30)
+    history = torch.zeros(1, SMALL.pose_dim, dtype=torch.float64)
+    model.train()
+    a = model.sample(audio, history=history, temperature=0)
+    b = model.sample_naive(audio, history=history, temperature=0)
+    model.eval()
+    c = model.sample(audio, history=history, temperature=0)
+    assert torch.allclose(a, c) and torch.allclose(b, c)
+
+
+def test_temperature_zero_is_the_mean_path_and_spread_grows_with_temperature():
+    model = small_model()
+    B, T = 64, 40
+    _, audio = inputs(1, T)
+    audio = audio.expand(B, T, -1)
+    history = torch.zeros(B, SMALL.pose_dim, dtype=torch.float64)
+
+    def run(temperature: float, seed: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        return model.sample(audio, history=history, temperature=temperature, generator=g)
+
+    mean_a, mean_b = run(0.0, 1), run(0.0, 2)
+    assert torch.equal(mean_a, mean_b)  # deterministic, whatever the generator
+    assert mean_a.std(dim=0).max() == 0  # every copy follows the same path
+    # it is the mean path: each frame is the predicted mean given the previous frames,
+    # after the warm start (history and the first frame's audio replicated back)
+    warm = SMALL.receptive_field - 1
+    pose_prev = torch.cat([history[:, None].expand(B, warm + 1, -1), mean_a[:, :-1]], dim=1)
+    audio_in = torch.cat([audio[:, :1].expand(B, warm, -1), audio], dim=1)
+    with torch.no_grad():
+        mean, _ = model(pose_prev, audio_in)
+    assert (mean[:, warm:] - mean_a).abs().max() < 1e-10
+    spread = {temp: run(temp, 3).std(dim=0).mean().item() for temp in (0.25, 1.0)}
+    assert 0 < spread[0.25] < spread[1.0]
+
+
+def synthetic_batch(B: int, T: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A smooth random walk whose velocity is driven by a smooth audio-like feature;
+    features normalised to unit variance, as a trainer would."""
+    A = SMALL.audio_dim
+    drive = torch.randn(B, T, A, generator=g).cumsum(dim=1)
+    drive = drive - drive.mean(dim=1, keepdim=True)
+    audio = drive / drive.std(dim=1, keepdim=True)  # (B, T, A), smooth
+    mix = torch.randn(A, 6, generator=torch.Generator().manual_seed(0)) / math.sqrt(A)
+    velocity = torch.tanh(audio @ mix) + 0.1 * torch.randn(B, T, 6, generator=g)
+    pose = 0.1 * velocity.cumsum(dim=1)
+    pose = pose - pose.mean(dim=1, keepdim=True)
+    feature = torch.cat([pose, velocity], dim=-1)
+    return feature / feature.std(dim=(0, 1), keepdim=True), audio  # (B, T, 12), (B, T, A)
+
+
+def test_short_training_run_reduces_nll():
+    torch.manual_seed(0)
+    model = HeadPoseModel(SMALL)  # pose_dropout 0.5, as in the official training
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    warm = SMALL.receptive_field - 1  # frames of context in front of the frames scored
+    val_feature, val_audio = synthetic_batch(8, warm + 64, torch.Generator().manual_seed(99))
+
+    def val_nll() -> float:
+        model.eval()
+        with torch.no_grad():
+            pose_prev = torch.cat([val_feature[:, :1], val_feature[:, :-1]], dim=1)
+            mean, nls = model(pose_prev, val_audio)
+            nll = model.loss(mean[:, warm:], nls[:, warm:], val_feature[:, warm:])["nll"]
+        model.train()
+        return nll.item()
+
+    before = val_nll()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        feature, audio = synthetic_batch(8, warm + 64, g)
+        pose_prev = torch.cat([feature[:, :1], feature[:, :-1]], dim=1)  # teacher forcing
+        mean, nls = model(pose_prev, audio)
+        losses = model.loss(mean[:, warm:], nls[:, warm:], feature[:, warm:])
+        opt.zero_grad()
+        losses["nll"].backward()
+        opt.step()
+    after = val_nll()
+    assert after < before - 0.3, f"validation nll went from {before:.3f} to {after:.3f}"
+    assert set(losses) == {"nll", "mse", "sigma"}
+    assert not losses["mse"].requires_grad and not losses["sigma"].requires_grad
+
+
+def test_loss_is_the_gaussian_nll_with_a_sigma_floor():
+    model = small_model()
+    g = torch.Generator().manual_seed(0)
+    mean, nls, target = (torch.randn(2, 5, 12, generator=g, dtype=torch.float64) for _ in range(3))
+    ref = -torch.distributions.Normal(mean, (-nls).exp()).log_prob(target).mean()
+    assert torch.allclose(model.loss(mean, nls, target)["nll"], ref)
+    huge = torch.full_like(nls, 50.0)  # sigma e^-50: floored at min_sigma
+    floored = torch.distributions.Normal(mean, torch.full_like(mean, SMALL.min_sigma))
+    ref = -floored.log_prob(target).mean()
+    assert torch.allclose(model.loss(mean, huge, target)["nll"], ref)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("residual_channels", 0, "residual_channels must be an integer >= 1, got 0"),
+        ("skip_channels", 16.0, "skip_channels must be an integer >= 1, got 16.0"),
+        ("pose_dim", True, "pose_dim must be an integer >= 1, got True"),
+        ("cond_channels", -1, "cond_channels must be an integer >= 0, got -1"),
+        ("kernel_size", 1, "kernel_size must be an integer >= 2, got 1"),
+        ("n_layers", 0, "n_layers must be an integer >= 1"),
+        ("dropout", 1.0, r"dropout must be in \[0, 1\), got 1.0"),
+        ("pose_dropout", -0.1, r"pose_dropout must be in \[0, 1\)"),
+        ("min_sigma", 0.0, "min_sigma must be > 0, got 0.0"),
+    ],
+)
+def test_bad_config_values_are_refused(field, value, message):
+    with pytest.raises(InputError, match=message):
+        HeadPoseConfig.cpu_small(**{field: value})
+
+
+def test_bad_sampling_inputs_are_refused():
+    model = small_model()
+    _, audio = inputs(1, 10)
+    history = torch.zeros(1, SMALL.pose_dim, dtype=torch.float64)
+    with pytest.raises(InputError, match="temperature must be a number >= 0"):
+        model.sample(audio, history=history, temperature=-1.0)
+    with pytest.raises(InputError, match="history must be"):
+        model.sample(audio, history=torch.zeros(1, 6, dtype=torch.float64))
+    with pytest.raises(InputError, match="audio must be"):
+        model.sample(audio[..., :3], history=history)
+
+
+def test_benchmark_samplers_returns_two_timings():
+    naive_s, cached_s = benchmark_samplers(SMALL, 3)
+    assert naive_s > 0 and cached_s > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_samplers_agree_on_cuda():
+    model = small_model().cuda()
+    pose, audio = inputs(2, 100)
+    pose, audio = pose.cuda(), audio.cuda()
+    history = pose[:, :3]
+    g = [torch.Generator(device="cuda").manual_seed(5) for _ in range(2)]
+    fast = model.sample(audio, history=history, generator=g[0])
+    slow = model.sample_naive(audio, history=history, generator=g[1])
+    assert fast.device.type == "cuda"
+    assert (fast - slow).abs().max().item() < 1e-5
