@@ -101,3 +101,30 @@ def mouth(
             progress=bar,
         )
     _summary(result)
+
+
+@app.command()
+def headpose(
+    run_dir: RunDir,
+    dataset: Annotated[Path, typer.Option(help="The person's dataset from `lsp prep`.")],
+    preset: Preset = "cpu-small",
+    overrides: Sets = None,
+    device: Device = "auto",
+    resume: Resume = True,
+) -> None:
+    """Train the probabilistic head-pose model (dilated causal convs, Gaussian NLL)."""
+    from lsp_models.presets import load_preset
+    from lsp_models.stages import train_headpose
+
+    with cli_errors(), stage_progress() as bar:
+        cfg = load_preset(preset, overrides)
+        result = train_headpose(
+            run_dir=run_dir,
+            dataset=dataset,
+            model=cfg["headpose"],
+            config=cfg["headpose_train"],
+            device=device,
+            resume=resume,
+            progress=bar,
+        )
+    _summary(result)

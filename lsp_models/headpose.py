@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -98,12 +99,12 @@ class HeadPoseConfig:
         return 1 + (self.kernel_size - 1) * sum(self.dilations)
 
     @classmethod
-    def paper(cls, **overrides: object) -> HeadPoseConfig:
+    def paper(cls, **overrides: Any) -> HeadPoseConfig:
         """The official code's sizes (residual 128, gate 128, skip 256, audio pre-net 512)."""
         return replace(cls(), **overrides)
 
     @classmethod
-    def cpu_small(cls, **overrides: object) -> HeadPoseConfig:
+    def cpu_small(cls, **overrides: Any) -> HeadPoseConfig:
         """Same depth and receptive field as the paper, narrow enough for CPU tests."""
         small = cls(
             audio_dim=16,
@@ -390,10 +391,11 @@ class HeadPoseSampler:
         assert self._queues is not None, "call prime() (or step()) first"
         model = self.model
         x = model.pose_in(self._pose_prev)  # (B, R)
-        skip = None
+        skip: Tensor | None = None
         for i, (layer, queue) in enumerate(zip(model.layers, self._queues, strict=True)):
-            x, s = layer.step(x, cond_t[:, i], queue, self.n)  # (B, R), (B, S)
+            x, s = cast(GatedLayer, layer).step(x, cond_t[:, i], queue, self.n)  # (B, R), (B, S)
             skip = s if skip is None else skip + s
+        assert skip is not None
         mean, nls = model.head(skip)  # (B, P) each
         pose = draw(mean, nls, self.temperature, self.generator)
         self._pose_prev = pose

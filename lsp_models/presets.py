@@ -13,6 +13,7 @@ import tomllib
 from lsp_prep.errors import InputError
 
 from .apc import APCConfig
+from .headpose import HeadPoseConfig
 from .mouth import MouthConfig
 from .training import TrainConfig
 
@@ -21,6 +22,8 @@ SECTIONS: dict[str, type] = {
     "apc_train": TrainConfig,
     "mouth": MouthConfig,
     "mouth_train": TrainConfig,
+    "headpose": HeadPoseConfig,
+    "headpose_train": TrainConfig,
 }
 
 

@@ -18,6 +18,7 @@ from lsp_prep.errors import InputError
 
 from .apc import APC, APCConfig
 from .data import PersonData, corpus_mels, load_person
+from .headpose import HeadPoseConfig, HeadPoseModel
 from .mouth import AudioToMouth, MouthConfig
 from .training import (
     TrainConfig,
@@ -253,3 +254,90 @@ def train_mouth(
     )
     build_feature_database(run_dir, person)
     return StageResult("mouth", ckpt_path, state.step, {**state.metrics, **evaluate()}, start)
+
+
+def pose_features(person: PersonData) -> np.ndarray:
+    """Head-pose features (N, 12): pitch, yaw, roll (radians), translation minus its mean
+    over the train split (cm), then their per-frame differences (velocity)."""
+    from lsp_prep.geometry import rotvec_to_euler
+
+    euler = np.unwrap(rotvec_to_euler(person.rotation.astype(np.float64)), axis=0)
+    trans = person.translation - person.translation[person.train].mean(0)
+    pose = np.concatenate([euler, trans], axis=1)
+    vel = np.diff(pose, axis=0, prepend=pose[:1])
+    return np.concatenate([pose, vel], axis=1).astype(np.float32)
+
+
+def train_headpose(
+    *,
+    run_dir: Path,
+    dataset: Path,
+    model: HeadPoseConfig = HeadPoseConfig(),
+    config: TrainConfig = TrainConfig(),
+    window: int = 240,
+    device: str = "auto",
+    resume: bool = True,
+    progress=None,
+) -> StageResult:
+    """Train the probabilistic head-pose model (Gaussian NLL, teacher forcing) on windows
+    of the train split; features are normalised by their train-split mean and std."""
+    import dataclasses
+
+    person = load_person(dataset)
+    apc, mean, std = load_apc(run_dir)
+    audio = apc_features(apc, person.mel, mean, std)  # (N, 2H)
+    if audio.shape[1] != model.audio_dim:
+        model = dataclasses.replace(model, audio_dim=audio.shape[1])
+    pose = pose_features(person)
+    p_mean, p_std = pose[person.train].mean(0), pose[person.train].std(0) + 1e-6
+    pose = (pose - p_mean) / p_std
+    dev = pick_device(device)
+    torch.manual_seed(config.seed)
+    net = HeadPoseModel(model).to(dev)
+    state = make_state(net, config)
+    ckpt_path = Path(run_dir) / "headpose" / "headpose.pt"
+    start = _resume(state, ckpt_path, "headpose", resume)
+    train_idx = person.train
+    w = min(window, len(train_idx) - 1)
+    if w < 8:
+        raise InputError(f"{dataset}: the train split is too short for head-pose windows")
+
+    def batch_fn(step: int):
+        rng = np.random.default_rng([config.seed, step])
+        starts = train_idx[0] + 1 + rng.integers(0, len(train_idx) - w, config.batch_size)
+        prev = np.stack([pose[s - 1 : s - 1 + w] for s in starts])  # pose at t - 1
+        tgt = np.stack([pose[s : s + w] for s in starts])
+        aud = np.stack([audio[s : s + w] for s in starts])
+        return (
+            torch.from_numpy(prev).to(dev),
+            torch.from_numpy(aud).to(dev),
+            torch.from_numpy(tgt).to(dev),
+        )
+
+    def loss_fn(batch):
+        prev, aud, tgt = batch
+        m, nls = net(prev, aud)
+        losses = net.loss(m, nls, tgt)
+        return {**losses, "total": losses["nll"]}
+
+    def checkpoint(s: TrainState) -> None:
+        save_checkpoint(
+            ckpt_path,
+            stage="headpose",
+            state=s,
+            model_config=model,
+            train_config=config,
+            extra={"pose_mean": p_mean, "pose_std": p_std},
+        )
+
+    state = train(
+        state,
+        batch_fn=batch_fn,
+        loss_fn=loss_fn,
+        config=config,
+        log_path=ckpt_path.parent / "metrics.jsonl",
+        checkpoint=checkpoint,
+        stage="headpose",
+        progress=progress,
+    )
+    return StageResult("headpose", ckpt_path, state.step, state.metrics, start)

@@ -171,3 +171,29 @@ def test_cli_train_help_and_errors(tmp_path):
     assert r.exit_code == 1 and "corpus folder does not exist" in r.output
     r = runner.invoke(app, ["train", "apc", "-r", str(tmp_path), "--preset", "huge"])
     assert r.exit_code == 1 and "unknown preset 'huge'" in r.output
+
+
+def test_headpose_trains_on_the_person(run_dir, single_face_dataset):
+    from lsp_models.headpose import HeadPoseConfig
+    from lsp_models.stages import pose_features, train_headpose
+
+    small = HeadPoseConfig.cpu_small()
+    result = train_headpose(
+        run_dir=run_dir,
+        dataset=single_face_dataset,
+        model=small,
+        config=TrainConfig(
+            max_steps=60, batch_size=4, lr=3e-3, lr_end=3e-4, checkpoint_every=30, log_every=5
+        ),
+        window=64,
+    )
+    loss = _losses(run_dir / "headpose" / "metrics.jsonl")
+    assert loss[-1] < loss[0] - 0.3  # Gaussian NLL per dimension
+    ckpt = load_checkpoint(result.checkpoint, stage="headpose")
+    assert ckpt["model_config"]["audio_dim"] == 2 * TINY_APC.hidden
+    from lsp_models.data import load_person
+
+    feats = pose_features(load_person(single_face_dataset))
+    assert feats.shape[1] == 12 and np.isfinite(feats).all()
+    r = runner.invoke(app, ["train", "headpose", "--help"])
+    assert r.exit_code == 0 and "head-pose" in r.output
