@@ -7,9 +7,12 @@ training-split APC features).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,6 +67,50 @@ def _resume(state: TrainState, ckpt_path: Path, stage: str, resume: bool) -> int
     return state.step
 
 
+def _run_stage(
+    stage: str,
+    net: torch.nn.Module,
+    *,
+    run_dir: Path,
+    model_config: Any,
+    config: TrainConfig,
+    batch_fn: Callable[[int], Any],
+    loss_fn: Callable[[Any], dict[str, torch.Tensor]],
+    extra: dict[str, Any],
+    resume: bool,
+    progress: Any,
+    before_save: Callable[[TrainState], None] | None = None,
+) -> StageResult:
+    """What every stage shares: the state, resuming, checkpoints and the loop."""
+    state = make_state(net, config)
+    ckpt_path = Path(run_dir) / stage / f"{stage}.pt"
+    start = _resume(state, ckpt_path, stage, resume)
+
+    def checkpoint(s: TrainState) -> None:
+        if before_save is not None:
+            before_save(s)
+        save_checkpoint(
+            ckpt_path,
+            stage=stage,
+            state=s,
+            model_config=model_config,
+            train_config=config,
+            extra=extra,
+        )
+
+    state = train(
+        state,
+        batch_fn=batch_fn,
+        loss_fn=loss_fn,
+        config=config,
+        log_path=ckpt_path.parent / "metrics.jsonl",
+        checkpoint=checkpoint,
+        stage=stage,
+        progress=progress,
+    )
+    return StageResult(stage, ckpt_path, state.step, state.metrics, start)
+
+
 def _pad_batch(chunks: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     t = max(len(c) for c in chunks)
     out = np.zeros((len(chunks), t, chunks[0].shape[1]), np.float32)
@@ -100,9 +147,6 @@ def train_apc(
     dev = pick_device(device)
     torch.manual_seed(config.seed)  # the same initial weights on every run
     net = APC(model).to(dev)
-    state = make_state(net, config)
-    ckpt_path = Path(run_dir) / "apc" / "apc.pt"
-    start = _resume(state, ckpt_path, "apc", resume)
     # mean/std normalisation of the log-mel, stored with the model
     allm = np.concatenate(chunks)
     mean, std = allm.mean(0), allm.std(0) + 1e-5
@@ -117,27 +161,18 @@ def train_apc(
         losses = net.losses(*batch)
         return {**losses, "total": losses["l1"]}
 
-    def checkpoint(s: TrainState) -> None:
-        save_checkpoint(
-            ckpt_path,
-            stage="apc",
-            state=s,
-            model_config=model,
-            train_config=config,
-            extra={"mel_mean": mean, "mel_std": std},
-        )
-
-    state = train(
-        state,
+    return _run_stage(
+        "apc",
+        net,
+        run_dir=run_dir,
+        model_config=model,
+        config=config,
         batch_fn=batch_fn,
         loss_fn=loss_fn,
-        config=config,
-        log_path=ckpt_path.parent / "metrics.jsonl",
-        checkpoint=checkpoint,
-        stage="apc",
+        extra={"mel_mean": mean, "mel_std": std},
+        resume=resume,
         progress=progress,
     )
-    return StageResult("apc", ckpt_path, state.step, state.metrics, start)
 
 
 def load_apc(
@@ -194,9 +229,6 @@ def train_mouth(
     dev = pick_device(device)
     torch.manual_seed(config.seed)
     net = AudioToMouth(model).to(dev)
-    state = make_state(net, config)
-    ckpt_path = Path(run_dir) / "mouth" / "mouth.pt"
-    start = _resume(state, ckpt_path, "mouth", resume)
     train_idx = person.train
     w = min(model.window, len(train_idx))
     if w <= model.delay:
@@ -231,29 +263,21 @@ def train_mouth(
         base = np.linalg.norm((target_mean - t).reshape(len(t), -1, 3), axis=-1)[ok].mean()
         return {"val_mm": float(dist * 10), "baseline_mm": float(base * 10)}
 
-    def checkpoint(s: TrainState) -> None:
-        s.metrics.update(evaluate())
-        save_checkpoint(
-            ckpt_path,
-            stage="mouth",
-            state=s,
-            model_config=model,
-            train_config=config,
-            extra={"target_mean": target_mean},
-        )
-
-    state = train(
-        state,
+    result = _run_stage(
+        "mouth",
+        net,
+        run_dir=run_dir,
+        model_config=model,
+        config=config,
         batch_fn=batch_fn,
         loss_fn=loss_fn,
-        config=config,
-        log_path=ckpt_path.parent / "metrics.jsonl",
-        checkpoint=checkpoint,
-        stage="mouth",
+        extra={"target_mean": target_mean},
+        resume=resume,
         progress=progress,
+        before_save=lambda s: s.metrics.update(evaluate()),
     )
     build_feature_database(run_dir, person)
-    return StageResult("mouth", ckpt_path, state.step, {**state.metrics, **evaluate()}, start)
+    return dataclasses.replace(result, metrics={**result.metrics, **evaluate()})
 
 
 def pose_features(person: PersonData) -> np.ndarray:
@@ -281,8 +305,6 @@ def train_headpose(
 ) -> StageResult:
     """Train the probabilistic head-pose model (Gaussian NLL, teacher forcing) on windows
     of the train split; features are normalised by their train-split mean and std."""
-    import dataclasses
-
     person = load_person(dataset)
     apc, mean, std = load_apc(run_dir)
     audio = apc_features(apc, person.mel, mean, std)  # (N, 2H)
@@ -294,9 +316,6 @@ def train_headpose(
     dev = pick_device(device)
     torch.manual_seed(config.seed)
     net = HeadPoseModel(model).to(dev)
-    state = make_state(net, config)
-    ckpt_path = Path(run_dir) / "headpose" / "headpose.pt"
-    start = _resume(state, ckpt_path, "headpose", resume)
     train_idx = person.train
     w = min(window, len(train_idx) - 1)
     if w < 8:
@@ -320,24 +339,15 @@ def train_headpose(
         losses = net.loss(m, nls, tgt)
         return {**losses, "total": losses["nll"]}
 
-    def checkpoint(s: TrainState) -> None:
-        save_checkpoint(
-            ckpt_path,
-            stage="headpose",
-            state=s,
-            model_config=model,
-            train_config=config,
-            extra={"pose_mean": p_mean, "pose_std": p_std},
-        )
-
-    state = train(
-        state,
+    return _run_stage(
+        "headpose",
+        net,
+        run_dir=run_dir,
+        model_config=model,
+        config=config,
         batch_fn=batch_fn,
         loss_fn=loss_fn,
-        config=config,
-        log_path=ckpt_path.parent / "metrics.jsonl",
-        checkpoint=checkpoint,
-        stage="headpose",
+        extra={"pose_mean": p_mean, "pose_std": p_std},
+        resume=resume,
         progress=progress,
     )
-    return StageResult("headpose", ckpt_path, state.step, state.metrics, start)
