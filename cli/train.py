@@ -76,55 +76,74 @@ def apc(
     _summary(result)
 
 
+def _person_stage(
+    stage: str,
+    *,
+    run_dir: Path,
+    dataset: Path,
+    preset: str,
+    overrides: list[str] | None,
+    device: str,
+    resume: bool,
+) -> None:
+    """Run a stage that trains on one person's dataset with the preset's two sections."""
+    from lsp_models import stages
+    from lsp_models.presets import load_preset
+
+    with cli_errors(), stage_progress() as bar:
+        cfg = load_preset(preset, overrides)
+        result = getattr(stages, f"train_{stage}")(
+            run_dir=run_dir,
+            dataset=dataset,
+            model=cfg[stage],
+            config=cfg[f"{stage}_train"],
+            device=device,
+            resume=resume,
+            progress=bar,
+        )
+    _summary(result)
+
+
+Dataset = Annotated[Path, typer.Option(help="The person's dataset from `lsp prep`.")]
+
+
 @app.command()
 def mouth(
     run_dir: RunDir,
-    dataset: Annotated[Path, typer.Option(help="The person's dataset from `lsp prep`.")],
+    dataset: Dataset,
     preset: Preset = "cpu-small",
     overrides: Sets = None,
     device: Device = "auto",
     resume: Resume = True,
 ) -> None:
     """Train audio-to-mouth (LSTM on APC features -> 25 mouth points, 300 ms look-ahead)."""
-    from lsp_models.presets import load_preset
-    from lsp_models.stages import train_mouth
-
-    with cli_errors(), stage_progress() as bar:
-        cfg = load_preset(preset, overrides)
-        result = train_mouth(
-            run_dir=run_dir,
-            dataset=dataset,
-            model=cfg["mouth"],
-            config=cfg["mouth_train"],
-            device=device,
-            resume=resume,
-            progress=bar,
-        )
-    _summary(result)
+    _person_stage(
+        "mouth",
+        run_dir=run_dir,
+        dataset=dataset,
+        preset=preset,
+        overrides=overrides,
+        device=device,
+        resume=resume,
+    )
 
 
 @app.command()
 def headpose(
     run_dir: RunDir,
-    dataset: Annotated[Path, typer.Option(help="The person's dataset from `lsp prep`.")],
+    dataset: Dataset,
     preset: Preset = "cpu-small",
     overrides: Sets = None,
     device: Device = "auto",
     resume: Resume = True,
 ) -> None:
     """Train the probabilistic head-pose model (dilated causal convs, Gaussian NLL)."""
-    from lsp_models.presets import load_preset
-    from lsp_models.stages import train_headpose
-
-    with cli_errors(), stage_progress() as bar:
-        cfg = load_preset(preset, overrides)
-        result = train_headpose(
-            run_dir=run_dir,
-            dataset=dataset,
-            model=cfg["headpose"],
-            config=cfg["headpose_train"],
-            device=device,
-            resume=resume,
-            progress=bar,
-        )
-    _summary(result)
+    _person_stage(
+        "headpose",
+        run_dir=run_dir,
+        dataset=dataset,
+        preset=preset,
+        overrides=overrides,
+        device=device,
+        resume=resume,
+    )

@@ -198,6 +198,13 @@ def apc_features(net: APC, mel: np.ndarray, mean: np.ndarray, std: np.ndarray) -
     return f[: 2 * n].reshape(n, -1)
 
 
+def _person_audio(run_dir: Path, dataset: Path) -> tuple[PersonData, np.ndarray]:
+    """A person's dataset and the trained APC's features of its audio, (N, 2 * hidden)."""
+    person = load_person(dataset)
+    apc, mean, std = load_apc(run_dir)
+    return person, apc_features(apc, person.mel, mean, std)
+
+
 def build_feature_database(run_dir: Path, person: PersonData) -> Path:
     """Save the person's training-split APC features (the manifold-projection database)."""
     net, mean, std = load_apc(run_dir)
@@ -219,11 +226,8 @@ def train_mouth(
 ) -> StageResult:
     """Train audio-to-mouth on the person's train split; report val error beside the
     predict-the-mean baseline."""
-    person = load_person(dataset)
-    apc, mean, std = load_apc(run_dir)
-    feats = apc_features(apc, person.mel, mean, std)  # (N, 2H)
-    if feats.shape[1] != model.audio_dim:
-        model = MouthConfig(**{**model.__dict__, "audio_dim": feats.shape[1]})
+    person, feats = _person_audio(run_dir, dataset)  # (N, 2H) APC features
+    model = dataclasses.replace(model, audio_dim=feats.shape[1])
     target = np.nan_to_num(person.mouth.reshape(len(person.mouth), -1))  # (N, 75)
     target_mean = target[person.train].mean(0)
     dev = pick_device(device)
@@ -305,11 +309,8 @@ def train_headpose(
 ) -> StageResult:
     """Train the probabilistic head-pose model (Gaussian NLL, teacher forcing) on windows
     of the train split; features are normalised by their train-split mean and std."""
-    person = load_person(dataset)
-    apc, mean, std = load_apc(run_dir)
-    audio = apc_features(apc, person.mel, mean, std)  # (N, 2H)
-    if audio.shape[1] != model.audio_dim:
-        model = dataclasses.replace(model, audio_dim=audio.shape[1])
+    person, audio = _person_audio(run_dir, dataset)  # (N, 2H) APC features
+    model = dataclasses.replace(model, audio_dim=audio.shape[1])
     pose = pose_features(person)
     p_mean, p_std = pose[person.train].mean(0), pose[person.train].std(0) + 1e-6
     pose = (pose - p_mean) / p_std
