@@ -15,7 +15,11 @@ from lsp_prep.errors import InputError
 from .apc import APCConfig
 from .headpose import HeadPoseConfig
 from .mouth import MouthConfig
+from .renderer import DiscriminatorConfig, GeneratorConfig, LossConfig, RendererConfig
 from .training import TrainConfig
+from .vgg import VGGLossConfig
+
+T = typing.TypeVar("T")
 
 SECTIONS: dict[str, type] = {
     "apc": APCConfig,
@@ -24,6 +28,11 @@ SECTIONS: dict[str, type] = {
     "mouth_train": TrainConfig,
     "headpose": HeadPoseConfig,
     "headpose_train": TrainConfig,
+    "generator": GeneratorConfig,
+    "discriminator": DiscriminatorConfig,
+    "renderer_loss": LossConfig,
+    "renderer_vgg": VGGLossConfig,
+    "renderer_train": TrainConfig,
 }
 
 
@@ -57,13 +66,32 @@ def load_preset(name: str, overrides: list[str] | None = None) -> dict[str, Any]
         data.setdefault(section, {})[field] = value
     out: dict[str, Any] = {}
     for section, cls in SECTIONS.items():
-        values = dict(data.get(section, {}))
-        hints = typing.get_type_hints(cls)
-        for k, v in values.items():
-            if isinstance(v, list) and "tuple" in str(hints.get(k, "")):
-                values[k] = tuple(v)
         try:
-            out[section] = cls(**values)
+            out[section] = build_config(cls, data.get(section, {}))
         except TypeError as exc:
             raise InputError(f"preset {name!r} section [{section}]: {exc}") from None
     return out
+
+
+def build_config(cls: type[T], values: dict[str, Any]) -> T:
+    """A config dataclass from plain data (TOML, JSON or ``dataclasses.asdict``): lists
+    become tuples where the field is a tuple, dicts become nested config dataclasses."""
+    hints = typing.get_type_hints(cls)
+    values = dict(values)
+    for k, v in values.items():
+        hint = hints.get(k)
+        if isinstance(v, dict) and dataclasses.is_dataclass(hint):
+            values[k] = build_config(hint, v)  # type: ignore[arg-type]
+        elif isinstance(v, list) and "tuple" in str(hint):
+            values[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+    return cls(**values)
+
+
+def renderer_config(cfg: dict[str, Any]) -> RendererConfig:
+    """The renderer's nested config from a loaded preset's renderer sections."""
+    return RendererConfig(
+        generator=cfg["generator"],
+        discriminator=cfg["discriminator"],
+        loss=cfg["renderer_loss"],
+        vgg=cfg["renderer_vgg"],
+    )

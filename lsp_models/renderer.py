@@ -460,3 +460,52 @@ def discriminator_losses(
         "gan/d_fake": loss_fake,
         "total": 0.5 * (loss_real + loss_fake),
     }
+
+
+# --------------------------------------------------------------------------------------
+# Inputs, outputs and the trained pair
+
+
+class RendererNets(nn.Module):
+    """The generator and the discriminator trained together; what a checkpoint stores."""
+
+    def __init__(self, config: RendererConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.generator = Generator(config.generator)
+        self.discriminator = MultiScaleDiscriminator(config.discriminator)
+
+
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (..., H, W, C) 0-255 -> float (..., C, H, W) in [-1, 1]."""
+    x = images.float().div(127.5).sub(1.0)
+    return x.movedim(-1, -3)
+
+
+def from_unit(x: torch.Tensor) -> torch.Tensor:
+    """float (..., C, H, W) in [-1, 1] -> uint8 (..., H, W, C) 0-255 (rounded, clamped)."""
+    y = x.detach().float().add(1.0).mul(127.5).round().clamp(0, 255)
+    return y.to(torch.uint8).movedim(-3, -1)
+
+
+def renderer_input(feature_map: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """The generator's 13-channel input.
+
+    ``feature_map`` (B, S, S) uint8 (lines 255 on 0, :func:`lsp_prep.featuremap.
+    draw_feature_map`); ``candidates`` (4, S, S, 3) uint8 RGB (the same for the batch) or
+    (B, 4, S, S, 3). Returns (B, 1 + 4 * 3, S, S) float in [-1, 1]: the map, then the
+    candidates' RGB channels in order.
+    """
+    if feature_map.ndim != 3:
+        raise InputError(f"feature_map must be (B, S, S), got {tuple(feature_map.shape)}")
+    b, s = feature_map.shape[0], feature_map.shape[-1]
+    if candidates.ndim == 4:
+        candidates = candidates.unsqueeze(0).expand(b, *candidates.shape)
+    if candidates.ndim != 5 or tuple(candidates.shape[2:]) != (s, s, 3):
+        raise InputError(
+            f"candidates must be (4, {s}, {s}, 3) or (B, 4, {s}, {s}, 3), "
+            f"got {tuple(candidates.shape)}"
+        )
+    fm = to_unit(feature_map.unsqueeze(-1))  # (B, 1, S, S)
+    cand = to_unit(candidates).flatten(1, 2)  # (B, 4 * 3, S, S)
+    return torch.cat([fm, cand], dim=1)

@@ -23,6 +23,7 @@ from .apc import APC, APCConfig
 from .data import PersonData, corpus_mels, load_person
 from .headpose import HeadPoseConfig, HeadPoseModel
 from .mouth import AudioToMouth, MouthConfig
+from .renderer import Generator, RendererConfig, RendererNets
 from .training import (
     TrainConfig,
     TrainState,
@@ -352,3 +353,13 @@ def train_headpose(
         resume=resume,
         progress=progress,
     )
+
+
+def load_generator(run_dir: Path, device: torch.device | None = None) -> Generator:
+    """The trained renderer's generator (eval mode) from RUN/renderer/renderer.pt."""
+    from .presets import build_config
+
+    ckpt = load_checkpoint(Path(run_dir) / "renderer" / "renderer.pt", stage="renderer")
+    nets = RendererNets(build_config(RendererConfig, ckpt["model_config"]))
+    nets.load_state_dict(ckpt["model"])
+    return nets.generator.eval().to(device or torch.device("cpu"))
