@@ -64,7 +64,7 @@ def _polyline(canvas: np.ndarray, pts: np.ndarray, closed: bool, thickness: int)
     lim = 8 * max(canvas.shape)
     fixed = np.round(np.clip(pts, -lim, lim) * (1 << SUBPIXEL_BITS)).astype(np.int32)
     cv2.polylines(
-        canvas, [fixed], closed, 255, thickness, lineType=cv2.LINE_AA, shift=SUBPIXEL_BITS
+        canvas, [fixed], closed, (255,), thickness, lineType=cv2.LINE_AA, shift=SUBPIXEL_BITS
     )
 
 
