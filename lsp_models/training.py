@@ -1,11 +1,18 @@
 """Training as a function over an explicit state; self-describing checkpoints.
 
-Every stage trains the same way: ``batch_fn(step)`` returns the batch of a step (drawn
-from a generator seeded by (seed, step), so a resumed run sees exactly the batches an
-uninterrupted one would), ``loss_fn(batch)`` returns a named dict of losses whose
-``"total"`` is minimised, and :func:`train` runs Adam (0.9, 0.999) with a learning rate
-decaying linearly from ``lr`` to ``lr_end``, writes metrics as JSON lines and saves an
-atomic checkpoint every ``checkpoint_every`` steps and at the end.
+Every stage trains the same way: ``batch_fn(step)`` returns this process's part of the
+batch of a step (drawn from a generator seeded by (seed, step), so a resumed run sees
+exactly the batches an uninterrupted one would), ``loss_fn(batch)`` returns a named dict of
+losses whose ``"total"`` is minimised, and :func:`train` runs Adam (0.9, 0.999) with a
+learning rate decaying linearly from ``lr`` to ``lr_end``, writes metrics as JSON lines and
+saves an atomic checkpoint every ``checkpoint_every`` steps and at the end.
+
+Data parallel. Under ``torchrun`` (``WORLD_SIZE`` > 1) :func:`setup_distributed` joins the
+process group (NCCL on GPUs, gloo on CPU) and :func:`train` wraps the step's objective in
+DistributedDataParallel: one forward computes every loss of the step, so the GAN's two
+networks are synchronised by one all-reduce as well. Each process takes rows
+:func:`rank_slice` of the global batch, so N processes with ``batch_size`` B follow the same
+optimisation path as one process with B (up to float summation order).
 """
 
 from __future__ import annotations
@@ -17,9 +24,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from lsp_prep import __version__
@@ -48,8 +56,13 @@ class TrainConfig:
     """Write a metrics line every this many steps."""
     seed: int = 0
     """Seeds batch sampling and dropout per step."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Autocast dtype of the forward pass: fp32 (none), bf16 (GPU or CPU), fp16 (GPU only,
+    with dynamic loss scaling). Weights and optimizer state stay fp32."""
 
     def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise InputError(f"train.precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.max_steps < 1 or self.batch_size < 1:
             raise InputError("train.max_steps and train.batch_size must be >= 1")
         if not 0 < self.lr_end <= self.lr:
@@ -77,6 +90,49 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     """Linear decay from ``lr`` at step 0 to ``lr_end`` at ``max_steps``."""
     frac = min(step / max(config.max_steps, 1), 1.0)
     return config.lr + (config.lr_end - config.lr) * frac
+
+
+def setup_distributed(device: torch.device) -> torch.device:
+    """Join the torchrun process group when ``WORLD_SIZE`` > 1; return this process's device
+    (``cuda:LOCAL_RANK`` when ``device`` is CUDA). A no-op for a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def rank_slice(batch_size: int) -> slice:
+    """This process's rows of a global batch of ``batch_size``."""
+    rank, size = world()
+    if batch_size % size:
+        raise InputError(f"train.batch_size {batch_size} must be divisible by the {size} processes")
+    per = batch_size // size
+    return slice(rank * per, (rank + 1) * per)
+
+
+class Objective(nn.Module):
+    """The trained module and its loss function as one module, so that one ``forward``
+    computes a step's losses: what DistributedDataParallel synchronises on."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[Any], dict[str, torch.Tensor]]):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Any) -> dict[str, torch.Tensor]:
+        return self.loss_fn(batch)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -157,11 +213,29 @@ def train(
     stage: str = "train",
     progress: ProgressFn | None = None,
 ) -> TrainState:
-    """Run steps ``state.step .. config.max_steps - 1``; return the state after the last."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    """Run steps ``state.step .. config.max_steps - 1``; return the state after the last.
+
+    In a process group, only rank 0 writes the log, checkpoints and progress; the metrics
+    it writes are averaged over the processes.
+    """
+    rank, size = world()
     model = state.model
     model.train()
-    with open(log_path, "a") as log:
+    device = next(model.parameters()).device
+    objective: nn.Module = Objective(model, loss_fn)
+    if size > 1:
+        objective = nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if config.precision == "fp16" and device.type != "cuda":
+        raise InputError("train.precision fp16 needs a CUDA GPU: use bf16 on CPU")
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
+    scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
+    log = None
+    if rank == 0:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "a")  # closed in the finally below
+    try:
         while state.step < config.max_steps:
             step = state.step
             torch.manual_seed(config.seed * 1_000_003 + step)
@@ -169,17 +243,30 @@ def train(
             for group in state.optimizer.param_groups:
                 group["lr"] = learning_rate(step, config)
             t0 = time.perf_counter()
-            losses = loss_fn(batch)
+            with torch.autocast(
+                device.type,
+                dtype=autocast_dtype or torch.float32,
+                enabled=autocast_dtype is not None,
+            ):
+                losses = objective(batch)
             total = losses["total"]
             if not torch.isfinite(total):
                 raise InputError(f"{stage}: loss became {total.item()} at step {step}")
             state.optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            scaler.scale(total).backward()
             if config.grad_clip > 0:
+                scaler.unscale_(state.optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            state.optimizer.step()
+            scaler.step(state.optimizer)
+            scaler.update()
             state.step = step + 1
-            state.metrics = {k: float(v.detach()) for k, v in losses.items()}
+            values = torch.stack([v.detach().float() for v in losses.values()])
+            if size > 1:
+                dist.all_reduce(values)
+                values /= size
+            state.metrics = dict(zip(losses, values.tolist(), strict=True))
+            if rank:
+                continue
             if state.step % config.log_every == 0 or state.step == config.max_steps:
                 record = {
                     "step": state.step,
@@ -187,10 +274,16 @@ def train(
                     "seconds": round(time.perf_counter() - t0, 4),
                     **state.metrics,
                 }
+                assert log is not None
                 log.write(json.dumps(record) + "\n")
                 log.flush()
             if state.step % config.checkpoint_every == 0 or state.step == config.max_steps:
                 checkpoint(state)
             if progress is not None:
                 progress(stage, state.step, config.max_steps)
+    finally:
+        if log is not None:
+            log.close()
+    if size > 1:
+        dist.barrier()
     return state

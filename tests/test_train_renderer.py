@@ -1,0 +1,280 @@
+"""`lsp train renderer`, `lsp train all`, data-parallel training and mixed precision."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli.main import app
+from lsp_models.stages import load_generator, recorded_dataset, train_renderer
+from lsp_models.training import TrainConfig, load_checkpoint
+from lsp_prep.errors import CheckpointError, InputError
+
+runner = CliRunner()
+
+# A renderer small enough for a few dozen CPU steps: 64x64, 5 levels down to 2x2.
+TINY = [
+    "generator.image_size=64",
+    "generator.channels=[16,32,32,32,32]",
+    "generator.norm_groups=8",
+    "discriminator.ndf=16",
+    "discriminator.max_channels=32",
+    "renderer_data.workers=0",
+]
+SETS = [arg for s in TINY for arg in ("--set", s)]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _tiny(steps: int, **train) -> tuple:
+    from lsp_models.presets import load_preset, renderer_config
+
+    cfg = load_preset("cpu-small", TINY)
+    config = TrainConfig(
+        **{
+            **dict(
+                max_steps=steps,
+                batch_size=2,
+                lr=2e-3,
+                lr_end=2e-4,
+                grad_clip=0,
+                checkpoint_every=steps,
+                log_every=1,
+            ),
+            **train,
+        }
+    )
+    return renderer_config(cfg), config, cfg["renderer_data"]
+
+
+def _log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_renderer_trains_on_real_frames(single_face_dataset, tmp_path):
+    model, config, data = _tiny(40)
+    result = train_renderer(
+        run_dir=tmp_path,
+        dataset=single_face_dataset,
+        model=model,
+        config=config,
+        data=data,
+        device="cpu",
+    )
+    log = _log(tmp_path / "renderer" / "metrics.jsonl")
+    assert len(log) == 40
+    l1 = [r["l1"] for r in log]
+    assert np.mean(l1[-5:]) < 0.6 * np.mean(l1[:5])  # the pixels are being learned
+    for key in ("gan/g", "fm", "vgg", "gan/d_real", "gan/d_fake", "g_total", "d_total"):
+        assert np.isfinite(log[-1][key]) and log[-1][key] >= 0, key
+    assert log[-1]["vgg"] > 0
+    assert 8 < result.metrics["val_psnr"] < 60 and result.metrics["val_l1"] > 0
+    sheet = tmp_path / "renderer" / "samples" / "step_0000040.jpg"
+    assert sheet.is_file()
+    import cv2
+
+    img = cv2.imread(str(sheet))
+    assert img.shape == (4 * 64, 3 * 64, 3)
+    gen = load_generator(tmp_path)
+    assert gen.config.image_size == 64 and not gen.training
+    assert recorded_dataset(tmp_path) == Path(single_face_dataset).resolve()
+    ckpt = load_checkpoint(result.checkpoint, stage="renderer")
+    assert ckpt["step"] == 40 and ckpt["extra"]["image_size"] == 64
+
+
+def test_renderer_without_vgg_weights_fails_clearly(single_face_dataset, tmp_path):
+    model, config, data = _tiny(2)
+    with pytest.raises(CheckpointError, match=r"VGG19 weights .* not found.*--vgg-weights"):
+        train_renderer(
+            run_dir=tmp_path,
+            dataset=single_face_dataset,
+            model=model,
+            config=config,
+            data=data,
+            vgg_weights=tmp_path / "missing.bin",
+            device="cpu",
+        )
+    assert not (tmp_path / "renderer" / "renderer.pt").exists()
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "renderer",
+            "-r",
+            str(tmp_path),
+            "--dataset",
+            str(single_face_dataset),
+            "--vgg-weights",
+            str(tmp_path / "missing.bin"),
+            *SETS,
+        ],
+    )
+    assert r.exit_code == 1 and "--vgg-weights" in r.output
+    # explicitly without the perceptual loss it trains, and logs vgg as 0
+    result = train_renderer(
+        run_dir=tmp_path,
+        dataset=single_face_dataset,
+        model=model,
+        config=config,
+        data=data,
+        vgg_weights=tmp_path / "missing.bin",
+        perceptual=False,
+        device="cpu",
+    )
+    assert result.steps == 2
+    assert _log(tmp_path / "renderer" / "metrics.jsonl")[-1]["vgg"] == 0
+
+
+def test_precision_flags(single_face_dataset, tmp_path):
+    model, config, data = _tiny(3, precision="bf16")
+    result = train_renderer(
+        run_dir=tmp_path,
+        dataset=single_face_dataset,
+        model=model,
+        config=config,
+        data=data,
+        perceptual=False,
+        device="cpu",
+    )
+    assert all(np.isfinite(v) for v in result.metrics.values())
+    model, config, data = _tiny(3, precision="fp16")
+    with pytest.raises(InputError, match="fp16 needs a CUDA GPU"):
+        train_renderer(
+            run_dir=tmp_path / "b",
+            dataset=single_face_dataset,
+            model=model,
+            config=config,
+            data=data,
+            perceptual=False,
+            device="cpu",
+        )
+
+
+def _lsp(*args: str, nproc: int = 1, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LSP_NO_PROGRESS": "1"}
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "cli.main", *args]
+    else:
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            "-m",
+            "cli.main",
+            *args,
+        ]
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_two_process_ddp_equals_one_process(single_face_dataset, tmp_path):
+    """torchrun, 2 CPU processes on gloo: each takes half of every batch; the result is the
+    single-process run's, step for step (the renderer: a GAN with two networks)."""
+    sets = SETS
+    common = [
+        "train",
+        "renderer",
+        "--dataset",
+        str(single_face_dataset),
+        "--device",
+        "cpu",
+        "--no-perceptual",
+        *sets,
+        "--set",
+        "renderer_train.max_steps=4",
+        "--set",
+        "renderer_train.batch_size=4",
+        "--set",
+        "renderer_train.log_every=1",
+        "--set",
+        "renderer_train.checkpoint_every=4",
+    ]
+    one = _lsp(*common, "-r", str(tmp_path / "one"), cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _lsp(*common, "-r", str(tmp_path / "two"), nproc=2, cwd=tmp_path)
+    assert two.returncode == 0, two.stderr[-2000:]
+    la = _log(tmp_path / "one" / "renderer" / "metrics.jsonl")
+    lb = _log(tmp_path / "two" / "renderer" / "metrics.jsonl")
+    assert len(la) == len(lb) == 4
+    for a, b in zip(la, lb, strict=True):
+        assert a["total"] == pytest.approx(b["total"], rel=1e-4)
+    wa = load_checkpoint(tmp_path / "one" / "renderer" / "renderer.pt", stage="renderer")
+    wb = load_checkpoint(tmp_path / "two" / "renderer" / "renderer.pt", stage="renderer")
+    for k, v in wa["model"].items():
+        torch.testing.assert_close(v, wb["model"][k], rtol=1e-4, atol=1e-5)
+    # an odd global batch cannot be split over 2 processes
+    bad = _lsp(
+        *common,
+        "--set",
+        "renderer_train.batch_size=3",
+        "-r",
+        str(tmp_path / "bad"),
+        nproc=2,
+        cwd=tmp_path,
+    )
+    assert bad.returncode != 0 and "batch_size 3 must be divisible by" in bad.stderr
+
+
+def test_train_all_runs_the_four_stages(single_face_dataset, tmp_path):
+    run = tmp_path / "run"
+    steps = [f"--set={s}_train.max_steps=6" for s in ("apc", "mouth", "headpose", "renderer")]
+    small = ["--set=apc.hidden=16", "--set=mouth.window=60", "--set=renderer_train.batch_size=2"]
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "all",
+            "-r",
+            str(run),
+            "--dataset",
+            str(single_face_dataset),
+            "--device",
+            "cpu",
+            "--no-perceptual",
+            *steps,
+            *small,
+            *(f"--set={s}" for s in TINY),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "larger speech corpus" in r.output  # APC on the person's own audio warns
+    for stage in ("apc", "mouth", "headpose", "renderer"):
+        ckpt = load_checkpoint(run / stage / f"{stage}.pt", stage=stage)
+        assert ckpt["step"] == 6
+        assert (run / stage / "metrics.jsonl").is_file()
+    assert (run / "features.pt").is_file() and recorded_dataset(run) is not None
+    # a second run resumes every stage at its end: nothing left to do
+    r = runner.invoke(
+        app,
+        [
+            "train",
+            "all",
+            "-r",
+            str(run),
+            "--dataset",
+            str(single_face_dataset),
+            "--device",
+            "cpu",
+            "--no-perceptual",
+            *steps,
+            *small,
+            *(f"--set={s}" for s in TINY),
+        ],
+    )
+    assert r.exit_code == 0 and r.output.count("resumed from step 6") == 4
