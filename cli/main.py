@@ -6,6 +6,7 @@ import typer
 
 from lsp_prep import __version__
 
+from .animate import animate
 from .prep import prep
 from .train import app as train_app
 
@@ -18,6 +19,7 @@ app = typer.Typer(
 )
 app.command()(prep)
 app.add_typer(train_app, name="train")
+app.command()(animate)
 
 
 def _version(value: bool) -> None:

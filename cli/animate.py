@@ -1,0 +1,86 @@
+"""``lsp animate``: a speech recording in, a talking-head mp4 of the trained person out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ._common import cli_errors, console, stage_progress
+
+
+def animate(
+    run_dir: Annotated[Path, typer.Option("--run-dir", "-r", help="The person's run directory.")],
+    audio: Annotated[Path, typer.Option(help="Speech recording (wav, mp3, m4a, a video...).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The mp4 to write.")],
+    dataset: Annotated[
+        Path | None,
+        typer.Option(help="The person's dataset (default: the one training recorded in RUN)."),
+    ] = None,
+    fps: Annotated[int, typer.Option(help="Output frame rate: 60 or 30.")] = 60,
+    pose_from: Annotated[
+        Path | None,
+        typer.Option(help="Replay this dataset's recorded head motion instead of sampling."),
+    ] = None,
+    temperature: Annotated[
+        float, typer.Option(help="Head-pose sampling temperature (sigma scale; 0 = mean path).")
+    ] = 0.3,
+    seed: Annotated[int, typer.Option(help="Seed of the head-pose sampler.")] = 0,
+    save_intermediates: Annotated[
+        bool,
+        typer.Option(help="Also write OUT.npz (landmarks, poses, camera) and OUT.features.mp4."),
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, or cuda[:N].")] = "auto",
+    stream: Annotated[
+        bool, typer.Option(help="Feed the audio through the streaming API in 40 ms chunks.")
+    ] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override an animation setting, e.g. --set mouth_amp=[2,2,2] "
+            "(defaults in RUN/animate.json).",
+        ),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Animate speech: audio -> mouth and head motion -> landmarks -> rendered 60 FPS mp4.
+
+    Writes OUT (H.264 + AAC, the first and last frame aligned with the audio) and OUT.json
+    (inputs, resolved settings, timings).
+    """
+    from lsp_models.animate import animate as run_animate
+
+    with cli_errors(), stage_progress(progress) as bar:
+        result = run_animate(
+            run_dir=run_dir,
+            audio=audio,
+            output=output,
+            dataset=dataset,
+            fps=fps,
+            pose_from=pose_from,
+            temperature=temperature,
+            seed=seed,
+            save_intermediates=save_intermediates,
+            device=device,
+            overrides=overrides or [],
+            chunk_s=0.04 if stream else 1.0,
+            progress=bar,
+        )
+    table = Table(title=f"lsp animate -> {result.output}", title_justify="left")
+    for col in ("stage", "seconds", "ms / frame"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for stage, secs in result.timings.items():
+        table.add_row(stage, f"{secs:.2f}", f"{1e3 * secs / max(result.frames, 1):.2f}")
+    total = sum(result.timings.values())
+    table.add_row("total", f"{total:.2f}", f"{1e3 * total / max(result.frames, 1):.2f}")
+    console.print(table)
+    console.print(
+        f"{result.frames} frames at {result.fps} FPS for {result.seconds:.2f} s of audio; "
+        f"dataset {result.dataset}; streaming look-ahead {result.lookahead_s * 1e3:.0f} ms",
+        highlight=False,
+    )
+    for path in result.intermediates:
+        console.print(f"intermediate: {path}", highlight=False)
