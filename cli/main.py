@@ -7,6 +7,7 @@ import typer
 from lsp_prep import __version__
 
 from .animate import animate
+from .eval import eval_command
 from .prep import prep
 from .train import app as train_app
 
@@ -20,6 +21,7 @@ app = typer.Typer(
 app.command()(prep)
 app.add_typer(train_app, name="train")
 app.command()(animate)
+app.command(name="eval")(eval_command)
 
 
 def _version(value: bool) -> None:

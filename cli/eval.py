@@ -1,0 +1,143 @@
+"""``lsp eval``: measure a trained person on the dataset's val split; tables + a JSON file."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ._common import cli_errors, console, stage_progress
+
+
+def _num(x: float | None, fmt: str = ".2f") -> str:
+    return "-" if x is None or not math.isfinite(x) else format(x, fmt)
+
+
+def eval_command(
+    run_dir: Annotated[Path, typer.Option("--run-dir", "-r", help="The person's run directory.")],
+    dataset: Annotated[
+        Path | None,
+        typer.Option(help="The person's dataset (default: the one training recorded in RUN)."),
+    ] = None,
+    max_frames: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Render at most N val frames (evenly strided) for the image metrics."
+        ),
+    ] = None,
+    seeds: Annotated[
+        int, typer.Option(min=1, help="Head-pose samples to average (seeds SEED, SEED+1, ...).")
+    ] = 3,
+    seed: Annotated[int, typer.Option(help="First head-pose sampling seed.")] = 0,
+    temperature: Annotated[
+        float, typer.Option(help="Head-pose sampling temperature (animate's default).")
+    ] = 0.3,
+    delays: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--delay",
+            help="Only the mouth models trained with this delay (repeatable; default: every "
+            "RUN/mouth*/mouth.pt).",
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, or cuda[:N].")] = "auto",
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", help="Where to write the report (default RUN/eval.json)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Evaluate a trained person on the val split of its dataset.
+
+    mouth: mean distance (mm) of predicted to tracked mouth points (the paper's
+    Table 1 measure) beside the predict-the-mean baseline, for RUN/mouth and any
+    RUN/mouth*/mouth.pt trained with another delay; correlation of predicted and
+    tracked mouth opening.
+
+    headpose: mean, std and mean |velocity| per frame of each pose dimension
+    (degrees, mm), recorded vs sampled.
+
+    image: L1 (0-255), PSNR (dB) and SSIM of renders from the tracked feature
+    maps vs the real frames, at the renderer's size.
+
+    Writes every number to RUN/eval.json (or --json PATH).
+    """
+    from lsp_models.evaluate import POSE_DIMS, POSE_UNITS, evaluate
+
+    with cli_errors(), stage_progress(progress) as bar:
+        r = evaluate(
+            run_dir=run_dir,
+            dataset=dataset,
+            delays=delays,
+            n_pose_samples=seeds,
+            seed=seed,
+            temperature=temperature,
+            device=device,
+            max_frames=max_frames,
+            output=json_path,
+            progress=bar,
+        )
+
+    mouths = sorted(r.mouth, key=lambda m: (m.delay, m.name))
+    t = Table(
+        title=f"mouth: {r.valid_val_frames} valid of {r.val_frames} val frames (mm, object space)",
+        title_justify="left",
+    )
+    t.add_column("model")
+    for m in mouths:
+        t.add_column(f"{m.name}\ndelay {m.delay}", justify="right")
+    rows = [
+        ("step", [str(m.step) for m in mouths]),
+        ("error", [_num(m.error_mm) for m in mouths]),
+        ("error, raw APC", [_num(m.error_raw_mm) for m in mouths]),
+        ("mean baseline", [_num(m.baseline_mm) for m in mouths]),
+        (
+            "vs baseline",
+            [f"{_num(100 * (1 - m.error_mm / m.baseline_mm), '+.1f')} %" for m in mouths],
+        ),
+        ("opening corr.", [_num(m.opening_corr, ".3f") for m in mouths]),
+        ("opening std", [_num(m.opening_std_mm) for m in mouths]),
+        ("tracked std", [_num(m.tracked_opening_std_mm) for m in mouths]),
+    ]
+    for name, cells in rows:
+        t.add_row(name, *cells)
+    console.print(t)
+
+    p = r.pose
+    t = Table(
+        title=f"headpose: recorded ({p.valid_frames} valid val frames) vs sampled "
+        f"({p.frames} frames, {len(p.seeds)} seeds, temperature {p.temperature:g})",
+        title_justify="left",
+    )
+    t.add_column("statistic")
+    for dim, unit in zip(POSE_DIMS, POSE_UNITS, strict=True):
+        t.add_column(f"{dim}\n{unit}", justify="right")
+    stats = [("mean", "mean", ".2f"), ("std", "std", ".2f"), ("|vel|", "mean_abs_velocity", ".3f")]
+    for label, key, fmt in stats:
+        for who, values in (("rec", p.recorded), ("smp", p.sampled), ("anim", p.animated)):
+            if key == "mean" and who == "anim":
+                continue
+            t.add_row(f"{label} {who}", *(_num(v, fmt) for v in values[key]))
+        if key == "std":
+            t.add_row("std smp/rec", *(_num(v) for v in p.std_ratio))
+    console.print(t)
+    console.print(
+        "rec: recorded track; smp: the model's samples; anim: after animate's amplification "
+        "and smoothing; |vel|: mean absolute change per frame",
+        highlight=False,
+    )
+
+    im = r.image
+    t = Table(
+        title=f"image: renders from tracked feature maps vs real frames "
+        f"({im.image_size}px, {im.frames} of {im.val_frames} val frames)",
+        title_justify="left",
+    )
+    for col in ("renderer step", "L1 (0-255)", "PSNR (dB)", "SSIM"):
+        t.add_column(col, justify="right")
+    t.add_row(str(im.step), _num(im.l1), _num(im.psnr_db), _num(im.ssim, ".4f"))
+    console.print(t)
+    console.print(f"dataset {r.dataset}; report {r.output}", highlight=False)
