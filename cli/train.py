@@ -129,18 +129,31 @@ def mouth(
     device: Device = "auto",
     resume: Resume = True,
     precision: Precision = None,
+    name: Annotated[
+        str,
+        typer.Option(
+            help="Checkpoint folder in RUN: 'mouth' is the model animate uses; another name "
+            "(e.g. mouth_d0 with --set mouth.delay=0) trains a variant that lsp eval compares."
+        ),
+    ] = "mouth",
 ) -> None:
     """Train audio-to-mouth (LSTM on APC features -> 25 mouth points, 300 ms look-ahead)."""
-    _person_stage(
-        "mouth",
-        run_dir=run_dir,
-        dataset=dataset,
-        preset=preset,
-        overrides=overrides,
-        device=device,
-        resume=resume,
-        precision=precision,
-    )
+    from lsp_models.presets import load_preset
+    from lsp_models.stages import train_mouth
+
+    with cli_errors(), stage_progress() as bar:
+        cfg = load_preset(preset, _with_precision("mouth", overrides, precision))
+        result = train_mouth(
+            run_dir=run_dir,
+            dataset=dataset,
+            model=cfg["mouth"],
+            config=cfg["mouth_train"],
+            device=device,
+            resume=resume,
+            progress=bar,
+            name=name,
+        )
+    _summary(result)
 
 
 @app.command()

@@ -489,6 +489,44 @@ def amplify_pose(models: Models, pose: np.ndarray, config: AnimateConfig) -> np.
     return out
 
 
+def postprocess_pose(models: Models, pose: np.ndarray, config: AnimateConfig) -> np.ndarray:
+    """Sampled poses (N, 6) as animate uses them: amplified, then rotation and translation
+    smoothed in time with their own Gaussian sigmas."""
+    pose = amplify_pose(models, pose, config)
+    return np.concatenate(
+        [
+            smooth(pose[:, :3], config.rot_sigma, truncate=config.truncate),
+            smooth(pose[:, 3:], config.trans_sigma, truncate=config.truncate),
+        ],
+        axis=1,
+    )
+
+
+def load_mouth(
+    path: Path, *, audio_dim: int, device: torch.device
+) -> tuple[AudioToMouth, np.ndarray, int]:
+    """A mouth checkpoint: the model (eval mode), its target mean (75,) and its step.
+    CheckpointError when it was trained on another dataset schema or another APC width."""
+    from .mouth import MouthConfig
+    from .presets import build_config
+
+    ckpt = load_checkpoint(path, stage="mouth")
+    if ckpt.get("schema_version") != schema.SCHEMA_VERSION:
+        raise CheckpointError(
+            f"{path}: trained on dataset schema {ckpt.get('schema_version')}, this toolkit "
+            f"reads {schema.SCHEMA_VERSION}: re-run `lsp prep` and `lsp train mouth`"
+        )
+    net = AudioToMouth(build_config(MouthConfig, ckpt["model_config"]))
+    if net.config.audio_dim != audio_dim:
+        raise CheckpointError(
+            f"{path}: expects {net.config.audio_dim}-dim audio features but the run's APC "
+            f"gives {audio_dim}: retrain with `lsp train mouth`"
+        )
+    net.load_state_dict(ckpt["model"])
+    target_mean = np.asarray(ckpt["extra"]["target_mean"], np.float32)
+    return net.eval().to(device), target_mean, int(ckpt["step"])
+
+
 def _camera_filter(person: Person, config: AnimateConfig) -> dict[str, Any]:
     sigma = person.rig.crop.smoothing_s * FPS
     return {
@@ -621,14 +659,7 @@ def predict_motion(
             temperature=temperature,
             seed=seed,
         )
-        pose = amplify_pose(models, pose_raw, config)
-        pose = np.concatenate(
-            [
-                smooth(pose[:, :3], config.rot_sigma, truncate=config.truncate),
-                smooth(pose[:, 3:], config.trans_sigma, truncate=config.truncate),
-            ],
-            axis=1,
-        )
+        pose = postprocess_pose(models, pose_raw, config)
     mouth = smooth(mouth_raw, config.mouth_sigma, truncate=config.truncate) * np.asarray(
         config.mouth_amp
     )

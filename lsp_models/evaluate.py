@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from lsp_prep import schema
-from lsp_prep.errors import CheckpointError, InputError
+from lsp_prep.errors import InputError
 from lsp_prep.layout import Layout, load_layout
 
 from . import animate as A
@@ -335,27 +335,10 @@ def mouth_checkpoints(run_dir: Path) -> list[Path]:
 
 def _load_mouth(path: Path, models: A.Models) -> tuple[A.Models, int]:
     """``models`` with the mouth model of checkpoint ``path`` swapped in, and its step."""
-    from .mouth import AudioToMouth, MouthConfig
-    from .presets import build_config
-    from .training import load_checkpoint
-
-    ckpt = load_checkpoint(path, stage="mouth")
-    if ckpt.get("schema_version") != schema.SCHEMA_VERSION:
-        raise CheckpointError(f"{path}: trained on dataset schema {ckpt.get('schema_version')}, "
-                              f"this toolkit reads {schema.SCHEMA_VERSION}")  # fmt: skip
-    net = AudioToMouth(build_config(MouthConfig, ckpt["model_config"]))
-    width = 2 * models.apc.config.hidden
-    if net.config.audio_dim != width:
-        raise CheckpointError(
-            f"{path}: expects {net.config.audio_dim}-dim audio features but the run's APC "
-            f"gives {width}: train it against this run's APC"
-        )
-    net.load_state_dict(ckpt["model"])
-    target_mean = np.asarray(ckpt["extra"]["target_mean"], np.float32)
-    swapped = dataclasses.replace(
-        models, mouth=net.eval().to(models.device), target_mean=target_mean
+    net, target_mean, step = A.load_mouth(
+        path, audio_dim=2 * models.apc.config.hidden, device=models.device
     )
-    return swapped, int(ckpt["step"])
+    return dataclasses.replace(models, mouth=net, target_mean=target_mean), step
 
 
 def _runs(frames: np.ndarray) -> list[np.ndarray]:
@@ -400,20 +383,6 @@ def _eval_mouth(
     )
 
 
-def _animated_pose(models: A.Models, pose: np.ndarray, config: A.AnimateConfig) -> np.ndarray:
-    """Animate's post-processing of sampled poses (see :func:`.animate.predict_motion`)."""
-    from .postprocess import smooth
-
-    pose = A.amplify_pose(models, pose, config)
-    return np.concatenate(
-        [
-            smooth(pose[:, :3], config.rot_sigma, truncate=config.truncate),
-            smooth(pose[:, 3:], config.trans_sigma, truncate=config.truncate),
-        ],
-        axis=1,
-    )
-
-
 def _mean_stats(stats: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.mean([s[k] for s in stats], axis=0) for k in stats[0]}
 
@@ -442,7 +411,7 @@ def _eval_pose(
     for i, s in enumerate(seeds):
         pose = A.sample_poses(models, feats[val], history=history, temperature=temperature, seed=s)
         sampled.append(pose_statistics(pose))
-        animated.append(pose_statistics(_animated_pose(models, pose, config)))
+        animated.append(pose_statistics(A.postprocess_pose(models, pose, config)))
         progress("headpose", i + 1, len(seeds))
     s_mean, a_mean = _mean_stats(sampled), _mean_stats(animated)
     return PoseEval(

@@ -131,10 +131,12 @@ def _run_stage(
     resume: bool,
     progress: Any,
     before_save: Callable[[TrainState], None] | None = None,
+    folder: str | None = None,
 ) -> StageResult:
-    """What every stage shares: the state, resuming, checkpoints and the loop."""
+    """What every stage shares: the state, resuming, checkpoints and the loop. The
+    checkpoint is RUN/<folder>/<stage>.pt, ``folder`` defaulting to the stage's name."""
     state = make_state(net, config)
-    ckpt_path = Path(run_dir) / stage / f"{stage}.pt"
+    ckpt_path = Path(run_dir) / (folder or stage) / f"{stage}.pt"
     start = _resume(state, ckpt_path, stage, resume)
 
     def checkpoint(s: TrainState) -> None:
@@ -274,9 +276,17 @@ def train_mouth(
     device: str = "auto",
     resume: bool = True,
     progress=None,
+    name: str = "mouth",
 ) -> StageResult:
     """Train audio-to-mouth on the person's train split; report val error beside the
-    predict-the-mean baseline."""
+    predict-the-mean baseline.
+
+    ``name`` is the checkpoint's folder: RUN/mouth/ is the model animate uses; another
+    name (e.g. ``mouth_d0`` with ``model.delay=0``) trains a variant beside it, which
+    ``lsp eval`` reports per delay, and leaves the feature database alone.
+    """
+    if not name.startswith("mouth") or "/" in name or "\\" in name:
+        raise InputError(f"mouth model name {name!r} must start with 'mouth' (e.g. mouth_d0)")
     person, feats = _person_audio(run_dir, dataset)  # (N, 2H) APC features
     record_dataset(run_dir, dataset)
     model = dataclasses.replace(model, audio_dim=feats.shape[1])
@@ -332,8 +342,9 @@ def train_mouth(
         resume=resume,
         progress=progress,
         before_save=lambda s: s.metrics.update(evaluate()),
+        folder=name,
     )
-    if world()[0] == 0:
+    if world()[0] == 0 and name == "mouth":
         build_feature_database(run_dir, person)
     return dataclasses.replace(result, metrics={**result.metrics, **evaluate()})
 
