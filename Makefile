@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   install, fetch a real example clip, run `lsp prep` on it
+#   make demo   install, then a real clip -> lsp prep -> lsp train all -> lsp animate -> out/
 #   make test   install and run the test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/prep_example.py
+	$(BIN)/python examples/quickstart.py out
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -27,6 +27,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_prep.py
+	$(BIN)/python benchmarks/bench_models.py
+	$(BIN)/python benchmarks/bench_models.py --train
+	$(BIN)/python benchmarks/bench_loader.py
+	$(BIN)/python benchmarks/bench_animate.py
 
 clean:
 	rm -rf $(VENV) out

@@ -221,6 +221,25 @@ def load_candidates(path: Path, image_size: int) -> np.ndarray:
     return np.stack([cv2.resize(im, size, interpolation=cv2.INTER_AREA) for im in images])
 
 
+def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised uint8 tensor; in a DataLoader worker, in shared memory already.
+
+    A worker's batch travels to the main process through shared memory. Allocated
+    privately, pickling it copies every byte into fresh shared pages (11 ms per 8 MB batch
+    on the 2-core reference machine); decoded and drawn straight into shared memory it
+    costs only the kernel's allocation of those pages (6 ms; tmpfs pages, no huge pages).
+    This is how ``torch.utils.data.default_collate`` allocates its output in workers.
+    """
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    elem = torch.empty(0, dtype=torch.uint8)
+    try:
+        storage = elem._typed_storage()._new_shared(math.prod(shape), device=elem.device)
+    except (AttributeError, TypeError):  # private API gone: correct, one copy slower
+        return torch.empty(shape, dtype=torch.uint8)
+    return elem.new(storage).resize_(shape)
+
+
 class RendererFrames(Dataset):
     """Map-style dataset over the frames of one clip, keyed by :class:`SampleKey`.
 
@@ -319,8 +338,7 @@ class RendererFrames(Dataset):
         ``gain``, ``bias`` (b,) float32, ``frame`` (b,) int64."""
         b, s = len(keys), self.image_size
         frames = np.array([k.frame for k in keys], np.int64)
-        fmap = torch.empty((b, s, s), dtype=torch.uint8)
-        real = torch.empty((b, s, s, 3), dtype=torch.uint8)
+        fmap, real = _batch_tensor((b, s, s)), _batch_tensor((b, s, s, 3))
         fmap_np, real_np = fmap.numpy(), real.numpy()
         for i, (key, jpeg) in enumerate(zip(keys, self._jpegs(frames), strict=True)):
             self.real_into(jpeg, key, real_np[i])
@@ -375,11 +393,31 @@ class StepBatchSampler:
             yield keys[self.rank * b : (self.rank + 1) * b]
 
 
+def worker_context() -> multiprocessing.context.BaseContext:
+    """How the loader starts its workers: a fork server where there is one, else spawn.
+
+    Not plain ``fork``: a process that has used OpenCV's thread pool (any ``cv2.resize``
+    of a large image, e.g. :func:`load_candidates`, or ``prep`` in the same process) leaves
+    the pool's condition variable with waiters; a forked child that touches the pool
+    (``cv2.setNumThreads`` in the worker, or any parallel cv2 call) then blocks forever in
+    ``pthread_cond_destroy``. The fork server is a fresh interpreter that imports this module
+    once and never runs cv2, so each worker is forked from a clean process in ~50 ms (the
+    server's own start, once per process, takes ~2 s). As with ``spawn``, a script that
+    starts training must guard its entry point with ``if __name__ == "__main__":``.
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__])  # no effect once the server runs
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
 def _worker_init(_worker_id: int) -> None:
     cv2.setNumThreads(1)
 
 
-def _as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _as_is(batch: Any) -> Any:
+    # __getitems__ already returns the collated batch
     return batch
 
 
@@ -453,7 +491,6 @@ def renderer_batches(
         world_size=world_size,
     )
     workers = config.workers
-    fork = workers > 0 and "fork" in multiprocessing.get_all_start_methods()
     loader = DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -463,8 +500,7 @@ def renderer_batches(
         persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
         worker_init_fn=_worker_init if workers else None,
-        # fork: workers start in milliseconds and share the per-frame arrays copy-on-write
-        multiprocessing_context="fork" if fork else None,
+        multiprocessing_context=worker_context() if workers else None,
     )
     return _iterate(loader, dataset)
 
