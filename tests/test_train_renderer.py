@@ -235,23 +235,9 @@ def test_train_all_runs_the_four_stages(single_face_dataset, tmp_path):
     run = tmp_path / "run"
     steps = [f"--set={s}_train.max_steps=6" for s in ("apc", "mouth", "headpose", "renderer")]
     small = ["--set=apc.hidden=16", "--set=mouth.window=60", "--set=renderer_train.batch_size=2"]
-    r = runner.invoke(
-        app,
-        [
-            "train",
-            "all",
-            "-r",
-            str(run),
-            "--dataset",
-            str(single_face_dataset),
-            "--device",
-            "cpu",
-            "--no-perceptual",
-            *steps,
-            *small,
-            *(f"--set={s}" for s in TINY),
-        ],
-    )
+    args = ["train", "all", "-r", str(run), "--dataset", str(single_face_dataset),
+            "--device", "cpu", "--no-perceptual", *steps, *small, *SETS]  # fmt: skip
+    r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     assert "larger speech corpus" in r.output  # APC on the person's own audio warns
     for stage in ("apc", "mouth", "headpose", "renderer"):
@@ -260,21 +246,5 @@ def test_train_all_runs_the_four_stages(single_face_dataset, tmp_path):
         assert (run / stage / "metrics.jsonl").is_file()
     assert (run / "features.pt").is_file() and recorded_dataset(run) is not None
     # a second run resumes every stage at its end: nothing left to do
-    r = runner.invoke(
-        app,
-        [
-            "train",
-            "all",
-            "-r",
-            str(run),
-            "--dataset",
-            str(single_face_dataset),
-            "--device",
-            "cpu",
-            "--no-perceptual",
-            *steps,
-            *small,
-            *(f"--set={s}" for s in TINY),
-        ],
-    )
+    r = runner.invoke(app, args)
     assert r.exit_code == 0 and r.output.count("resumed from step 6") == 4
