@@ -24,6 +24,7 @@ sequence). The video therefore starts with the audio and ends less than one fram
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -51,8 +52,8 @@ from lsp_prep.layout import load_layout
 from lsp_prep.media import ffmpeg_exe, probe
 
 from .apc import APC
-from .headpose import HeadPoseModel, HeadPoseSampler
-from .manifold import project
+from .headpose import FastHeadPoseSampler, HeadPoseModel, HeadPoseSampler, make_sampler
+from .manifold import Manifold
 from .mouth import AudioToMouth
 from .postprocess import (
     CameraRig,
@@ -193,6 +194,11 @@ class Models:
     @property
     def delay(self) -> int:
         return self.mouth.config.delay
+
+    @functools.cached_property
+    def manifold(self) -> Manifold:
+        """``database`` ready for projection (its norms computed once, on first use)."""
+        return Manifold(self.database)
 
     @property
     def image_size(self) -> int:
@@ -407,7 +413,7 @@ def _project(models: Models, feats: torch.Tensor, config: AnimateConfig) -> np.n
     if config.lle_blend == 0 or len(feats) == 0:
         return feats.cpu().numpy()
     k = min(config.lle_k, len(models.database))
-    out, _, _ = project(feats, models.database, k=k, blend=config.lle_blend)
+    out, _, _ = models.manifold.project(feats, k=k, blend=config.lle_blend)
     return out.cpu().numpy()
 
 
@@ -459,7 +465,8 @@ def sample_poses(
     gen = torch.Generator(device=models.device).manual_seed(int(seed))
     audio = torch.from_numpy(feats.astype(np.float32))[None].to(models.device)
     hist = torch.from_numpy(history)[None].to(models.device)
-    out = models.headpose.sample(audio, history=hist, temperature=temperature, generator=gen)
+    # the same sampler as AnimationStream's (make_sampler), so streaming equals offline
+    out = models.headpose.sample_fast(audio, history=hist, temperature=temperature, generator=gen)
     return _denormalise(models, out[0].cpu().numpy())
 
 
@@ -821,7 +828,7 @@ class AnimationStream:
         if pose_from is None:
             history = torch.from_numpy(pose_history(models, person.path))[None].to(models.device)
             gen = torch.Generator(device=models.device).manual_seed(int(seed))
-            self._sampler: HeadPoseSampler | None = HeadPoseSampler(
+            self._sampler: HeadPoseSampler | FastHeadPoseSampler | None = make_sampler(
                 models.headpose, history=history, temperature=temperature, generator=gen
             )
             rot_sigma, trans_sigma = config.rot_sigma, config.trans_sigma
@@ -932,7 +939,7 @@ class AnimationStream:
             if self._n_pose == 0:
                 self._sampler.prime(audio[:1])
             cond = m.headpose.condition(audio)  # (T, L, 2G): one matmul per chunk
-            out = torch.cat([self._sampler.step_cond(cond[t : t + 1]) for t in range(len(cond))])
+            out = self._sampler.steps(cond[None])[0]  # (T, P)
             pose = amplify_pose(m, _denormalise(m, out.cpu().numpy()), self.config)
         self._n_pose += len(pose)
         self.timings["headpose"] += time.perf_counter() - t

@@ -183,6 +183,44 @@ def test_silence_still_mouth_speech_moves(loaded, speech):
     np.testing.assert_allclose(talk.geometry["points3d"][:, eyes], replay[:, eyes])
 
 
+def test_manifold_projection_equals_brute_force_and_chunks():
+    """Animate's projection (norms precomputed, one matmul) against brute-force distances,
+    on a low-rank database like APC features; chunked calls equal one call."""
+    from lsp_models.manifold import Manifold, project
+
+    g = torch.Generator().manual_seed(0)
+    basis = torch.randn(8, 64, generator=g, dtype=torch.float64)
+    db = torch.randn(3000, 8, generator=g, dtype=torch.float64) @ basis
+    db = db + 0.05 * torch.randn(db.shape, generator=g, dtype=torch.float64)
+    x = torch.randn(40, 8, generator=g, dtype=torch.float64) @ basis
+    x = torch.cat([db[7:9], x])  # two features that are database entries
+    m = Manifold(db)
+    proj, w, idx = m.project(x, k=10)
+    dist = torch.cdist(x, db, compute_mode="donot_use_mm_for_euclid_dist")
+    want = dist.topk(10, largest=False).indices  # nearest first
+    assert torch.equal(idx, want)
+    assert torch.equal(idx[:2, 0], torch.tensor([7, 8]))
+    torch.testing.assert_close(proj[:2], db[7:9], atol=0, rtol=0)
+    torch.testing.assert_close(w.sum(-1), torch.ones(42, dtype=torch.float64))
+    for t in range(2, len(x)):  # the documented weights, one feature at a time
+        diff = db[want[t]] - x[t]  # (k, D)
+        gram = diff @ diff.T
+        gram = gram + 1e-3 * gram.trace() * torch.eye(10, dtype=torch.float64)
+        ref = torch.linalg.solve(gram, torch.ones(10, dtype=torch.float64))
+        torch.testing.assert_close(w[t], ref / ref.sum(), atol=1e-9, rtol=0)
+        torch.testing.assert_close(proj[t], w[t] @ db[want[t]], atol=1e-9, rtol=0)
+    p1, _, i1 = m.project(x, k=10, chunk=7)
+    torch.testing.assert_close(p1, proj, atol=1e-12, rtol=0)
+    assert torch.equal(i1, idx)
+    p2, w2, i2 = project(x, db, k=10, blend=0.5)
+    torch.testing.assert_close(p2, 0.5 * proj + 0.5 * x, atol=1e-12, rtol=0)
+    assert torch.equal(i2, idx) and torch.equal(w2, w)
+    with pytest.raises(InputError, match="project needs"):
+        m.project(x[:, :5], k=10)
+    with pytest.raises(InputError, match="k must be in"):
+        m.project(x, k=3001)
+
+
 def test_seed_and_temperature(loaded, speech):
     models, person = loaded
     cfg = A.AnimateConfig()

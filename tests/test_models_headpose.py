@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from lsp_models.headpose import (
+    FastHeadPoseSampler,
     HeadPoseConfig,
     HeadPoseModel,
     HeadPoseSampler,
     benchmark_samplers,
+    make_sampler,
 )
 from lsp_prep.errors import InputError
 
@@ -131,6 +133,78 @@ def test_streaming_steps_equal_sample():
     steps = torch.stack([sampler.step(audio[:, t]) for t in range(50)], dim=1)
     assert steps.shape == (3, 50, SMALL.pose_dim)
     assert (steps - whole).abs().max().item() < 1e-10
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("temperature", [0.3, 1.0])
+def test_fast_sampler_equals_cached_sampler(dtype, temperature):
+    """The numpy sampler animate uses against the torch reference, 500 frames, same draws."""
+    torch.manual_seed(0)
+    model = HeadPoseModel(SMALL).to(dtype).eval()
+    pose, audio = inputs(2, 500)
+    pose, audio = pose.to(dtype), audio.to(dtype)
+    history = pose[:, :9]
+    args = {"history": history, "temperature": temperature}
+    ref = model.sample(audio, generator=torch.Generator().manual_seed(4), **args)
+    fast = model.sample_fast(audio, generator=torch.Generator().manual_seed(4), **args)
+    assert fast.shape == ref.shape == (2, 500, SMALL.pose_dim) and fast.dtype == dtype
+    assert (fast - ref).abs().max().item() < 1e-5
+    assert ref.std() > 0.1
+
+
+def test_fast_sampler_streams_in_chunks_and_keeps_seed_and_mean_path():
+    model = small_model()
+    pose, audio = inputs(1, 120)
+    history = pose[:, :3]
+    whole = model.sample_fast(audio, history=history, generator=torch.Generator().manual_seed(2))
+    sampler = make_sampler(model, history=history, generator=torch.Generator().manual_seed(2))
+    assert isinstance(sampler, FastHeadPoseSampler)
+    cond = model.condition(audio).detach()
+    sampler.prime(audio[:, 0])
+    pieces, t = [], 0
+    for n in (1, 7, 2, 50, 60):  # any chunking, single steps included
+        pieces.append(
+            sampler.steps(cond[:, t : t + n]) if n > 1 else sampler.step_cond(cond[:, t])[:, None]
+        )
+        t += n
+    assert torch.equal(torch.cat(pieces, dim=1), whole)
+    again = model.sample_fast(audio, history=history, generator=torch.Generator().manual_seed(2))
+    other = model.sample_fast(audio, history=history, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(again, whole) and (other - whole).abs().max() > 1e-3
+    # temperature 0 draws nothing and is the reference's mean path
+    g = torch.Generator().manual_seed(5)
+    state = g.get_state()
+    mean_fast = model.sample_fast(audio, history=history, temperature=0, generator=g)
+    assert torch.equal(g.get_state(), state)
+    mean_ref = model.sample(audio, history=history, temperature=0)
+    assert (mean_fast - mean_ref).abs().max() < 1e-10
+    # step() primes itself on the first frame, like HeadPoseSampler's
+    s = FastHeadPoseSampler(model, history=history, generator=torch.Generator().manual_seed(2))
+    steps = torch.stack([s.step(audio[:, i]) for i in range(10)], dim=1)
+    assert (steps - whole[:, :10]).abs().max() < 1e-12
+
+
+def test_fast_sampler_handles_other_kernel_sizes():
+    """kernel_size 3: two past taps per layer, queued separately."""
+    model = small_model(kernel_size=3, n_layers=3)
+    pose, audio = inputs(2, 80)
+    args = {"history": pose[:, :5], "temperature": 0.5}
+    ref = model.sample(audio, generator=torch.Generator().manual_seed(1), **args)
+    fast = model.sample_fast(audio, generator=torch.Generator().manual_seed(1), **args)
+    assert (fast - ref).abs().max().item() < 1e-10
+
+
+def test_fast_sampler_refuses_bad_inputs():
+    model = small_model()
+    history = torch.zeros(1, SMALL.pose_dim, dtype=torch.float64)
+    with pytest.raises(InputError, match="temperature must be a number >= 0"):
+        FastHeadPoseSampler(model, history=history, temperature=-0.5)
+    with pytest.raises(InputError, match="history must be"):
+        FastHeadPoseSampler(model, history=torch.zeros(1, 5, dtype=torch.float64))
+    half = small_model().bfloat16()  # numpy has no bfloat16: make_sampler keeps the torch one
+    with pytest.raises(InputError, match="needs a float32 or float64 model on the CPU"):
+        FastHeadPoseSampler(half, history=history.bfloat16())
+    assert type(make_sampler(half, history=history.bfloat16())) is HeadPoseSampler
 
 
 def test_sampling_ignores_training_mode_dropout():
