@@ -76,3 +76,50 @@ def cut_clip(tmp_path):
 def git_tracked_media() -> list[str]:
     out = subprocess.run(["git", "ls-files"], capture_output=True, text=True, check=False)
     return [p for p in out.stdout.split() if p.endswith((".mp4", ".wav", ".h5", ".png"))]
+
+
+@pytest.fixture
+def one_thread():
+    """One torch intra-op thread. The model tests' tensors are small: on a busy 2-core
+    machine two threads spend their time waiting on each other (the naive head-pose sampler
+    ran 100x slower, the GAN step 7x). Files opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def trained_run(single_face_dataset, tmp_path_factory) -> Path:
+    """Every stage of the cpu-small preset trained for a few real steps on the real clip
+    (apc, mouth, headpose 20 steps; the renderer 4, with its perceptual loss). Shared by
+    the animate and eval tests: copy it before adding to it."""
+    import dataclasses
+    import warnings
+
+    import torch
+
+    from lsp_models.presets import load_preset, renderer_config
+    from lsp_models.stages import train_apc, train_headpose, train_mouth, train_renderer
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    run = tmp_path_factory.mktemp("trained_run")
+    cfg = load_preset("cpu-small", ["renderer_train.max_steps=4", "renderer_data.workers=0"])
+    short = {"max_steps": 20, "checkpoint_every": 20}
+    common = {"run_dir": run, "dataset": single_face_dataset, "device": "cpu"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # APC on the person's own audio warns
+        train_apc(model=cfg["apc"], config=dataclasses.replace(cfg["apc_train"], **short),
+                  **common)  # fmt: skip
+    train_mouth(model=cfg["mouth"], config=dataclasses.replace(cfg["mouth_train"], **short),
+                **common)  # fmt: skip
+    headpose_cfg = dataclasses.replace(cfg["headpose_train"], **short)
+    train_headpose(model=cfg["headpose"], window=64, config=headpose_cfg, **common)
+    train_renderer(model=renderer_config(cfg), config=cfg["renderer_train"],
+                   data=cfg["renderer_data"], **common)  # fmt: skip
+    torch.set_num_threads(before)
+    return run

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
-import warnings
 from pathlib import Path
 
 import av
@@ -22,56 +20,16 @@ from lsp_prep.audio import video_log_mel
 from lsp_prep.errors import CheckpointError, InputError, ToolError
 from lsp_prep.media import load_audio
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 runner = CliRunner()
 SR = 16000
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors on a busy 2-core machine: one intra-op thread is fastest."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def write_renderer(run_dir: Path, dataset: Path) -> None:
-    """The cpu-small renderer trained for a few real steps (perceptual loss included)."""
-    from lsp_models.presets import load_preset, renderer_config
-    from lsp_models.stages import train_renderer
-
-    cfg = load_preset("cpu-small", ["renderer_train.max_steps=4", "renderer_data.workers=0"])
-    train_renderer(
-        run_dir=run_dir,
-        dataset=dataset,
-        model=renderer_config(cfg),
-        config=cfg["renderer_train"],
-        data=cfg["renderer_data"],
-        device="cpu",
-    )
-
-
 @pytest.fixture(scope="module")
-def run_dir(single_face_dataset, tmp_path_factory) -> Path:
-    """Every stage of cpu-small trained for a few steps on the real clip."""
-    from lsp_models.presets import load_preset
-    from lsp_models.stages import train_apc, train_headpose, train_mouth
-
-    torch.set_num_threads(1)
-    run = tmp_path_factory.mktemp("animate_run")
-    cfg = load_preset("cpu-small")
-    short = {"max_steps": 20, "checkpoint_every": 20}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        train_apc(run_dir=run, dataset=single_face_dataset, model=cfg["apc"],
-                  config=dataclasses.replace(cfg["apc_train"], **short), device="cpu")  # fmt: skip
-    train_mouth(run_dir=run, dataset=single_face_dataset, model=cfg["mouth"],
-                config=dataclasses.replace(cfg["mouth_train"], **short), device="cpu")  # fmt: skip
-    train_headpose(run_dir=run, dataset=single_face_dataset, model=cfg["headpose"],
-                   config=dataclasses.replace(cfg["headpose_train"], **short), device="cpu",
-                   window=64)  # fmt: skip
-    write_renderer(run, single_face_dataset)
-    return run
+def run_dir(trained_run) -> Path:
+    """Every stage of cpu-small trained for a few steps on the real clip (conftest)."""
+    return trained_run
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import math
 import shutil
-import warnings
 from pathlib import Path
 
 import h5py
@@ -21,17 +20,10 @@ from lsp_models import evaluate as E
 from lsp_prep.errors import CheckpointError, InputError, SchemaError
 from lsp_prep.layout import load_layout
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 runner = CliRunner()
 OTHER_DELAY = 6
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors on a busy 2-core machine: one intra-op thread is fastest."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -143,34 +135,21 @@ def test_ssim_matches_scikit_image():
 
 
 @pytest.fixture(scope="module")
-def run_dir(single_face_dataset, tmp_path_factory) -> Path:
-    """Every stage of cpu-small trained for a few steps on the real clip, plus a second
-    mouth model with another delay in RUN/mouth_d6 (trained against the same APC)."""
-    from lsp_models.presets import load_preset, renderer_config
-    from lsp_models.stages import train_apc, train_headpose, train_mouth, train_renderer
+def run_dir(trained_run, single_face_dataset, tmp_path_factory) -> Path:
+    """The shared tiny run (conftest), copied, plus a second mouth model with another delay
+    in RUN/mouth_d6 (trained against the same APC)."""
+    from lsp_models.presets import load_preset
+    from lsp_models.stages import train_mouth
 
-    torch.set_num_threads(1)
-    run = tmp_path_factory.mktemp("eval_run")
-    cfg = load_preset("cpu-small", ["renderer_train.max_steps=4", "renderer_data.workers=0"])
-    short = {"max_steps": 20, "checkpoint_every": 20}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        train_apc(run_dir=run, dataset=single_face_dataset, model=cfg["apc"],
-                  config=dataclasses.replace(cfg["apc_train"], **short), device="cpu")  # fmt: skip
-    mouth_cfg = dataclasses.replace(cfg["mouth_train"], **short)
-    train_mouth(run_dir=run, dataset=single_face_dataset, model=cfg["mouth"], config=mouth_cfg,
-                device="cpu")  # fmt: skip
+    run = tmp_path_factory.mktemp("eval") / "run"
+    shutil.copytree(trained_run, run)
+    cfg = load_preset("cpu-small")
     db = (run / "features.pt").read_bytes()
     train_mouth(run_dir=run, dataset=single_face_dataset,
-                model=dataclasses.replace(cfg["mouth"], delay=OTHER_DELAY), config=mouth_cfg,
+                model=dataclasses.replace(cfg["mouth"], delay=OTHER_DELAY),
+                config=dataclasses.replace(cfg["mouth_train"], max_steps=20, checkpoint_every=20),
                 device="cpu", name=f"mouth_d{OTHER_DELAY}")  # fmt: skip
     assert (run / "features.pt").read_bytes() == db  # a variant leaves the database alone
-    train_headpose(run_dir=run, dataset=single_face_dataset, model=cfg["headpose"],
-                   config=dataclasses.replace(cfg["headpose_train"], **short), device="cpu",
-                   window=64)  # fmt: skip
-    rcfg = cfg["renderer_train"]
-    train_renderer(run_dir=run, dataset=single_face_dataset, model=renderer_config(cfg),
-                   config=rcfg, data=cfg["renderer_data"], device="cpu")  # fmt: skip
     return run
 
 

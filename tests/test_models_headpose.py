@@ -17,17 +17,9 @@ from lsp_models.headpose import (
 )
 from lsp_prep.errors import InputError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SMALL = HeadPoseConfig.cpu_small()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: on a busy 2-core machine two intra-op threads spend their time
-    waiting on each other (the naive sampler ran 100x slower), so use one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def small_model(seed: int = 0, **overrides) -> HeadPoseModel:

@@ -31,6 +31,8 @@ from lsp_models.vgg import (
 from lsp_prep.errors import CheckpointError, InputError
 from lsp_prep.sample_data import fetch
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SMALL_G = GeneratorConfig(channels=(16, 32, 64, 64, 64, 64), image_size=128)
 SMALL_D = DiscriminatorConfig(ndf=16, max_channels=128)
 
@@ -46,17 +48,6 @@ def astronaut() -> np.ndarray:
     bgr = cv2.imread(str(fetch("astronaut")), cv2.IMREAD_COLOR)
     assert bgr is not None and bgr.shape == (512, 512, 3), "astronaut.png unreadable"
     return np.ascontiguousarray(bgr[:, :, ::-1])
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run single-threaded: a second thread gains little on these small batches, and on a
-    machine whose cores are busy with other work OpenMP's spinning threads made them up to
-    7x slower (the GAN test: 14 s with one thread, 97 s with two)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:

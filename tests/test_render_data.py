@@ -27,18 +27,12 @@ from lsp_models.render_data import (
 from lsp_prep.errors import InputError
 from lsp_prep.featuremap import draw_feature_map, face_points2d
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 S = 128
 BATCH = 4
 STEPS = 4
 AUG = RenderDataConfig(workers=0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def run(path, **kw) -> list[dict[str, torch.Tensor]]:

@@ -18,6 +18,8 @@ from lsp_models.stages import load_generator, recorded_dataset, train_renderer
 from lsp_models.training import TrainConfig, load_checkpoint
 from lsp_prep.errors import CheckpointError, InputError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 runner = CliRunner()
 
 # A renderer small enough for a few dozen CPU steps: 64x64, 5 levels down to 2x2.
@@ -30,14 +32,6 @@ TINY = [
     "renderer_data.workers=0",
 ]
 SETS = [arg for s in TINY for arg in ("--set", s)]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _tiny(steps: int, **train) -> tuple:
