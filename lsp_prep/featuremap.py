@@ -68,6 +68,19 @@ def _polyline(canvas: np.ndarray, pts: np.ndarray, closed: bool, thickness: int)
     )
 
 
+_PARTS: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+
+
+def _parts(layout: Layout) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The layout's open and closed polylines as index arrays (cached per layout)."""
+    key = id(layout)
+    if key not in _PARTS:
+        open_ = [np.array(p.points) for p in layout.draw if not p.closed]
+        closed = [np.array(p.points) for p in layout.draw if p.closed]
+        _PARTS[key] = (open_, closed)
+    return _PARTS[key]
+
+
 def draw_feature_map(
     face2d: np.ndarray,
     shoulders2d: np.ndarray | None = None,
@@ -79,9 +92,11 @@ def draw_feature_map(
     """Draw one frame's conditional feature map: (size, size) uint8, lines 255 on 0.
 
     ``face2d`` (73, 2) LSP-73 points in pixels of the ``size`` x ``size`` crop; drawn as
-    the layout's polylines in order. ``shoulders2d`` (P, 2) optional shoulder points, drawn
-    as two polylines (first half, second half). Non-finite points are skipped; points off
-    the image are clipped by the drawing, never an error.
+    the layout's polylines. ``shoulders2d`` (P, 2) optional shoulder points, drawn as two
+    polylines (first half, second half). Non-finite points are skipped; points off the
+    image are clipped by the drawing, never an error. Every line has the same value, so
+    the order the polylines are painted in does not matter; they are drawn in two calls
+    (open, closed) when every point is finite.
     """
     layout = layout or load_layout()
     face2d = np.asarray(face2d, np.float64)
@@ -89,8 +104,24 @@ def draw_feature_map(
         raise InputError(f"face2d must be ({layout.n_points}, 2), got {face2d.shape}")
     thickness = thickness or line_thickness(size)
     canvas = np.zeros((size, size), np.uint8)
-    for part in layout.draw:
-        _polyline(canvas, face2d[list(part.points)], part.closed, thickness)
+    open_, closed = _parts(layout)
+    if np.isfinite(face2d).all():
+        lim = 8 * size  # keep far-off points from overflowing cv2's fixed-point coordinates
+        fixed = np.round(np.clip(face2d, -lim, lim) * (1 << SUBPIXEL_BITS)).astype(np.int32)
+        for parts, is_closed in ((open_, False), (closed, True)):
+            cv2.polylines(
+                canvas,
+                [fixed[idx] for idx in parts],
+                is_closed,
+                (255,),
+                thickness,
+                lineType=cv2.LINE_AA,
+                shift=SUBPIXEL_BITS,
+            )
+    else:
+        for parts, is_closed in ((open_, False), (closed, True)):
+            for idx in parts:
+                _polyline(canvas, face2d[idx], is_closed, thickness)
     if shoulders2d is not None:
         sh = np.asarray(shoulders2d, np.float64)
         if sh.ndim != 2 or sh.shape[1] != 2:
