@@ -33,7 +33,8 @@ def prep(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Per-stage timings.")] = False,
 ) -> None:
-    """Prepare datasets: decode at 60 FPS, track the face, crop 512x512, extract log-mels.
+    """Prepare datasets: 60 FPS 512x512 face crops, landmarks, camera, 3D head track,
+    shoulders, candidate images, log-mels and a train/val split.
 
     Writes OUT/<clip>.h5 (see docs/dataset.md) and adds a row per clip to OUT/manifest.csv.
     An interrupted run resumes where it stopped; a finished clip is reused unless --force.

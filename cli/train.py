@@ -14,7 +14,8 @@ from ._common import cli_errors, console, stage_progress
 app = typer.Typer(
     help="Train a person's models. Run directory layout: RUN/apc, RUN/mouth, ... each with "
     "its latest checkpoint (*.pt) and metrics.jsonl; RUN/features.pt is the manifold-"
-    "projection database.",
+    "projection database. Under torchrun (python -m torch.distributed.run ... -m cli.main "
+    "train ...) every command trains data-parallel.",
     no_args_is_help=True,
 )
 
