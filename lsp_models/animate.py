@@ -61,7 +61,6 @@ from .postprocess import (
     StreamSmoother,
     euler_to_rotvec,
     face_centres,
-    gaussian_weights,
     longest_valid_run,
     pingpong,
     place_boxes,
@@ -100,6 +99,12 @@ class AnimateConfig:
     camera_lookahead_s: float = 0.3
     """The crop centre is smoothed like prep's (sigma ``crop.smoothing_s`` of the dataset)
     but looks at most this far ahead, so streaming latency stays bounded."""
+    max_lookahead_s: float | None = None
+    """Low-latency mode: no frame waits for more than this much audio beyond its own end
+    (at least the mouth model's delay, 0.3 s). The smoothing kernels' future sides are cut
+    to fit (the mouth's after the delay, then half for the pose and half for the camera);
+    their past sides stay whole. None: the official symmetric smoothing (~1 s look-ahead
+    with the default sigmas). Offline and streaming agree either way."""
     lle_k: int = 10
     """Nearest neighbours of the manifold projection."""
     lle_blend: float = 1.0
@@ -117,6 +122,8 @@ class AnimateConfig:
         for name in ("mouth_sigma", "rot_sigma", "trans_sigma", "camera_lookahead_s"):
             if not getattr(self, name) >= 0:
                 raise InputError(f"animate.{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_lookahead_s is not None and not self.max_lookahead_s >= 0:
+            raise InputError(f"animate.max_lookahead_s must be >= 0, got {self.max_lookahead_s}")
         if len(self.mouth_amp) != 3:
             raise InputError(f"animate.mouth_amp must be 3 numbers, got {self.mouth_amp}")
         if self.truncate <= 0 or self.lle_k < 1 or self.render_batch < 1:
@@ -497,17 +504,30 @@ def amplify_pose(models: Models, pose: np.ndarray, config: AnimateConfig) -> np.
     return out
 
 
+def smoothing(config: AnimateConfig, delay: int, camera_sigma: float) -> dict[str, dict]:
+    """The Gaussian filters (``sigma``, ``truncate``, ``ahead`` for :func:`smooth`) of the
+    mouth, rotation, translation and camera paths, with ``config.max_lookahead_s`` applied."""
+    t = config.truncate
+    cam_ahead = int(round(config.camera_lookahead_s * FPS))
+    mouth_ahead = pose_ahead = None
+    if config.max_lookahead_s is not None:
+        budget = max(int(round(config.max_lookahead_s * FPS)), delay)
+        mouth_ahead, pose_ahead = budget - delay, budget // 2
+        cam_ahead = min(cam_ahead, budget - pose_ahead)
+    return {
+        "mouth": {"sigma": config.mouth_sigma, "truncate": t, "ahead": mouth_ahead},
+        "rot": {"sigma": config.rot_sigma, "truncate": t, "ahead": pose_ahead},
+        "trans": {"sigma": config.trans_sigma, "truncate": t, "ahead": pose_ahead},
+        "camera": {"sigma": camera_sigma, "truncate": t, "ahead": cam_ahead},
+    }
+
+
 def postprocess_pose(models: Models, pose: np.ndarray, config: AnimateConfig) -> np.ndarray:
     """Sampled poses (N, 6) as animate uses them: amplified, then rotation and translation
     smoothed in time with their own Gaussian sigmas."""
     pose = amplify_pose(models, pose, config)
-    return np.concatenate(
-        [
-            smooth(pose[:, :3], config.rot_sigma, truncate=config.truncate),
-            smooth(pose[:, 3:], config.trans_sigma, truncate=config.truncate),
-        ],
-        axis=1,
-    )
+    f = smoothing(config, models.delay, 0.0)
+    return np.concatenate([smooth(pose[:, :3], **f["rot"]), smooth(pose[:, 3:], **f["trans"])], 1)
 
 
 def load_mouth(
@@ -533,15 +553,6 @@ def load_mouth(
     net.load_state_dict(ckpt["model"])
     target_mean = np.asarray(ckpt["extra"]["target_mean"], np.float32)
     return net.eval().to(device), target_mean, int(ckpt["step"])
-
-
-def _camera_filter(person: Person, config: AnimateConfig) -> dict[str, Any]:
-    sigma = person.rig.crop.smoothing_s * FPS
-    return {
-        "sigma": sigma,
-        "truncate": config.truncate,
-        "ahead": int(round(config.camera_lookahead_s * FPS)),
-    }
 
 
 def frame_geometry(
@@ -668,10 +679,9 @@ def predict_motion(
             seed=seed,
         )
         pose = postprocess_pose(models, pose_raw, config)
-    mouth = smooth(mouth_raw, config.mouth_sigma, truncate=config.truncate) * np.asarray(
-        config.mouth_amp
-    )
-    centres = smooth(raw_centres(person, frames, pose), **_camera_filter(person, config))
+    f = smoothing(config, d, person.rig.crop.smoothing_s * FPS)
+    mouth = smooth(mouth_raw, **f["mouth"]) * np.asarray(config.mouth_amp)
+    centres = smooth(raw_centres(person, frames, pose), **f["camera"])
     boxes = place_boxes(centres, person.rig)
     geo = frame_geometry(person, frames, mouth, pose, boxes, config=config)
     return Motion(n, mouth_raw, pose_raw, geo)
@@ -852,25 +862,22 @@ class AnimationStream:
         else:
             self._sampler = None
             rot_sigma = trans_sigma = 0.0  # recorded motion is replayed as it is
-        t = config.truncate
-        self._sm_mouth = StreamSmoother(config.mouth_sigma, truncate=t)
-        self._sm_rot = StreamSmoother(rot_sigma, truncate=t)
-        self._sm_trans = StreamSmoother(trans_sigma, truncate=t)
-        self._sm_cam = StreamSmoother(**_camera_filter(person, config))
+        f = smoothing(config, models.delay, person.rig.crop.smoothing_s * FPS)
+        self._sm_mouth = StreamSmoother(**f["mouth"])
+        self._sm_rot = StreamSmoother(**{**f["rot"], "sigma": rot_sigma})
+        self._sm_trans = StreamSmoother(**{**f["trans"], "sigma": trans_sigma})
+        self._sm_cam = StreamSmoother(**f["camera"])
         self._rot, self._trans = _Queue(), _Queue()
         self._mouth, self._pose, self._boxes = _Queue(), _Queue(), _Queue()
         self._n_centres = 0
         self._n_out = 0  # 60 FPS frames emitted
         self._cand = torch.from_numpy(resized_candidates(person, self.size)).to(models.device)
-        self.lookahead_s = self._lookahead(rot_sigma, trans_sigma)
+        self.lookahead_s = self._lookahead()
 
-    def _lookahead(self, rot_sigma: float, trans_sigma: float) -> float:
+    def _lookahead(self) -> float:
         """Audio a frame waits for beyond its own end (seconds), compute excluded."""
-        c = self.config
-        ahead = lambda s, **kw: gaussian_weights(s, truncate=c.truncate, **kw)[2]  # noqa: E731
-        mouth = self.models.delay + ahead(c.mouth_sigma)
-        cam = _camera_filter(self.person, c)
-        pose = max(ahead(rot_sigma), ahead(trans_sigma)) + ahead(cam["sigma"], ahead=cam["ahead"])
+        mouth = self.models.delay + self._sm_mouth.ahead
+        pose = max(self._sm_rot.ahead, self._sm_trans.ahead) + self._sm_cam.ahead
         frames = max(mouth, pose)
         # frame i's last mel frame (2i + 1) is centred half a mel hop before the frame's end
         return frames / FPS + (self._mel.reach - self._mel.hop / 2) / SAMPLE_RATE

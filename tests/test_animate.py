@@ -214,9 +214,13 @@ def test_pose_from_replays_recorded_poses_and_prep_framing(loaded, single_face_d
     assert np.abs(mo.geometry["boxes"] - boxes).max() < 4.0
 
 
-def test_streaming_equals_offline(loaded, speech):
+@pytest.mark.parametrize("max_lookahead_s", [None, 0.3])
+def test_streaming_equals_offline(loaded, speech, max_lookahead_s):
+    """Offline and streaming agree frame for frame, with the official symmetric smoothing
+    (look-ahead ~1 s) and in low-latency mode (no frame waits for more than the mouth
+    model's 300 ms plus the mel window)."""
     models, person = loaded
-    cfg = A.AnimateConfig()
+    cfg = A.AnimateConfig(max_lookahead_s=max_lookahead_s)
     offline = A.predict_motion(models, person, speech, config=cfg, seed=5, temperature=0.3)
     stream = A.AnimationStream(models, person, config=cfg, seed=5, temperature=0.3)
     rng = np.random.default_rng(0)
@@ -242,6 +246,10 @@ def test_streaming_equals_offline(loaded, speech):
     assert np.abs(got.astype(int) - want).max() <= 1
     # every frame waited for no more audio than the declared look-ahead
     assert max(latency) <= stream.lookahead_s + 0.1 + 1e-9
+    if max_lookahead_s is not None:
+        assert stream.lookahead_s <= max_lookahead_s + 0.02  # + the analysis window
+    else:
+        assert stream.lookahead_s > 0.9  # sigma 10 frames x 4 on translation, then camera
     print(f"streaming look-ahead {stream.lookahead_s * 1e3:.0f} ms, measured max "
           f"{max(latency) * 1e3:.0f} ms of audio beyond the frame")  # fmt: skip
 
