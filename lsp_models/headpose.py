@@ -354,6 +354,11 @@ class HeadPoseModel(nn.Module):
         return out
 
 
+def _check_temperature(temperature: object) -> None:
+    if not (isinstance(temperature, (int, float)) and temperature >= 0):
+        raise InputError(f"temperature must be a number >= 0, got {temperature!r}")
+
+
 class HeadPoseSampler:
     """Streaming sampler: holds every layer's queue and the last pose; ``step`` one frame.
 
@@ -370,8 +375,7 @@ class HeadPoseSampler:
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> None:
-        if not (isinstance(temperature, (int, float)) and temperature >= 0):
-            raise InputError(f"temperature must be a number >= 0, got {temperature!r}")
+        _check_temperature(temperature)
         self.model = model
         self.temperature = float(temperature)
         self.generator = generator
@@ -457,8 +461,7 @@ class FastHeadPoseSampler:
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> None:
-        if not (isinstance(temperature, (int, float)) and temperature >= 0):
-            raise InputError(f"temperature must be a number >= 0, got {temperature!r}")
+        _check_temperature(temperature)
         param = next(model.parameters())
         if not _fast_ok(model):
             raise InputError(
