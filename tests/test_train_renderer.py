@@ -55,20 +55,20 @@ def _tiny(steps: int, **train) -> tuple:
     return renderer_config(cfg), config, cfg["renderer_data"]
 
 
+def _train(run_dir: Path, dataset: Path, steps: int, *, train: dict | None = None, **kw):
+    """``train_renderer`` on CPU with the tiny renderer for ``steps`` steps."""
+    model, config, data = _tiny(steps, **(train or {}))
+    return train_renderer(
+        run_dir=run_dir, dataset=dataset, model=model, config=config, data=data, device="cpu", **kw
+    )
+
+
 def _log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_renderer_trains_on_real_frames(single_face_dataset, tmp_path):
-    model, config, data = _tiny(40)
-    result = train_renderer(
-        run_dir=tmp_path,
-        dataset=single_face_dataset,
-        model=model,
-        config=config,
-        data=data,
-        device="cpu",
-    )
+    result = _train(tmp_path, single_face_dataset, 40)
     log = _log(tmp_path / "renderer" / "metrics.jsonl")
     assert len(log) == 40
     l1 = [r["l1"] for r in log]
@@ -91,17 +91,9 @@ def test_renderer_trains_on_real_frames(single_face_dataset, tmp_path):
 
 
 def test_renderer_without_vgg_weights_fails_clearly(single_face_dataset, tmp_path):
-    model, config, data = _tiny(2)
+    missing = tmp_path / "missing.bin"
     with pytest.raises(CheckpointError, match=r"VGG19 weights .* not found.*--vgg-weights"):
-        train_renderer(
-            run_dir=tmp_path,
-            dataset=single_face_dataset,
-            model=model,
-            config=config,
-            data=data,
-            vgg_weights=tmp_path / "missing.bin",
-            device="cpu",
-        )
+        _train(tmp_path, single_face_dataset, 2, vgg_weights=missing)
     assert not (tmp_path / "renderer" / "renderer.pt").exists()
     r = runner.invoke(
         app,
@@ -119,42 +111,17 @@ def test_renderer_without_vgg_weights_fails_clearly(single_face_dataset, tmp_pat
     )
     assert r.exit_code == 1 and "--vgg-weights" in r.output
     # explicitly without the perceptual loss it trains, and logs vgg as 0
-    result = train_renderer(
-        run_dir=tmp_path,
-        dataset=single_face_dataset,
-        model=model,
-        config=config,
-        data=data,
-        vgg_weights=tmp_path / "missing.bin",
-        perceptual=False,
-        device="cpu",
-    )
+    result = _train(tmp_path, single_face_dataset, 2, vgg_weights=missing, perceptual=False)
     assert result.steps == 2
     assert _log(tmp_path / "renderer" / "metrics.jsonl")[-1]["vgg"] == 0
 
 
 def test_precision_flags(single_face_dataset, tmp_path):
-    model, config, data = _tiny(3, precision="bf16")
-    result = train_renderer(
-        run_dir=tmp_path,
-        dataset=single_face_dataset,
-        model=model,
-        config=config,
-        data=data,
-        perceptual=False,
-        device="cpu",
-    )
+    result = _train(tmp_path, single_face_dataset, 3, train={"precision": "bf16"}, perceptual=False)
     assert all(np.isfinite(v) for v in result.metrics.values())
-    model, config, data = _tiny(3, precision="fp16")
     with pytest.raises(InputError, match="fp16 needs a CUDA GPU"):
-        train_renderer(
-            run_dir=tmp_path / "b",
-            dataset=single_face_dataset,
-            model=model,
-            config=config,
-            data=data,
-            perceptual=False,
-            device="cpu",
+        _train(
+            tmp_path / "b", single_face_dataset, 3, train={"precision": "fp16"}, perceptual=False
         )
 
 
