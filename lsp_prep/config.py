@@ -15,6 +15,7 @@ from .candidates import CandidateConfig, SplitConfig
 from .constants import FPS, IMAGE_SIZE, SAMPLE_RATE
 from .crop import CropConfig
 from .errors import InputError
+from .facetrack import FeatureConfig
 from .geometry import CameraConfig, TrackConfig
 from .landmarks import LandmarkConfig
 from .shoulders import ShoulderConfig
@@ -57,6 +58,7 @@ class PrepConfig:
     mel: MelConfig = field(default_factory=MelConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
     shoulders: ShoulderConfig = field(default_factory=ShoulderConfig)
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
     split: SplitConfig = field(default_factory=SplitConfig)

@@ -208,12 +208,14 @@ def _bundle_adjust(
     huber_px: float,
     shape_prior: float = 0.05,
     iterations: int = 100,
+    distance: float = EYE_DISTANCE_CM,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Shared shape + per-frame poses minimising reprojection error.
 
     Levenberg-Marquardt with analytic Jacobians and Huber weights (IRLS), dense normal
     equations (a few hundred unknowns). ``pts2d`` (F, P, 2) may hold NaN for missing
-    points. The gauge is fixed by the eye distance and a weak pull towards ``shape0``.
+    points. The gauge is fixed by the distance of points ``eyes`` (``distance`` cm) and a
+    weak pull towards ``shape0``.
     Returns shape (P, 3), rvec (F, 3), T (F, 3) and the RMS reprojection error (pixels).
     """
     n_f, n_p = pts2d.shape[:2]
@@ -230,7 +232,7 @@ def _bundle_adjust(
     def cost(r, shape):
         norm = np.linalg.norm(r, axis=-1)[seen]
         rho = np.where(norm <= huber_px, 0.5 * norm**2, huber_px * (norm - 0.5 * huber_px))
-        eye = 10.0 * (np.linalg.norm(shape[a] - shape[b]) - EYE_DISTANCE_CM)
+        eye = 10.0 * (np.linalg.norm(shape[a] - shape[b]) - distance)
         return rho.sum() + 0.5 * eye**2 + 0.5 * shape_prior**2 * ((shape - shape0) ** 2).sum()
 
     shape, t = shape0.copy(), t0.astype(float).copy()
@@ -246,15 +248,19 @@ def _bundle_adjust(
         du[..., 0, 2] = -fx * cam[..., 0] / z**2
         du[..., 1, 1] = fy / z
         du[..., 1, 2] = -fy * cam[..., 1] / z**2
-        j_rot = -np.einsum("fpij,fpjk->fpik", du, _skew(rx))  # (F, P, 2, 3)
+        j_rot = -(du @ _skew(rx))  # (F, P, 2, 3)
         j_pose = np.concatenate([j_rot, du], axis=-1)  # (F, P, 2, 6)
-        j_shape = np.einsum("fpij,fjk->fpik", du, rmat)  # (F, P, 2, 3)
+        j_shape = du @ rmat[:, None]  # (F, P, 2, 3)
         norm = np.linalg.norm(r, axis=-1)
         w = np.where(norm <= huber_px, 1.0, huber_px / np.maximum(norm, 1e-9)) * seen
         # normal equations assembled block by block: shapes couple only through poses
-        h_ss = np.einsum("fpki,fp,fpkj->pij", j_shape, w, j_shape)
-        h_pp = np.einsum("fpki,fp,fpkj->fij", j_pose, w, j_pose)
-        h_sp = np.einsum("fpki,fp,fpkj->pifj", j_shape, w, j_pose).reshape(n_s, 6 * n_f)
+        jw_shape = j_shape * w[..., None, None]
+        jw_pose = j_pose * w[..., None, None]
+        h_ss = (jw_shape.transpose(1, 3, 0, 2).reshape(n_p, 3, -1)
+                @ j_shape.transpose(1, 0, 2, 3).reshape(n_p, -1, 3))  # fmt: skip
+        h_pp = (jw_pose.transpose(0, 3, 1, 2).reshape(n_f, 6, -1)
+                @ j_pose.reshape(n_f, -1, 6))  # fmt: skip
+        h_sp = (jw_shape.swapaxes(-1, -2) @ j_pose).transpose(1, 2, 0, 3).reshape(n_s, 6 * n_f)
         h = np.zeros((n_x, n_x))
         blk = np.zeros((n_p, 3, n_p, 3))
         blk[np.arange(n_p), :, np.arange(n_p), :] = h_ss
@@ -266,8 +272,8 @@ def _bundle_adjust(
         h[n_s:, :n_s] = h_sp.T
         g = np.concatenate(
             [
-                np.einsum("fpki,fp,fpk->pi", j_shape, w, r).ravel(),
-                np.einsum("fpki,fp,fpk->fi", j_pose, w, r).ravel(),
+                np.einsum("fpki,fpk->pi", jw_shape, r).ravel(),
+                np.einsum("fpki,fpk->fi", jw_pose, r).ravel(),
             ]
         )
         # gauge terms: eye distance and the pull towards shape0
@@ -276,7 +282,7 @@ def _bundle_adjust(
         je = np.zeros(n_x)
         je[3 * a : 3 * a + 3], je[3 * b : 3 * b + 3] = d / dist, -d / dist
         h += 100.0 * np.outer(je, je)
-        g += 100.0 * je * (dist - EYE_DISTANCE_CM)
+        g += 100.0 * je * (dist - distance)
         h[np.arange(n_s), np.arange(n_s)] += shape_prior**2
         g[:n_s] += shape_prior**2 * (shape - shape0).ravel()
         while True:
@@ -350,10 +356,44 @@ def calibrate_focal(
     shape0 = mean_shape(p3[idx], eye_corners=eyes)
     principal = np.array([(w - 1) / 2, (h - 1) / 2])
     f_default = focal_from_fov(config.default_fov_deg, w)
-    rv_all, _ = initial_poses(p3[idx], shape0, focal=f_default, principal=principal)
+    rv_all, t_all = initial_poses(p3[idx], shape0, focal=f_default, principal=principal)
     frames = select_frames(rv_all, np.arange(len(idx)), config.n_frames)
-    sel = idx[frames]
-    spread = float(np.degrees(np.ptp(rotvec_to_euler(rv_all[frames])[:, :2], axis=0).max()))
+    return search_focal(
+        p2[idx[frames]],
+        shape0,
+        rv_all[frames],
+        t_all[frames],
+        f_default,
+        image_size=image_size,
+        gauge=(*eyes, EYE_DISTANCE_CM),
+        frames=idx[frames],
+        config=config,
+    )
+
+
+def search_focal(
+    points2d: np.ndarray,
+    shape0: np.ndarray,
+    rvec0: np.ndarray,
+    t0: np.ndarray,
+    focal0: float,
+    *,
+    image_size: tuple[int, int],
+    gauge: tuple[int, int, float],
+    frames: np.ndarray,
+    config: CameraConfig = CameraConfig(),
+) -> Calibration:
+    """The bracketing search of :func:`calibrate_focal` on any rigid point set.
+
+    ``points2d`` (F, P, 2) observations in original pixels (NaN where missing) of the
+    frames ``frames``; ``shape0`` (P, 3) a first rigid shape; ``rvec0``/``t0`` (F, 3)
+    first poses, valid for the focal length ``focal0``. ``gauge`` = (a, b, d) holds points
+    a and b at distance d (cm), which fixes the object scale.
+    """
+    w, _ = image_size
+    a_g, b_g, dist_g = gauge
+    f_default = focal_from_fov(config.default_fov_deg, w)
+    spread = float(np.degrees(np.ptp(rotvec_to_euler(rvec0)[:, :2], axis=0).max()))
 
     # log f -> (rms, shape, rvec, T)
     solved: dict[float, tuple[float, np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -364,13 +404,13 @@ def calibrate_focal(
             if solved:
                 near = min(solved, key=lambda k: abs(k - logf))
                 _, shape_i, rv_i, t_i = solved[near]
-                t_i = t_i * (f / np.exp(near))  # the same image seen with the other focal length
+                t_i = _refocus(t_i, f / np.exp(near))
             else:
-                shape_i = shape0
-                rv_i, t_i = initial_poses(p3[sel], shape0, focal=f, principal=principal)
+                shape_i, rv_i, t_i = shape0, rvec0, _refocus(t0, f / focal0)
             shape, rv, t, rms = _bundle_adjust(
-                p2[sel], shape_i, rv_i, t_i, intrinsics(f, image_size), eyes=eyes, huber_px=2.0
-            )
+                points2d, shape_i, rv_i, t_i, intrinsics(f, image_size), eyes=(a_g, b_g),
+                huber_px=2.0, distance=dist_g,
+            )  # fmt: skip
             solved[logf] = (rms, shape, rv, t)
         return solved[logf][0]
 
@@ -416,8 +456,17 @@ def calibrate_focal(
     focal = float(np.exp(chosen))
     curve = np.stack([np.exp(keys), curve_err], axis=1)
     return Calibration(
-        focal, intrinsics(focal, image_size), curve, not reason, reason, solved[chosen][1], sel
-    )
+        focal, intrinsics(focal, image_size), curve, not reason, reason, solved[chosen][1],
+        np.asarray(frames),
+    )  # fmt: skip
+
+
+def _refocus(trans: np.ndarray, ratio: float) -> np.ndarray:
+    """Translations that keep a face's image (to first order) when f is multiplied by
+    ``ratio``: the depth scales with f, the offset across the optical axis stays."""
+    out = np.array(trans, dtype=np.float64, copy=True)
+    out[..., 2] *= ratio
+    return out
 
 
 def _eye_pair(stable: np.ndarray) -> tuple[int, int]:
@@ -502,10 +551,11 @@ def track_poses(
         du[..., 0, 2] = -fx * cam[..., 0] / z**2
         du[..., 1, 1] = fy / z
         du[..., 1, 2] = -fy * cam[..., 1] / z**2
-        jac = np.concatenate([-np.einsum("npij,npjk->npik", du, _skew(rx)), du], axis=-1)
+        jac = np.concatenate([-(du @ _skew(rx)), du], axis=-1)  # (N, P, 2, 6)
         w = np.where(norm <= hub, 1.0, hub / np.maximum(norm, 1e-9)) * w_pts
-        h = np.einsum("npki,np,npkj->nij", jac, w, jac)
-        g = np.einsum("npki,np,npk->ni", jac, w, r)
+        jw = jac * w[..., None, None]
+        h = jw.transpose(0, 3, 1, 2).reshape(n, 6, -1) @ jac.reshape(n, -1, 6)
+        g = np.einsum("npki,npk->ni", jw, r)
         if prior is not None:
             lam, rv_s, t_s = prior
             d_rot = (Rotation.from_rotvec(rv_s) * Rotation.from_matrix(rmat).inv()).as_rotvec()
@@ -546,3 +596,45 @@ def object_points(points3d: np.ndarray, shape: np.ndarray, stable: np.ndarray) -
     src = np.concatenate([ref, np.ones((len(ref), 1))], axis=1)  # (P, 4)
     affine, *_ = np.linalg.lstsq(src, shape, rcond=None)  # (4, 3)
     return aligned @ affine[:3] + affine[3]
+
+
+def triangulate(
+    points2d: np.ndarray, rvec: np.ndarray, trans: np.ndarray, K: np.ndarray
+) -> np.ndarray:
+    """Object points (P, 3) seen at ``points2d`` (F, P, 2; NaN where missing) from known
+    poses (F, 3) and intrinsics ``K``: linear least squares over every frame per point.
+
+    Each view gives two equations linear in X, ``(u - cx) / fx * (r3 X + t3) = r1 X + t1``
+    and the same in y. Points seen in fewer than two frames are NaN.
+    """
+    rmat = Rotation.from_rotvec(rvec).as_matrix()  # (F, 3, 3)
+    seen = np.isfinite(points2d).all(-1)  # (F, P)
+    a = (points2d[..., 0] - K[0, 2]) / K[0, 0]
+    b = (points2d[..., 1] - K[1, 2]) / K[1, 1]
+    lhs, rhs = [], []
+    for c, row in ((a, 0), (b, 1)):
+        c = np.where(seen, c, 0.0)
+        lhs.append((rmat[:, None, row] - c[..., None] * rmat[:, None, 2]) * seen[..., None])
+        rhs.append((c * trans[:, None, 2] - trans[:, None, row]) * seen)
+    m = np.concatenate(lhs)  # (2F, P, 3)
+    r = np.concatenate(rhs)  # (2F, P)
+    ata = np.einsum("fpi,fpj->pij", m, m)
+    atb = np.einsum("fpi,fp->pi", m, r)
+    out = np.full((points2d.shape[1], 3), np.nan)
+    ok = seen.sum(0) >= 2
+    out[ok] = np.linalg.solve(ata[ok], atb[ok][..., None])[..., 0]
+    return out
+
+
+def back_project(
+    points2d: np.ndarray, points3d: np.ndarray, rvec: np.ndarray, trans: np.ndarray, K: np.ndarray
+) -> np.ndarray:
+    """Object points (N, L, 3) moved onto the rays of their observations (N, L, 2), each at
+    the depth it had: the pose then projects them exactly onto the observed pixels."""
+    rmat = Rotation.from_rotvec(rvec).as_matrix()
+    cam = np.einsum("nij,nlj->nli", rmat, points3d) + trans[:, None]
+    ray = np.stack(
+        [(points2d[..., 0] - K[0, 2]) / K[0, 0], (points2d[..., 1] - K[1, 2]) / K[1, 1]], -1
+    )
+    cam = np.concatenate([ray * cam[..., 2:3], cam[..., 2:3]], -1)
+    return np.einsum("nji,nlj->nli", rmat, cam - trans[:, None])

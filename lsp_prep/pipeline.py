@@ -7,7 +7,10 @@ Stages, each resumable:
 3. crop      smoothed square boxes from the landmarks (pure, cheap)
 4. frames    decode again (pass 2), crop to image_size, JPEG into the partial file [resumable]
 5. geometry  focal length by bracketing search, 3D head pose per frame, object-space
-             landmarks, mouth displacements                                     [cached]
+             landmarks, mouth displacements, all from the landmarks              [cached]
+   features  texture features of the upper face measured against one reference frame
+             with the landmark poses as the prediction [cached]; then the focal search
+             and the poses again, on the features (see facetrack.py)
 6. shoulders upper-body points on frame 0 (MediaPipe Pose), LK tracks, billboard  [cached]
 7. pack      audio on the video clock, log-mel, landmarks in crop pixels, candidates,
              split, attributes; validate, rename the partial file to its final name,
@@ -34,8 +37,15 @@ from .audio import align_waveform, video_log_mel
 from .candidates import choose_candidates, mouth_area, split_frames
 from .config import PrepConfig
 from .constants import N_MESH_POINTS
-from .crop import crop_boxes, crop_frame, face_extent, to_crop
+from .crop import crop_boxes, crop_frame, face_extent, to_crop, to_original
 from .errors import InputError
+from .facetrack import (
+    N_FACE_MESH,
+    build_reference,
+    measure_frame,
+    reference_frame,
+    scale_intrinsics,
+)
 from .geometry import Calibration, crop_intrinsics, rotvec_to_euler
 from .landmarks import (
     FaceMeshTracker,
@@ -45,11 +55,11 @@ from .landmarks import (
     rescale_points,
     tracking_size,
 )
-from .layout import load_layout
+from .layout import Layout, load_layout
 from .manifest import update_manifest
 from .media import MediaInfo, iter_frames, load_audio, probe, sha256_file
 from .shoulders import billboard, choose_points, scaled_config, track_points
-from .track3d import HeadTrack, track_head
+from .track3d import HeadTrack, refine_head, track_head
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 """Called as ``progress(stage, done, total)``; ``total`` may be None when unknown."""
@@ -292,21 +302,52 @@ def prep_video(
         )
         _save_head(cache / "geometry.npz", geo_key, head)
     progress("geometry", 1, 1)
-    if not head.calibration.identified:
-        warnings_geo = [
-            f"{video}: focal length not identified: {head.calibration.reason}; "
-            f"used {head.calibration.focal:.0f} px"
-        ]
-    else:
-        warnings_geo = []
+    warnings_geo: list[str] = []
     k_crop = crop_intrinsics(head.calibration.K, boxes, crop_size)
     timings["geometry"] = time.perf_counter() - t
 
+    # 5b. features: the head measured on the face's texture (cached), then refined
+    t = time.perf_counter()
+    n_features = np.zeros(n, np.int64)
+    mesh_crop = to_crop(mesh, boxes, crop_size).astype(np.float32)
+    if config.features.enabled:
+        feat_key = _stage_key(config, src_sha, "", "ingest", "landmarks", "crop", "camera",
+                              "track", "features")  # fmt: skip
+        feats = _load_arrays(cache / "features.npz", feat_key)
+        if feats is None:
+            feats = _feature_stage(partial, head, mesh_crop, masks["valid"], k_crop, boxes,
+                                   layout, config=config, progress=progress)  # fmt: skip
+            _save_arrays(cache / "features.npz", feat_key, feats)
+        if feats["points3d"].size:
+            head, refinement = refine_head(
+                head,
+                feats["points2d"],
+                feats["points3d"],
+                layout.from_mesh(mesh),
+                masks["valid"],
+                image_size=tracks.frame_size,
+                layout=layout,
+                camera=config.camera,
+                track=config.track,
+                min_features=config.features.min_features,
+            )
+            n_features = refinement.n_features
+            warnings_geo += [f"{video}: {refinement.warning}"] if refinement.warning else []
+        else:
+            warnings_geo.append(f"{video}: {feats['warning']}")
+        k_crop = crop_intrinsics(head.calibration.K, boxes, crop_size)
+    if not head.calibration.identified:
+        warnings_geo.append(
+            f"{video}: focal length not identified: {head.calibration.reason}; "
+            f"used {head.calibration.focal:.0f} px"
+        )
+    timings["features"] = time.perf_counter() - t
+
     # 6. shoulders: LK on the stored crops (cached)
     t = time.perf_counter()
-    mesh_crop = to_crop(mesh, boxes, crop_size).astype(np.float32)
     lsp73 = layout.from_mesh(mesh_crop)[..., :2]
-    sh_key = _stage_key(config, src_sha, "", "ingest", "landmarks", "crop", "shoulders")
+    sh_key = _stage_key(config, src_sha, "", "ingest", "landmarks", "crop", "camera", "track",
+                      "features", "shoulders")  # fmt: skip
     shoulders = _load_arrays(cache / "shoulders.npz", sh_key)
     if shoulders is None:
         shoulders = _shoulder_stage(
@@ -349,6 +390,7 @@ def prep_video(
         f.create_dataset("track/translation", data=head.translation.astype(np.float32))
         f.create_dataset("track/points3d", data=head.points3d.astype(np.float32), **gz)
         f.create_dataset("track/mean_shape", data=head.mean_shape.astype(np.float32))
+        f.create_dataset("track/n_features", data=n_features.astype(np.int32))
         f.create_dataset(
             "track/mouth_displacement", data=head.mouth_displacement.astype(np.float32), **gz
         )
@@ -411,6 +453,73 @@ def prep_video(
     update_manifest(out_dir, result)
     _drop_cache(cache)
     return result
+
+
+def _feature_stage(
+    partial: Path,
+    head: HeadTrack,
+    mesh_crop: np.ndarray,
+    valid: np.ndarray,
+    k_crop: np.ndarray,
+    boxes: np.ndarray,
+    layout: Layout,
+    *,
+    config: PrepConfig,
+    progress: ProgressFn,
+) -> dict[str, np.ndarray]:
+    """Measure the upper face's texture features on every ``features.every``-th frame.
+
+    Returns their positions (N, P, 2) in original pixels (NaN where not measured), their
+    3D points (P, 3) in the landmark track's object frame, and the reference frame; or
+    empty arrays and a warning when the reference shows too little texture.
+    """
+    fc = config.features
+    n, size = len(valid), config.ingest.image_size
+    flag = {1.0: cv2.IMREAD_GRAYSCALE, 0.5: cv2.IMREAD_REDUCED_GRAYSCALE_2,
+            0.25: cv2.IMREAD_REDUCED_GRAYSCALE_4}[fc.scale]  # fmt: skip
+    full = (size, size)
+    small = (round(size * fc.scale), round(size * fc.scale))
+    k_work = scale_intrinsics(k_crop, full, small)
+    ref = reference_frame(head.rotation, valid)
+    # the reference's Face Mesh in the landmark track's object frame: one affine map on
+    # the stable points takes its (x, y, depth) onto their object coordinates
+    stable = np.asarray(layout.sets["stable"])
+    mesh_ref = mesh_crop[ref, :N_FACE_MESH].astype(np.float64)
+    src = np.c_[mesh_ref[layout.mediapipe_index[stable]], np.ones(len(stable))]
+    affine, *_ = np.linalg.lstsq(src, head.points3d[ref][stable], rcond=None)
+    surface = np.c_[mesh_ref, np.ones(len(mesh_ref))] @ affine
+    lsp_ref = rescale_points(layout.from_mesh(mesh_crop[ref])[:, :2], full, small)
+    which = valid & (np.arange(n) % fc.every == 0)
+    which[ref] = True
+    todo = np.flatnonzero(which)
+    with h5py.File(partial, "r") as f:
+        frames = f["frames"]
+        try:
+            reference = build_reference(
+                ref, cv2.imdecode(frames[ref], flag), surface, head.rotation[ref],
+                head.translation[ref], k_work[ref], lsp_ref, layout=layout, config=fc,
+            )  # fmt: skip
+        except InputError as exc:
+            return {"points2d": np.zeros((n, 0, 2)), "points3d": np.zeros((0, 3)),
+                    "reference": np.array(ref), "warning": np.array(
+                        f"{exc}; head poses come from the landmarks alone")}  # fmt: skip
+        out = np.full((n, len(reference.points2d), 2), np.nan)
+        ref_pose = (head.rotation[ref], head.translation[ref], k_work[ref])
+        block = 64  # the frames' chunk: read each once
+        for start in range(0, n, block):
+            chunk = todo[(todo >= start) & (todo < start + block)]
+            if len(chunk) == 0:
+                continue
+            jpegs = frames[start : start + block]
+            for i in chunk:
+                pose = (head.rotation[i], head.translation[i], k_work[i])
+                out[i] = measure_frame(cv2.imdecode(jpegs[i - start], flag), reference,
+                                       ref_pose, pose, fc)  # fmt: skip
+            progress("features", int(chunk[-1]) + 1, n)
+    progress("features", n, n)
+    points = to_original(rescale_points(out, small, full), boxes, size)
+    return {"points2d": points, "points3d": reference.points3d, "reference": np.array(ref),
+            "warning": np.array("")}  # fmt: skip
 
 
 def _decode_rgb(jpeg: np.ndarray) -> np.ndarray:

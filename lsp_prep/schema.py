@@ -22,9 +22,9 @@ import numpy as np
 from .constants import MELS_PER_FRAME, N_LSP_POINTS, N_MELS, N_MESH_POINTS
 from .errors import SchemaError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped whenever a field changes meaning, shape or units. 2: camera, track, shoulders,
-candidates and split added."""
+candidates and split added. 3: head poses fitted to texture features (track/n_features)."""
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -221,7 +221,17 @@ FIELDS: tuple[Field, ...] = (
         "f",
         "pixels",
         "original",
-        "RMS reprojection error of the rigid fit on the stable points; NaN if not valid",
+        "RMS reprojection error of the frame's rigid fit: of its texture features where "
+        "track/n_features > 0, else of the stable landmarks; NaN if not valid",
+    ),
+    Field(
+        "track/n_features",
+        ("N",),
+        "i",
+        "count",
+        "-",
+        "upper-face texture features the frame's pose was fitted to; 0 where the pose is "
+        "the landmark pose corrected by the feature poses around it",
     ),
     Field(
         "shoulders/points2d",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
@@ -12,10 +12,16 @@ from .geometry import (
     Calibration,
     CameraConfig,
     TrackConfig,
+    _refocus,
+    back_project,
     calibrate_focal,
     initial_poses,
     object_points,
+    project,
+    search_focal,
+    select_frames,
     track_poses,
+    triangulate,
 )
 from .layout import Layout
 
@@ -80,3 +86,118 @@ def track_head(
     mouth = layout.mouth
     dv = pts[:, mouth] - mean[mouth]
     return HeadTrack(cal, rot, trans, pts, mean, dv, err)
+
+
+@dataclass
+class Refinement:
+    """What :func:`refine_head` did, for the dataset and the summary."""
+
+    n_features: np.ndarray
+    """(N,) texture features the pose of each frame was fitted to; 0 where the pose comes
+    from the landmarks (frame not measured, or too few features found)."""
+    warning: str
+    """Non-empty when the texture could not be used and the landmark track was kept."""
+
+
+def refine_head(
+    head: HeadTrack,
+    points2d: np.ndarray,
+    points3d: np.ndarray,
+    lsp3d: np.ndarray,
+    valid: np.ndarray,
+    *,
+    image_size: tuple[int, int],
+    layout: Layout,
+    camera: CameraConfig = CameraConfig(),
+    track: TrackConfig = TrackConfig(),
+    min_features: int = 12,
+    calib_features: int = 200,
+) -> tuple[HeadTrack, Refinement]:
+    """Calibrate and track again on texture features (see :mod:`lsp_prep.facetrack`).
+
+    ``head`` is the landmark track, ``points2d`` (N, P, 2) the features measured in
+    original pixels (NaN where not measured), ``points3d`` (P, 3) their first 3D points in
+    ``head``'s object frame, ``lsp3d`` (N, 73, 3) the landmarks as for :func:`track_head`.
+
+    1. The focal length: :func:`~lsp_prep.geometry.search_focal` on up to
+       ``calib_features`` features in the measured frames chosen for pose variety, which
+       also refines their 3D points.
+    2. The pose of every measured frame: a batched robust fit to those features; then
+       every feature is triangulated from these poses and the fit repeated on them all.
+    3. Frames not measured keep their landmark pose, corrected by the difference between
+       feature and landmark poses interpolated from the measured frames around them (the
+       landmarks' bias changes slowly, with the pose).
+    4. Object-space landmarks: Face Mesh's per-frame shapes mapped onto the stable points
+       triangulated with the new poses, then moved onto the rays of the detected 2D
+       landmarks, so that the pose projects them exactly where they were seen.
+    """
+    n = len(valid)
+    count = np.isfinite(points2d[..., 0]).sum(1) * valid
+    meas = count >= min_features
+    idx = np.flatnonzero(meas)
+    need = max(8, camera.n_frames // 4)
+    if len(idx) < need:
+        warning = (
+            f"texture features were measured on {len(idx)} frames (needs {need}); head poses "
+            "come from the landmarks alone, whose rotations are too small by up to 20 %"
+        )
+        return head, Refinement(np.zeros(n, np.int64), warning)
+    # the focal search on a subset of the features, spread over the list (which is
+    # ordered by corner strength, not by place), then every feature triangulated
+    sub = np.unique(np.linspace(0, len(points3d) - 1, min(len(points3d), calib_features)).round())
+    sub = sub.astype(np.int64)
+    p_sub = points3d[sub]
+    pair = np.unravel_index(np.argmax(np.linalg.norm(p_sub[:, None] - p_sub, axis=-1)),
+                            (len(sub),) * 2)  # fmt: skip
+    a, b = int(pair[0]), int(pair[1])
+    frames = select_frames(head.rotation, idx, camera.n_frames)
+    f0 = head.calibration.focal
+    cal = search_focal(
+        points2d[frames][:, sub],
+        p_sub,
+        head.rotation[frames],
+        head.translation[frames],
+        f0,
+        image_size=image_size,
+        gauge=(a, b, float(np.linalg.norm(p_sub[a] - p_sub[b]))),
+        frames=frames,
+        config=camera,
+    )
+    ratio = cal.focal / f0
+    t_land = _refocus(head.translation, ratio)
+    step = max(1.0, float(np.median(np.diff(idx)))) if len(idx) > 1 else 1.0
+    cfg = replace(track, smooth_frames=track.smooth_frames / step)
+    rv, tr, _ = track_poses(points2d[idx][:, sub], cal.shape, head.rotation[idx], t_land[idx],
+                            cal.K, config=cfg)  # fmt: skip
+    shape = triangulate(points2d[idx], rv, tr, cal.K)
+    keep = np.isfinite(shape).all(1)
+    rv, tr, rms = track_poses(points2d[idx][:, keep], shape[keep], rv, tr, cal.K, config=cfg)
+
+    # the other frames: landmark pose times the interpolated correction
+    r_land = Rotation.from_rotvec(head.rotation)
+    corr = Rotation.from_rotvec(rv) * r_land[idx].inv()
+    t = np.arange(n)
+    tq = np.clip(t, idx[0], idx[-1])
+    c_rot = Slerp(idx, corr)(tq) if len(idx) > 1 else Rotation.concatenate([corr] * n)
+    rot = (c_rot * r_land).as_rotvec()
+    dt = tr - t_land[idx]
+    trans = t_land + np.stack([np.interp(t, idx, dt[:, k]) for k in range(3)], axis=1)
+    rot[idx], trans[idx] = rv, tr
+
+    # landmarks in the new object frame, on the rays of the detected points
+    stable = np.asarray(layout.sets["stable"])
+    v = np.flatnonzero(valid)
+    lm_shape = triangulate(lsp3d[idx][:, stable, :2], rv, tr, cal.K)
+    pts = np.full((n, lsp3d.shape[1], 3), np.nan)
+    pts[v] = back_project(
+        lsp3d[v, :, :2], object_points(lsp3d[v], lm_shape, stable), rot[v], trans[v], cal.K
+    )
+    mean = pts[v].mean(axis=0)
+    mouth = layout.mouth
+    err = np.full(n, np.nan)
+    cam = np.einsum("nij,pj->npi", Rotation.from_rotvec(rot[v]).as_matrix(), lm_shape)
+    res = project(cam + trans[v, None], cal.K) - lsp3d[v][:, stable, :2]
+    err[v] = np.sqrt((res**2).sum(-1).mean(1))  # the landmarks' fit where not measured
+    err[idx] = rms
+    refined = HeadTrack(cal, rot, trans, pts, mean, pts[:, mouth] - mean[mouth], err)
+    return refined, Refinement(np.where(meas, count, 0), "")

@@ -1,0 +1,331 @@
+"""Head motion measured on the face's own texture, against one reference frame.
+
+Face Mesh's landmarks lean towards a frontal face: on renders with known motion, a rigid
+perspective fit to them gets the pitch about 20 % too small, whatever the focal length
+(``benchmarks/accuracy_track3d.py``). The texture of the upper face (brows, nose bridge,
+temples, forehead) moves rigidly with the skull and is free of that bias, so prep
+measures it:
+
+1. **Reference.** The valid frame whose landmark pose is nearest the clip's mean rotation.
+2. **Features.** Shi-Tomasi corners on the upper face of the reference crop. The eyes and
+   everything below the nose are masked out: they move on their own.
+3. **Surface.** Face Mesh's 468 points of the reference frame, in object coordinates,
+   projected with the reference pose and triangulated. Each feature gets the triangle it
+   lies in and, by barycentric weights, a 3D point on it.
+4. **Measurement.** In every frame, each feature's neighbourhood in the reference is
+   warped by the affine map its triangle undergoes between the reference pose and the
+   frame's current pose estimate. Pyramidal Lucas-Kanade (OpenCV) then aligns the warped
+   patch with the frame, checked forwards and backwards. All frames are measured against
+   the same reference, so errors do not accumulate along the clip.
+
+The patches of one frame are laid out side by side in two mosaics, the warped reference
+and the frame, so each frame costs one ``remap`` and two Lucas-Kanade calls whatever the
+number of features. :func:`lsp_prep.track3d.track_head` turns the measurements into the
+focal length and the head poses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.spatial import Delaunay
+from scipy.spatial.transform import Rotation
+
+from .errors import InputError
+from .layout import Layout
+
+N_FACE_MESH = 468
+"""Face Mesh points on the face surface (the iris points 468-477 are left out)."""
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Texture features of the upper face and their measurement in every frame."""
+
+    enabled: bool = True
+    """Measure head motion on the face texture; false keeps the landmark-only track."""
+    every: int = 4
+    """Measure every n-th frame (and the reference); the poses of the frames between are
+    the landmark poses with the correction interpolated from their measured neighbours."""
+    scale: float = 1.0
+    """Crops are measured at this fraction of their size (1, 0.5 or 0.25: JPEG decodes
+    at these sizes directly). Half size doubles the rotation error on renders."""
+    max_features: int = 200
+    """At most this many features on the reference frame."""
+    min_distance: float = 7.0
+    """Least distance between features, in pixels of the 512 crop."""
+    quality: float = 0.005
+    """Shi-Tomasi quality level relative to the strongest corner."""
+    window: int = 15
+    """Lucas-Kanade window side at the working scale (odd)."""
+    levels: int = 1
+    """Pyramid levels above the working scale."""
+    max_shift: int = 8
+    """Largest correction (working pixels) to the predicted position a patch may take."""
+    fb_px: float = 0.3
+    """Forward-backward disagreement (working pixels) beyond which a measurement is
+    dropped."""
+    min_features: int = 12
+    """Frames with fewer measured features keep their landmark-based pose."""
+    landmark_weight: float = 0.05
+    """Weight of the stable landmarks beside the features (1) in the per-frame pose fit."""
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise InputError(f"features.every must be >= 1, got {self.every}")
+        if self.scale not in (1.0, 0.5, 0.25):
+            raise InputError(f"features.scale must be 1, 0.5 or 0.25, got {self.scale}")
+        if self.window < 5 or self.window % 2 == 0:
+            raise InputError(f"features.window must be odd and >= 5, got {self.window}")
+        if self.max_features < 6 or self.min_features < 6:
+            raise InputError("features.max_features and features.min_features must be >= 6")
+        if self.levels < 0 or self.max_shift < 1 or self.fb_px <= 0 or self.min_distance <= 0:
+            raise InputError("features.levels >= 0, max_shift >= 1, fb_px > 0, min_distance > 0")
+        if not 0 <= self.landmark_weight <= 1 or not 0 < self.quality < 1:
+            raise InputError("features.landmark_weight must be in [0, 1], quality in (0, 1)")
+
+    @property
+    def tile(self) -> int:
+        """Side of one patch in the mosaics: the window at the coarsest level, the shift
+        allowance on both sides and a margin."""
+        return self.window * 2**self.levels + 2 * self.max_shift + 4
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The reference frame's features, each tied to a triangle of the face surface."""
+
+    index: int
+    """Frame index of the reference."""
+    image: np.ndarray
+    """(H, W) uint8 grey reference crop at the working scale."""
+    points2d: np.ndarray
+    """(P, 2) feature positions in the reference, working pixels."""
+    points3d: np.ndarray
+    """(P, 3) the features' points on the surface, object coordinates (cm)."""
+    triangles: np.ndarray
+    """(P, 3, 3) object coordinates of the triangle each feature lies in."""
+
+
+def reference_frame(rotvec: np.ndarray, valid: np.ndarray) -> int:
+    """The valid frame whose rotation is nearest the mean rotation of the valid frames."""
+    idx = np.flatnonzero(valid)
+    if len(idx) == 0:
+        raise InputError("no valid frame to take as the feature reference")
+    rot = Rotation.from_rotvec(rotvec[idx])
+    return int(idx[np.argmin((rot * rot.mean().inv()).magnitude())])
+
+
+def scale_intrinsics(K: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
+    """Intrinsics (..., 3, 3) of an image resized from ``src`` to ``dst`` (width, height),
+    pixel centres aligned."""
+    out = np.array(K, dtype=np.float64, copy=True)
+    for axis in (0, 1):
+        k = dst[axis] / src[axis]
+        out[..., axis, :2] *= k
+        out[..., axis, 2] = (out[..., axis, 2] + 0.5) * k - 0.5
+    return out
+
+
+def _project(
+    points: np.ndarray, rotvec: np.ndarray, trans: np.ndarray, K: np.ndarray
+) -> np.ndarray:
+    """Object points (..., 3) of one pose -> pixels (..., 2)."""
+    cam = Rotation.from_rotvec(rotvec).apply(points.reshape(-1, 3)) + trans
+    uv = cam[:, :2] / cam[:, 2:3] * K[[0, 1], [0, 1]] + K[:2, 2]
+    return uv.reshape(*points.shape[:-1], 2)
+
+
+def upper_face_mask(
+    shape: tuple[int, int], lsp2d: np.ndarray, layout: Layout, margin: int
+) -> np.ndarray:
+    """(H, W) uint8 mask of the upper face (temples, brows, nose) without the eyes."""
+    g = layout.groups
+    upper = [*g["contour"][:3], *g["contour"][-3:], *g["right_brow"], *g["left_brow"],
+             *g["eye_corners"], *g["nose"], *g["glabella"]]  # fmt: skip
+    mask: np.ndarray = np.zeros(shape, np.uint8)
+    cv2.fillConvexPoly(mask, cv2.convexHull(np.round(lsp2d[upper]).astype(np.int32)), (255,))
+    eye_c, eye_m = g["eye_corners"], g["eye_mids"]
+    for eye in ([*eye_c[:4], *eye_m[:4]], [*eye_c[4:], *eye_m[4:]]):
+        hull = cv2.convexHull(np.round(lsp2d[eye]).astype(np.int32))
+        cv2.fillConvexPoly(mask, hull, (0,))
+    if margin > 0:
+        mask = cv2.erode(mask, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8))
+    return mask
+
+
+def build_reference(
+    index: int,
+    image: np.ndarray,
+    surface: np.ndarray,
+    rotvec: np.ndarray,
+    trans: np.ndarray,
+    K: np.ndarray,
+    lsp2d: np.ndarray,
+    *,
+    layout: Layout,
+    config: FeatureConfig = FeatureConfig(),
+) -> Reference:
+    """Features on the reference ``image`` (grey, working scale) and their 3D points.
+
+    ``surface`` (468, 3) is the reference frame's Face Mesh in object coordinates,
+    ``rotvec``/``trans`` its pose and ``K`` the working-scale intrinsics; ``lsp2d``
+    (73, 2) its landmarks in working pixels (for the mask).
+    """
+    margin = max(1, round(config.window * 0.3))
+    mask = upper_face_mask((image.shape[0], image.shape[1]), lsp2d, layout, margin)
+    dist = max(2.0, config.min_distance * config.scale)
+    found = cv2.goodFeaturesToTrack(image, config.max_features, config.quality, dist, mask=mask)
+    if found is None or len(found) < config.min_features:
+        raise InputError(
+            f"only {0 if found is None else len(found)} texture features on the upper face "
+            f"of frame {index} (needs {config.min_features})"
+        )
+    pts = found[:, 0].astype(np.float64)
+    proj = _project(surface, rotvec, trans, K)
+    tri = Delaunay(proj)
+    simplex = tri.find_simplex(pts)
+    pts, simplex = pts[simplex >= 0], simplex[simplex >= 0]
+    t = tri.transform[simplex]
+    b = np.einsum("nij,nj->ni", t[:, :2], pts - t[:, 2])
+    bary = np.c_[b, 1 - b.sum(1)]
+    corners = surface[tri.simplices[simplex]]  # (P, 3, 3)
+    return Reference(
+        index=int(index),
+        image=image,
+        points2d=pts,
+        points3d=np.einsum("pk,pkd->pd", bary, corners),
+        triangles=corners,
+    )
+
+
+def measure_frame(
+    frame: np.ndarray,
+    ref: Reference,
+    ref_pose: tuple[np.ndarray, np.ndarray, np.ndarray],
+    pose: tuple[np.ndarray, np.ndarray, np.ndarray],
+    config: FeatureConfig = FeatureConfig(),
+) -> np.ndarray:
+    """Positions (P, 2) of the reference features in ``frame`` (grey, working scale), NaN
+    where hidden, outside the frame, or not confirmed by the backward check.
+
+    ``ref_pose`` and ``pose`` are (rotvec, T, K) of the reference and of the frame's
+    current estimate.
+    """
+    p = len(ref.points2d)
+    out = np.full((p, 2), np.nan)
+    src = _project(ref.triangles, *ref_pose)  # (P, 3, 2)
+    dst = _project(ref.triangles, *pose)
+    # the affine map of each triangle, reference -> frame: x' = B x + c
+    ds, dd = src[:, 1:] - src[:, :1], dst[:, 1:] - dst[:, :1]  # (P, 2, 2) edge vectors
+    det_s = ds[:, 0, 0] * ds[:, 1, 1] - ds[:, 0, 1] * ds[:, 1, 0]
+    det_d = dd[:, 0, 0] * dd[:, 1, 1] - dd[:, 0, 1] * dd[:, 1, 0]
+    ok = (np.sign(det_s) == np.sign(det_d)) & (np.abs(det_d) > 0.25 * np.abs(det_s))
+    ds, dd, src, dst = ds[ok], dd[ok], src[ok], dst[ok]
+    # rows of ds/dd are edges: B ds[k].T = dd[k].T, so B = dd.T inv(ds.T) and back again
+    b_fwd = dd.transpose(0, 2, 1) @ _inv2(ds.transpose(0, 2, 1))
+    b_inv = ds.transpose(0, 2, 1) @ _inv2(dd.transpose(0, 2, 1))
+    q = ref.points2d[ok]
+    pred = np.einsum("pij,pj->pi", b_fwd, q - src[:, 0]) + dst[:, 0]
+    t, (hgt, wid) = config.tile, frame.shape[:2]
+    corner = np.round(pred).astype(np.int64) - t // 2  # tile origin in frame pixels
+    inside = ((corner >= -t // 2) & (corner + t // 2 <= np.array([wid, hgt]))).all(1)
+    idx = np.flatnonzero(ok)[inside]
+    corner, b_inv, pred, src, dst = (
+        corner[inside],
+        b_inv[inside],
+        pred[inside],
+        src[inside],
+        dst[inside],
+    )
+    n = len(idx)
+    if n < 3:
+        return out
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = -(-n // cols)
+    pad = rows * cols - n
+
+    def tiles(x: np.ndarray) -> np.ndarray:  # (n, ...) -> (rows, 1, cols, 1, ...)
+        x = np.concatenate([x, np.repeat(x[:1], pad, 0)]) if pad else x
+        return x.reshape(rows, 1, cols, 1, *x.shape[1:])
+
+    ar = np.arange(t)
+    u, v = ar[None, None, None, :], ar[None, :, None, None]
+    cx, cy = tiles(corner[:, 0]), tiles(corner[:, 1])
+    # the frame's tiles, cut from a padded copy: (rows, T, cols, T) is the mosaic itself
+    padded = cv2.copyMakeBorder(frame, t, t, t, t, cv2.BORDER_REPLICATE)
+    frame_mosaic = padded[cy + t + v, cx + t + u].reshape(rows * t, cols * t)
+    # the reference, warped tile by tile into the frame's coordinates
+    bi = tiles(b_inv.astype(np.float32))
+    fx = (cx + u - tiles(dst[:, 0, 0])).astype(np.float32)
+    fy = (cy + v - tiles(dst[:, 0, 1])).astype(np.float32)
+    mx = bi[..., 0, 0] * fx + bi[..., 0, 1] * fy + tiles(src[:, 0, 0]).astype(np.float32)
+    my = bi[..., 1, 0] * fx + bi[..., 1, 1] * fy + tiles(src[:, 0, 1]).astype(np.float32)
+    shape = (rows * t, cols * t)
+    ref_mosaic = cv2.remap(
+        ref.image, mx.reshape(shape), my.reshape(shape), cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )  # fmt: skip
+
+    origin = np.stack([np.arange(n) % cols, np.arange(n) // cols], 1) * t  # tile origins
+    p0 = (origin + pred - corner).astype(np.float32)
+    win, crit = (
+        (config.window, config.window),
+        (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01),
+    )
+    p1, st, _ = cv2.calcOpticalFlowPyrLK(
+        ref_mosaic, frame_mosaic, p0, p0.copy(), winSize=win, maxLevel=config.levels, criteria=crit
+    )
+    back, st2, _ = cv2.calcOpticalFlowPyrLK(
+        frame_mosaic, ref_mosaic, p1, p0.copy(), winSize=win, maxLevel=config.levels, criteria=crit
+    )
+    good = (st[:, 0] == 1) & (st2[:, 0] == 1)
+    good &= np.linalg.norm(back - p0, axis=1) < config.fb_px
+    good &= (np.abs(p1 - p0) <= config.max_shift).all(1)
+    out[idx[good]] = (corner + (p1 - origin))[good]
+    return out
+
+
+def _inv2(m: np.ndarray) -> np.ndarray:
+    """Inverses of (P, 2, 2) matrices (closed form; LAPACK's batched call costs more)."""
+    det = m[:, 0, 0] * m[:, 1, 1] - m[:, 0, 1] * m[:, 1, 0]
+    out = np.empty_like(m)
+    out[:, 0, 0], out[:, 1, 1] = m[:, 1, 1] / det, m[:, 0, 0] / det
+    out[:, 0, 1], out[:, 1, 0] = -m[:, 0, 1] / det, -m[:, 1, 0] / det
+    return out
+
+
+def measure_features(
+    frames: Iterable[np.ndarray],
+    ref: Reference,
+    rotvec: np.ndarray,
+    trans: np.ndarray,
+    K: np.ndarray,
+    valid: np.ndarray,
+    *,
+    config: FeatureConfig = FeatureConfig(),
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """(N, P, 2) positions of the reference features in every frame (working pixels).
+
+    ``frames`` yields the N grey working-scale crops in order; ``rotvec``/``trans`` (N, 3)
+    are the current pose estimates, ``K`` (N, 3, 3) the working-scale intrinsics. Frames
+    not ``valid`` are skipped (NaN).
+    """
+    n, p = len(valid), len(ref.points2d)
+    out = np.full((n, p, 2), np.nan)
+    r = ref.index
+    ref_pose = (rotvec[r], trans[r], K[r])
+    for i, frame in enumerate(frames):
+        if i >= n:
+            break
+        if valid[i]:
+            out[i] = measure_frame(frame, ref, ref_pose, (rotvec[i], trans[i], K[i]), config)
+        if progress is not None and (i + 1) % 64 == 0:
+            progress(i + 1)
+    if progress is not None:
+        progress(n)
+    return out
