@@ -9,6 +9,8 @@ from scipy.spatial.transform import Rotation, Slerp
 
 from .errors import InputError
 from .geometry import (
+    EYE_CORNERS,
+    EYE_DISTANCE_CM,
     Calibration,
     CameraConfig,
     TrackConfig,
@@ -192,7 +194,13 @@ def refine_head(
     pts[v] = back_project(
         lsp3d[v, :, :2], object_points(lsp3d[v], lm_shape, stable), rot[v], trans[v], cal.K
     )
+    # the nominal unit: the mean shape's outer eye corners EYE_DISTANCE_CM apart (scaling
+    # points and translations together leaves every projection unchanged)
     mean = pts[v].mean(axis=0)
+    a, b = EYE_CORNERS
+    unit = EYE_DISTANCE_CM / float(np.linalg.norm(mean[a] - mean[b]))
+    pts, mean, trans, lm_shape = pts * unit, mean * unit, trans * unit, lm_shape * unit
+    cal = replace(cal, shape=cal.shape * unit)
     mouth = layout.mouth
     err = np.full(n, np.nan)
     cam = np.einsum("nij,pj->npi", Rotation.from_rotvec(rot[v]).as_matrix(), lm_shape)
