@@ -37,6 +37,9 @@ from scipy.spatial.transform import Rotation
 from .errors import InputError
 from .layout import Layout
 
+EYE_MARGIN = (1.3, 2.0)
+"""The eyes are masked out with their outline scaled this much (x, y) about its centre."""
+
 N_FACE_MESH = 468
 """Face Mesh points on the face surface (the iris points 468-477 are left out)."""
 
@@ -70,8 +73,8 @@ class FeatureConfig:
     dropped."""
     min_features: int = 12
     """Frames with fewer measured features keep their landmark-based pose."""
-    landmark_weight: float = 0.05
-    """Weight of the stable landmarks beside the features (1) in the per-frame pose fit."""
+    calib_frames: int = 120
+    """Measured frames, chosen for pose variety, in the focal search on the features."""
 
     def __post_init__(self) -> None:
         if self.every < 1:
@@ -82,16 +85,12 @@ class FeatureConfig:
             raise InputError(f"features.window must be odd and >= 5, got {self.window}")
         if self.max_features < 6 or self.min_features < 6:
             raise InputError("features.max_features and features.min_features must be >= 6")
-        if self.levels < 0 or self.max_shift < 1 or self.fb_px <= 0 or self.min_distance <= 0:
-            raise InputError("features.levels >= 0, max_shift >= 1, fb_px > 0, min_distance > 0")
-        if not 0 <= self.landmark_weight <= 1 or not 0 < self.quality < 1:
-            raise InputError("features.landmark_weight must be in [0, 1], quality in (0, 1)")
-
-    @property
-    def tile(self) -> int:
-        """Side of one patch in the mosaics: the window at the coarsest level, the shift
-        allowance on both sides and a margin."""
-        return self.window * 2**self.levels + 2 * self.max_shift + 4
+        if self.calib_frames < 8:
+            raise InputError(f"features.calib_frames must be >= 8, got {self.calib_frames}")
+        if self.max_shift < 1 or self.levels < 0:
+            raise InputError("features.max_shift must be >= 1 and features.levels >= 0")
+        if self.fb_px <= 0 or self.min_distance <= 0 or not 0 < self.quality < 1:
+            raise InputError("features.fb_px > 0, min_distance > 0 and quality in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -142,7 +141,9 @@ def _project(
 def upper_face_mask(
     shape: tuple[int, int], lsp2d: np.ndarray, layout: Layout, margin: int
 ) -> np.ndarray:
-    """(H, W) uint8 mask of the upper face (temples, brows, nose) without the eyes."""
+    """(H, W) uint8 mask of the upper face: temples, brows, the nose and the cheeks beside
+    it. The eyes are left out with a margin for the lids and lashes (they move on their
+    own), and the mouth, the chin and the jaw are outside."""
     g = layout.groups
     upper = [*g["contour"][:3], *g["contour"][-3:], *g["right_brow"], *g["left_brow"],
              *g["eye_corners"], *g["nose"], *g["glabella"]]  # fmt: skip
@@ -150,8 +151,10 @@ def upper_face_mask(
     cv2.fillConvexPoly(mask, cv2.convexHull(np.round(lsp2d[upper]).astype(np.int32)), (255,))
     eye_c, eye_m = g["eye_corners"], g["eye_mids"]
     for eye in ([*eye_c[:4], *eye_m[:4]], [*eye_c[4:], *eye_m[4:]]):
-        hull = cv2.convexHull(np.round(lsp2d[eye]).astype(np.int32))
-        cv2.fillConvexPoly(mask, hull, (0,))
+        pts = lsp2d[eye]
+        centre = pts.mean(0)
+        grown = centre + (pts - centre) * EYE_MARGIN
+        cv2.fillConvexPoly(mask, cv2.convexHull(np.round(grown).astype(np.int32)), (0,))
     if margin > 0:
         mask = cv2.erode(mask, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8))
     return mask
@@ -213,36 +216,62 @@ def measure_frame(
     where hidden, outside the frame, or not confirmed by the backward check.
 
     ``ref_pose`` and ``pose`` are (rotvec, T, K) of the reference and of the frame's
-    current estimate.
+    current estimate: each feature's patch is warped by its own triangle's motion.
     """
     p = len(ref.points2d)
     out = np.full((p, 2), np.nan)
     src = _project(ref.triangles, *ref_pose)  # (P, 3, 2)
     dst = _project(ref.triangles, *pose)
-    # the affine map of each triangle, reference -> frame: x' = B x + c
     ds, dd = src[:, 1:] - src[:, :1], dst[:, 1:] - dst[:, :1]  # (P, 2, 2) edge vectors
     det_s = ds[:, 0, 0] * ds[:, 1, 1] - ds[:, 0, 1] * ds[:, 1, 0]
     det_d = dd[:, 0, 0] * dd[:, 1, 1] - dd[:, 0, 1] * dd[:, 1, 0]
-    ok = (np.sign(det_s) == np.sign(det_d)) & (np.abs(det_d) > 0.25 * np.abs(det_s))
-    ds, dd, src, dst = ds[ok], dd[ok], src[ok], dst[ok]
-    # rows of ds/dd are edges: B ds[k].T = dd[k].T, so B = dd.T inv(ds.T) and back again
+    seen = (np.sign(det_s) == np.sign(det_d)) & (np.abs(det_d) > 0.25 * np.abs(det_s))
+    idx = np.flatnonzero(seen)
+    if len(idx) < 6:
+        return out
+    win = config.window
+    tile = win * 2**config.levels + 2 * config.max_shift + 4
+    out[idx] = _align(
+        frame, ref, src[idx], dst[idx], ref.points2d[idx], tile=tile, levels=config.levels,
+        shift=config.max_shift, fb_px=config.fb_px, window=win,
+    )  # fmt: skip
+    return out
+
+
+def _warp_points(src: np.ndarray, dst: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Points ``q`` (n, 2) in the reference moved by their triangles' affine maps."""
+    ds, dd = src[:, 1:] - src[:, :1], dst[:, 1:] - dst[:, :1]
     b_fwd = dd.transpose(0, 2, 1) @ _inv2(ds.transpose(0, 2, 1))
-    b_inv = ds.transpose(0, 2, 1) @ _inv2(dd.transpose(0, 2, 1))
-    q = ref.points2d[ok]
-    pred = np.einsum("pij,pj->pi", b_fwd, q - src[:, 0]) + dst[:, 0]
-    t, (hgt, wid) = config.tile, frame.shape[:2]
-    corner = np.round(pred).astype(np.int64) - t // 2  # tile origin in frame pixels
-    inside = ((corner >= -t // 2) & (corner + t // 2 <= np.array([wid, hgt]))).all(1)
-    idx = np.flatnonzero(ok)[inside]
-    corner, b_inv, pred, src, dst = (
-        corner[inside],
-        b_inv[inside],
-        pred[inside],
-        src[inside],
-        dst[inside],
-    )
+    return np.einsum("pij,pj->pi", b_fwd, q - src[:, 0]) + dst[:, 0]
+
+
+def _align(
+    frame: np.ndarray,
+    ref: Reference,
+    src: np.ndarray,
+    dst: np.ndarray,
+    q: np.ndarray,
+    *,
+    tile: int,
+    levels: int,
+    shift: int,
+    fb_px: float,
+    window: int,
+) -> np.ndarray:
+    """Where the reference points ``q`` (n, 2) are in ``frame``: each one's neighbourhood
+    warped by the affine map of its triangle (``src`` -> ``dst``, (n, 3, 2)), laid out
+    with the others in one mosaic, aligned with the frame's mosaic by Lucas-Kanade."""
+    out = np.full((len(q), 2), np.nan)
+    ds, dd = src[:, 1:] - src[:, :1], dst[:, 1:] - dst[:, :1]
+    b_inv = ds.transpose(0, 2, 1) @ _inv2(dd.transpose(0, 2, 1))  # frame -> reference
+    pred = _warp_points(src, dst, q)
+    hgt, wid = frame.shape[:2]
+    corner = np.round(pred).astype(np.int64) - tile // 2  # tile origin in frame pixels
+    inside = ((corner >= -tile // 2) & (corner + tile // 2 <= np.array([wid, hgt]))).all(1)
+    idx = np.flatnonzero(inside)
+    corner, b_inv, pred, src, dst = corner[idx], b_inv[idx], pred[idx], src[idx], dst[idx]
     n = len(idx)
-    if n < 3:
+    if n == 0:
         return out
     cols = int(np.ceil(np.sqrt(n)))
     rows = -(-n // cols)
@@ -252,39 +281,37 @@ def measure_frame(
         x = np.concatenate([x, np.repeat(x[:1], pad, 0)]) if pad else x
         return x.reshape(rows, 1, cols, 1, *x.shape[1:])
 
-    ar = np.arange(t)
+    ar = np.arange(tile)
     u, v = ar[None, None, None, :], ar[None, :, None, None]
     cx, cy = tiles(corner[:, 0]), tiles(corner[:, 1])
     # the frame's tiles, cut from a padded copy: (rows, T, cols, T) is the mosaic itself
-    padded = cv2.copyMakeBorder(frame, t, t, t, t, cv2.BORDER_REPLICATE)
-    frame_mosaic = padded[cy + t + v, cx + t + u].reshape(rows * t, cols * t)
+    padded = cv2.copyMakeBorder(frame, tile, tile, tile, tile, cv2.BORDER_REPLICATE)
+    shape = (rows * tile, cols * tile)
+    frame_mosaic = padded[cy + tile + v, cx + tile + u].reshape(shape)
     # the reference, warped tile by tile into the frame's coordinates
     bi = tiles(b_inv.astype(np.float32))
     fx = (cx + u - tiles(dst[:, 0, 0])).astype(np.float32)
     fy = (cy + v - tiles(dst[:, 0, 1])).astype(np.float32)
     mx = bi[..., 0, 0] * fx + bi[..., 0, 1] * fy + tiles(src[:, 0, 0]).astype(np.float32)
     my = bi[..., 1, 0] * fx + bi[..., 1, 1] * fy + tiles(src[:, 0, 1]).astype(np.float32)
-    shape = (rows * t, cols * t)
     ref_mosaic = cv2.remap(
         ref.image, mx.reshape(shape), my.reshape(shape), cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
     )  # fmt: skip
 
-    origin = np.stack([np.arange(n) % cols, np.arange(n) // cols], 1) * t  # tile origins
+    origin = np.stack([np.arange(n) % cols, np.arange(n) // cols], 1) * tile  # tile origins
     p0 = (origin + pred - corner).astype(np.float32)
-    win, crit = (
-        (config.window, config.window),
-        (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01),
-    )
+    win = (window, window)
+    crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01)
     p1, st, _ = cv2.calcOpticalFlowPyrLK(
-        ref_mosaic, frame_mosaic, p0, p0.copy(), winSize=win, maxLevel=config.levels, criteria=crit
+        ref_mosaic, frame_mosaic, p0, p0.copy(), winSize=win, maxLevel=levels, criteria=crit
     )
     back, st2, _ = cv2.calcOpticalFlowPyrLK(
-        frame_mosaic, ref_mosaic, p1, p0.copy(), winSize=win, maxLevel=config.levels, criteria=crit
+        frame_mosaic, ref_mosaic, p1, p0.copy(), winSize=win, maxLevel=levels, criteria=crit
     )
     good = (st[:, 0] == 1) & (st2[:, 0] == 1)
-    good &= np.linalg.norm(back - p0, axis=1) < config.fb_px
-    good &= (np.abs(p1 - p0) <= config.max_shift).all(1)
+    good &= np.linalg.norm(back - p0, axis=1) < fb_px
+    good &= (np.abs(p1 - p0) <= shift).all(1)
     out[idx[good]] = (corner + (p1 - origin))[good]
     return out
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import cho_factor, cho_solve
 from scipy.ndimage import gaussian_filter1d
 from scipy.spatial.transform import Rotation
 
@@ -212,8 +213,9 @@ def _bundle_adjust(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Shared shape + per-frame poses minimising reprojection error.
 
-    Levenberg-Marquardt with analytic Jacobians and Huber weights (IRLS), dense normal
-    equations (a few hundred unknowns). ``pts2d`` (F, P, 2) may hold NaN for missing
+    Levenberg-Marquardt with analytic Jacobians and Huber weights (IRLS); each step
+    eliminates the per-frame 6x6 pose blocks (Schur complement) and solves the dense
+    shape system by Cholesky, so frames cost linearly. ``pts2d`` (F, P, 2) may hold NaN for missing
     points. The gauge is fixed by the distance of points ``eyes`` (``distance`` cm) and a
     weak pull towards ``shape0``.
     Returns shape (P, 3), rvec (F, 3), T (F, 3) and the RMS reprojection error (pixels).
@@ -222,7 +224,7 @@ def _bundle_adjust(
     seen = np.isfinite(pts2d).all(-1)  # (F, P)
     obs = np.where(seen[..., None], pts2d, 0.0)
     a, b = eyes  # positions of the outer eye corners among the P points
-    n_s, n_x = 3 * n_p, 3 * n_p + 6 * n_f
+    n_s = 3 * n_p
 
     def residual(shape, rmat, t):
         rx = np.einsum("fij,pj->fpi", rmat, shape)
@@ -241,6 +243,12 @@ def _bundle_adjust(
     c = cost(r, shape)
     mu = 1e-3
     fx, fy = K[0, 0], K[1, 1]
+    # indices of the shape block's 3x3 diagonal blocks, and of the gauge points
+    i3, i6 = np.arange(3), np.arange(6)
+    rows = 3 * np.arange(n_p)[:, None, None] + i3[:, None]
+    cols = 3 * np.arange(n_p)[:, None, None] + i3
+    blk_s = (np.broadcast_to(rows, (n_p, 3, 3)).ravel(), np.broadcast_to(cols, (n_p, 3, 3)).ravel())
+    gauge_idx = np.r_[3 * a + i3, 3 * b + i3]
     for _ in range(iterations):
         z = cam[..., 2]
         du = np.zeros((n_f, n_p, 2, 3))
@@ -261,32 +269,34 @@ def _bundle_adjust(
         h_pp = (jw_pose.transpose(0, 3, 1, 2).reshape(n_f, 6, -1)
                 @ j_pose.reshape(n_f, -1, 6))  # fmt: skip
         h_sp = (jw_shape.swapaxes(-1, -2) @ j_pose).transpose(1, 2, 0, 3).reshape(n_s, 6 * n_f)
-        h = np.zeros((n_x, n_x))
-        blk = np.zeros((n_p, 3, n_p, 3))
-        blk[np.arange(n_p), :, np.arange(n_p), :] = h_ss
-        h[:n_s, :n_s] = blk.reshape(n_s, n_s)
-        blk = np.zeros((n_f, 6, n_f, 6))
-        blk[np.arange(n_f), :, np.arange(n_f), :] = h_pp
-        h[n_s:, n_s:] = blk.reshape(6 * n_f, 6 * n_f)
-        h[:n_s, n_s:] = h_sp
-        h[n_s:, :n_s] = h_sp.T
-        g = np.concatenate(
-            [
-                np.einsum("fpki,fpk->pi", jw_shape, r).ravel(),
-                np.einsum("fpki,fpk->fi", jw_pose, r).ravel(),
-            ]
-        )
-        # gauge terms: eye distance and the pull towards shape0
+        a_mat = np.zeros((n_s, n_s))  # the shape block; poses are eliminated (Schur)
+        a_mat[blk_s] = h_ss.ravel()
+        g_s = np.einsum("fpki,fpk->pi", jw_shape, r).ravel()
+        g_p = np.einsum("fpki,fpk->fi", jw_pose, r)  # (F, 6)
+        # gauge terms: the distance of points a and b, and the pull towards shape0
         d = shape[a] - shape[b]
         dist = np.linalg.norm(d)
-        je = np.zeros(n_x)
-        je[3 * a : 3 * a + 3], je[3 * b : 3 * b + 3] = d / dist, -d / dist
-        h += 100.0 * np.outer(je, je)
-        g += 100.0 * je * (dist - distance)
-        h[np.arange(n_s), np.arange(n_s)] += shape_prior**2
-        g[:n_s] += shape_prior**2 * (shape - shape0).ravel()
+        je = np.r_[d, -d] / dist
+        a_mat[np.ix_(gauge_idx, gauge_idx)] += 100.0 * np.outer(je, je)
+        g_s[gauge_idx] += 100.0 * je * (dist - distance)
+        a_mat[np.arange(n_s), np.arange(n_s)] += shape_prior**2
+        g_s += shape_prior**2 * (shape - shape0).ravel()
+        diag_a = np.diag(a_mat).copy() + 1e-9
+        diag_c = np.diagonal(h_pp, axis1=1, axis2=2).copy() + 1e-9
+        b_mat = h_sp.reshape(n_s, n_f, 6)
         while True:
-            step = -np.linalg.solve(h + mu * np.diag(np.diag(h) + 1e-9), g)
+            a_mat[np.arange(n_s), np.arange(n_s)] = diag_a * (1.0 + mu)
+            h_pp[:, i6, i6] = diag_c * (1.0 + mu)
+            c_inv = np.linalg.inv(h_pp)  # (F, 6, 6) blocks of the pose part
+            bc = np.einsum("sfi,fij->sfj", b_mat, c_inv).reshape(n_s, 6 * n_f)
+            schur = a_mat - bc @ h_sp.T
+            rhs = g_s - bc @ g_p.ravel()
+            try:  # the damped system is positive definite: Cholesky
+                x_s = cho_solve(cho_factor(schur, check_finite=False), rhs, check_finite=False)
+            except np.linalg.LinAlgError:
+                x_s = np.linalg.lstsq(schur, rhs, rcond=None)[0]
+            x_p = np.einsum("fij,fj->fi", c_inv, g_p - (h_sp.T @ x_s).reshape(n_f, 6))
+            step = -np.concatenate([x_s, x_p.ravel()])
             new_shape = shape + step[:n_s].reshape(n_p, 3)
             poses = step[n_s:].reshape(n_f, 6)
             new_rmat = Rotation.from_rotvec(poses[:, :3]).as_matrix() @ rmat
@@ -409,7 +419,7 @@ def search_focal(
                 shape_i, rv_i, t_i = shape0, rvec0, _refocus(t0, f / focal0)
             shape, rv, t, rms = _bundle_adjust(
                 points2d, shape_i, rv_i, t_i, intrinsics(f, image_size), eyes=(a_g, b_g),
-                huber_px=2.0, distance=dist_g,
+                huber_px=2.0, distance=dist_g, iterations=40,
             )  # fmt: skip
             solved[logf] = (rms, shape, rv, t)
         return solved[logf][0]
@@ -422,7 +432,8 @@ def search_focal(
     a, b = sorted((grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]))
     gr = (np.sqrt(5) - 1) / 2
     c, d = b - gr * (b - a), a + gr * (b - a)
-    while b - a > np.log1p(config.rel_tolerance):
+    # a minimum at either end of the range brackets nothing: f is not identified there
+    while 0 < k < len(grid) - 1 and b - a > np.log1p(config.rel_tolerance):
         if error(float(c)) < error(float(d)):
             b, d = d, c
             c = b - gr * (b - a)

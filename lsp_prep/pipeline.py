@@ -31,6 +31,7 @@ from pathlib import Path
 import cv2
 import h5py
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import __version__, schema
 from .audio import align_waveform, video_log_mel
@@ -292,14 +293,15 @@ def prep_video(
     head = _load_head(cache / "geometry.npz", geo_key)
     if head is None:
         progress("geometry", 0, 1)
-        head = track_head(
-            layout.from_mesh(mesh),
-            masks["valid"],
-            image_size=tracks.frame_size,
-            layout=layout,
-            camera=config.camera,
-            track=config.track,
-        )
+        with threadpool_limits(1):  # small matrices: BLAS threads only add overhead
+            head = track_head(
+                layout.from_mesh(mesh),
+                masks["valid"],
+                image_size=tracks.frame_size,
+                layout=layout,
+                camera=config.camera,
+                track=config.track,
+            )
         _save_head(cache / "geometry.npz", geo_key, head)
     progress("geometry", 1, 1)
     warnings_geo: list[str] = []
@@ -319,18 +321,20 @@ def prep_video(
                                    layout, config=config, progress=progress)  # fmt: skip
             _save_arrays(cache / "features.npz", feat_key, feats)
         if feats["points3d"].size:
-            head, refinement = refine_head(
-                head,
-                feats["points2d"],
-                feats["points3d"],
-                layout.from_mesh(mesh),
-                masks["valid"],
-                image_size=tracks.frame_size,
-                layout=layout,
-                camera=config.camera,
-                track=config.track,
-                min_features=config.features.min_features,
-            )
+            with threadpool_limits(1):
+                head, refinement = refine_head(
+                    head,
+                    feats["points2d"],
+                    feats["points3d"],
+                    layout.from_mesh(mesh),
+                    masks["valid"],
+                    image_size=tracks.frame_size,
+                    layout=layout,
+                    camera=config.camera,
+                    track=config.track,
+                    min_features=config.features.min_features,
+                    calib_frames=config.features.calib_frames,
+                )
             n_features = refinement.n_features
             warnings_geo += [f"{video}: {refinement.warning}"] if refinement.warning else []
         else:

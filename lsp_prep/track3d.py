@@ -113,6 +113,7 @@ def refine_head(
     camera: CameraConfig = CameraConfig(),
     track: TrackConfig = TrackConfig(),
     min_features: int = 12,
+    calib_frames: int = 120,
     calib_features: int = 200,
 ) -> tuple[HeadTrack, Refinement]:
     """Calibrate and track again on texture features (see :mod:`lsp_prep.facetrack`).
@@ -122,7 +123,8 @@ def refine_head(
     ``head``'s object frame, ``lsp3d`` (N, 73, 3) the landmarks as for :func:`track_head`.
 
     1. The focal length: :func:`~lsp_prep.geometry.search_focal` on up to
-       ``calib_features`` features in the measured frames chosen for pose variety, which
+       ``calib_features`` features in ``calib_frames`` measured frames chosen for pose
+       variety, which
        also refines their 3D points.
     2. The pose of every measured frame: a batched robust fit to those features; then
        every feature is triangulated from these poses and the fit repeated on them all.
@@ -152,7 +154,7 @@ def refine_head(
     pair = np.unravel_index(np.argmax(np.linalg.norm(p_sub[:, None] - p_sub, axis=-1)),
                             (len(sub),) * 2)  # fmt: skip
     a, b = int(pair[0]), int(pair[1])
-    frames = select_frames(head.rotation, idx, camera.n_frames)
+    frames = select_frames(head.rotation, idx, calib_frames)
     f0 = head.calibration.focal
     cal = search_focal(
         points2d[frames][:, sub],
