@@ -25,16 +25,19 @@ def prep(
         list[str] | None,
         typer.Option(
             "--set",
-            help="Override a config value, e.g. --set crop.scale=2.0 "
-            "(sections: ingest, landmarks, crop, mel).",
+            help="Override a config value, e.g. --set crop.scale=2.0 or --set "
+            "features.every=1 (sections: ingest, landmarks, crop, mel, camera, track, "
+            "features, shoulders, candidates, split; each option is documented in "
+            "lsp_prep/config.py and the modules it names).",
         ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Recompute everything, ignoring caches.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Per-stage timings.")] = False,
 ) -> None:
-    """Prepare datasets: 60 FPS 512x512 face crops, landmarks, camera, 3D head track,
-    shoulders, candidate images, log-mels and a train/val split.
+    """Prepare datasets: 60 FPS 512x512 face crops, landmarks, calibrated camera, 3D head
+    track (fitted to texture features of the upper face), shoulders, candidate images,
+    log-mels and a train/val split.
 
     Writes OUT/<clip>.h5 (see docs/dataset.md) and adds a row per clip to OUT/manifest.csv.
     An interrupted run resumes where it stopped; a finished clip is reused unless --force.

@@ -2,17 +2,18 @@
 
 Face Mesh's landmarks lean towards a frontal face: on renders with known motion, a rigid
 perspective fit to them gets the pitch about 20 % too small, whatever the focal length
-(``benchmarks/accuracy_track3d.py``). The texture of the upper face (brows, nose bridge,
-temples, forehead) moves rigidly with the skull and is free of that bias, so prep
-measures it:
+(``benchmarks/accuracy_track3d.py``). The texture of the upper face (nose, temples,
+the cheeks beside the nose, the brows) moves with the skull and is free of that bias, so
+prep measures it:
 
 1. **Reference.** The valid frame whose landmark pose is nearest the clip's mean rotation.
-2. **Features.** Shi-Tomasi corners on the upper face of the reference crop. The eyes and
-   everything below the nose are masked out: they move on their own.
+2. **Features.** Shi-Tomasi corners on the upper face of the reference crop. The eyes
+   (with their lids and lashes) and the mouth and jaw are masked out: they move on their
+   own. Brows move too, in expressive speech; the robust pose fit outweighs them.
 3. **Surface.** Face Mesh's 468 points of the reference frame, in object coordinates,
    projected with the reference pose and triangulated. Each feature gets the triangle it
    lies in and, by barycentric weights, a 3D point on it.
-4. **Measurement.** In every frame, each feature's neighbourhood in the reference is
+4. **Measurement.** In every ``every``-th frame, each feature's neighbourhood in the reference is
    warped by the affine map its triangle undergoes between the reference pose and the
    frame's current pose estimate. Pyramidal Lucas-Kanade (OpenCV) then aligns the warped
    patch with the frame, checked forwards and backwards. All frames are measured against
@@ -20,13 +21,12 @@ measures it:
 
 The patches of one frame are laid out side by side in two mosaics, the warped reference
 and the frame, so each frame costs one ``remap`` and two Lucas-Kanade calls whatever the
-number of features. :func:`lsp_prep.track3d.track_head` turns the measurements into the
+number of features. :func:`lsp_prep.track3d.refine_head` turns the measurements into the
 focal length and the head poses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import cv2
@@ -64,8 +64,10 @@ class FeatureConfig:
     """Shi-Tomasi quality level relative to the strongest corner."""
     window: int = 15
     """Lucas-Kanade window side at the working scale (odd)."""
-    levels: int = 1
-    """Pyramid levels above the working scale."""
+    levels: int = 0
+    """Pyramid levels above the working scale. The landmark pose predicts each patch
+    within a few pixels, so none are needed; raise it for faster heads or worse
+    landmarks."""
     max_shift: int = 8
     """Largest correction (working pixels) to the predicted position a patch may take."""
     fb_px: float = 0.3
@@ -322,37 +324,4 @@ def _inv2(m: np.ndarray) -> np.ndarray:
     out = np.empty_like(m)
     out[:, 0, 0], out[:, 1, 1] = m[:, 1, 1] / det, m[:, 0, 0] / det
     out[:, 0, 1], out[:, 1, 0] = -m[:, 0, 1] / det, -m[:, 1, 0] / det
-    return out
-
-
-def measure_features(
-    frames: Iterable[np.ndarray],
-    ref: Reference,
-    rotvec: np.ndarray,
-    trans: np.ndarray,
-    K: np.ndarray,
-    valid: np.ndarray,
-    *,
-    config: FeatureConfig = FeatureConfig(),
-    progress: Callable[[int], None] | None = None,
-) -> np.ndarray:
-    """(N, P, 2) positions of the reference features in every frame (working pixels).
-
-    ``frames`` yields the N grey working-scale crops in order; ``rotvec``/``trans`` (N, 3)
-    are the current pose estimates, ``K`` (N, 3, 3) the working-scale intrinsics. Frames
-    not ``valid`` are skipped (NaN).
-    """
-    n, p = len(valid), len(ref.points2d)
-    out = np.full((n, p, 2), np.nan)
-    r = ref.index
-    ref_pose = (rotvec[r], trans[r], K[r])
-    for i, frame in enumerate(frames):
-        if i >= n:
-            break
-        if valid[i]:
-            out[i] = measure_frame(frame, ref, ref_pose, (rotvec[i], trans[i], K[i]), config)
-        if progress is not None and (i + 1) % 64 == 0:
-            progress(i + 1)
-    if progress is not None:
-        progress(n)
     return out

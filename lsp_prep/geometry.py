@@ -227,7 +227,7 @@ def _bundle_adjust(
     n_s = 3 * n_p
 
     def residual(shape, rmat, t):
-        rx = np.einsum("fij,pj->fpi", rmat, shape)
+        rx = shape @ rmat.transpose(0, 2, 1)  # (F, P, 3)
         cam = rx + t[:, None]
         return project(cam, K) - obs, rx, cam
 
@@ -271,8 +271,8 @@ def _bundle_adjust(
         h_sp = (jw_shape.swapaxes(-1, -2) @ j_pose).transpose(1, 2, 0, 3).reshape(n_s, 6 * n_f)
         a_mat = np.zeros((n_s, n_s))  # the shape block; poses are eliminated (Schur)
         a_mat[blk_s] = h_ss.ravel()
-        g_s = np.einsum("fpki,fpk->pi", jw_shape, r).ravel()
-        g_p = np.einsum("fpki,fpk->fi", jw_pose, r)  # (F, 6)
+        g_s = (jw_shape.swapaxes(-1, -2) @ r[..., None])[..., 0].sum(0).ravel()
+        g_p = (jw_pose.swapaxes(-1, -2) @ r[..., None])[..., 0].sum(1)  # (F, 6)
         # gauge terms: the distance of points a and b, and the pull towards shape0
         d = shape[a] - shape[b]
         dist = np.linalg.norm(d)
@@ -288,7 +288,7 @@ def _bundle_adjust(
             a_mat[np.arange(n_s), np.arange(n_s)] = diag_a * (1.0 + mu)
             h_pp[:, i6, i6] = diag_c * (1.0 + mu)
             c_inv = np.linalg.inv(h_pp)  # (F, 6, 6) blocks of the pose part
-            bc = np.einsum("sfi,fij->sfj", b_mat, c_inv).reshape(n_s, 6 * n_f)
+            bc = (b_mat.transpose(1, 0, 2) @ c_inv).transpose(1, 0, 2).reshape(n_s, 6 * n_f)
             schur = a_mat - bc @ h_sp.T
             rhs = g_s - bc @ g_p.ravel()
             try:  # the damped system is positive definite: Cholesky
@@ -310,7 +310,7 @@ def _bundle_adjust(
                 break
         if c_new >= c:
             break
-        converged = (c - c_new) < 1e-6 * c
+        converged = (c - c_new) < 1e-5 * c
         shape, rmat, t, r, rx, cam, c = new_shape, new_rmat, new_t, r_new, rx_new, cam_new, c_new
         mu = max(mu / 10.0, 1e-7)
         if converged:
@@ -408,7 +408,7 @@ def search_focal(
     # log f -> (rms, shape, rvec, T)
     solved: dict[float, tuple[float, np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def error(logf: float) -> float:
+    def error(logf: float, iterations: int = 40) -> float:
         if logf not in solved:
             f = float(np.exp(logf))
             if solved:
@@ -419,7 +419,7 @@ def search_focal(
                 shape_i, rv_i, t_i = shape0, rvec0, _refocus(t0, f / focal0)
             shape, rv, t, rms = _bundle_adjust(
                 points2d, shape_i, rv_i, t_i, intrinsics(f, image_size), eyes=(a_g, b_g),
-                huber_px=2.0, distance=dist_g, iterations=40,
+                huber_px=2.0, distance=dist_g, iterations=iterations,
             )  # fmt: skip
             solved[logf] = (rms, shape, rv, t)
         return solved[logf][0]
@@ -427,7 +427,8 @@ def search_focal(
     lo = np.log(focal_from_fov(config.max_fov_deg, w))
     hi = np.log(focal_from_fov(config.min_fov_deg, w))
     grid = np.linspace(hi, lo, 10)  # long to short: weak perspective first, then warm starts
-    errs = np.array([error(float(g)) for g in grid])
+    # the grid only has to bracket the minimum: fewer iterations than near it
+    errs = np.array([error(float(g), iterations=15) for g in grid])
     k = int(np.argmin(errs))
     a, b = sorted((grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]))
     gr = (np.sqrt(5) - 1) / 2

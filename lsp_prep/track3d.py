@@ -114,7 +114,7 @@ def refine_head(
     track: TrackConfig = TrackConfig(),
     min_features: int = 12,
     calib_frames: int = 120,
-    calib_features: int = 200,
+    calib_features: int = 120,
 ) -> tuple[HeadTrack, Refinement]:
     """Calibrate and track again on texture features (see :mod:`lsp_prep.facetrack`).
 
