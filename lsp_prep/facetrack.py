@@ -286,10 +286,12 @@ def _align(
     ar = np.arange(tile)
     u, v = ar[None, None, None, :], ar[None, :, None, None]
     cx, cy = tiles(corner[:, 0]), tiles(corner[:, 1])
-    # the frame's tiles, cut from a padded copy: (rows, T, cols, T) is the mosaic itself
+    # the frame's tiles, cut from a padded copy through a window view, laid out in rows
     padded = cv2.copyMakeBorder(frame, tile, tile, tile, tile, cv2.BORDER_REPLICATE)
     shape = (rows * tile, cols * tile)
-    frame_mosaic = padded[cy + tile + v, cx + tile + u].reshape(shape)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (tile, tile))
+    cut = windows[tiles(corner[:, 1])[:, 0, :, 0] + tile, tiles(corner[:, 0])[:, 0, :, 0] + tile]
+    frame_mosaic = np.ascontiguousarray(cut.transpose(0, 2, 1, 3)).reshape(shape)
     # the reference, warped tile by tile into the frame's coordinates
     bi = tiles(b_inv.astype(np.float32))
     fx = (cx + u - tiles(dst[:, 0, 0])).astype(np.float32)
