@@ -90,7 +90,7 @@ def track_head(
     return HeadTrack(cal, rot, trans, pts, mean, dv, err)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Refinement:
     """What :func:`refine_head` did, for the dataset and the summary."""
 
@@ -124,8 +124,7 @@ def refine_head(
 
     1. The focal length: :func:`~lsp_prep.geometry.search_focal` on up to
        ``calib_features`` features in ``calib_frames`` measured frames chosen for pose
-       variety, which
-       also refines their 3D points.
+       variety, which also refines their 3D points.
     2. The pose of every measured frame: a batched robust fit to those features; then
        every feature is triangulated from these poses and the fit repeated on them all.
     3. Frames not measured keep their landmark pose, corrected by the difference between
@@ -169,7 +168,7 @@ def refine_head(
     )
     ratio = cal.focal / f0
     t_land = _refocus(head.translation, ratio)
-    step = max(1.0, float(np.median(np.diff(idx)))) if len(idx) > 1 else 1.0
+    step = max(1.0, float(np.median(np.diff(idx))))  # idx has at least 8 frames
     cfg = replace(track, smooth_frames=track.smooth_frames / step)
     rv, tr, _ = track_poses(points2d[idx][:, sub], cal.shape, head.rotation[idx], t_land[idx],
                             cal.K, config=cfg)  # fmt: skip
@@ -182,8 +181,7 @@ def refine_head(
     corr = Rotation.from_rotvec(rv) * r_land[idx].inv()
     t = np.arange(n)
     tq = np.clip(t, idx[0], idx[-1])
-    c_rot = Slerp(idx, corr)(tq) if len(idx) > 1 else Rotation.concatenate([corr] * n)
-    rot = (c_rot * r_land).as_rotvec()
+    rot = (Slerp(idx, corr)(tq) * r_land).as_rotvec()
     dt = tr - t_land[idx]
     trans = t_land + np.stack([np.interp(t, idx, dt[:, k]) for k in range(3)], axis=1)
     rot[idx], trans[idx] = rv, tr
