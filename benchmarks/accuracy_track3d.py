@@ -55,10 +55,10 @@ RENDERS = (
 
 def render(spec: Render, out: Path) -> tuple[Path, np.ndarray]:
     """Render one clip; returns it and the true rotation (rotvec) of every source frame."""
-    from lsp_prep import synth3d
     from lsp_prep.media import load_audio
-    from lsp_prep.sample_data import fetch
-    from lsp_prep.synth import astronaut_portrait
+    from lsp_synth import render3d as synth3d
+    from lsp_synth.render2d import astronaut_portrait
+    from lsp_synth.samples import fetch
 
     speech = load_audio(fetch("speech"), sr=16000)[8 * 16000 :]
     path = out / f"{spec.name}.mp4"

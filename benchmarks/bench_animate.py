@@ -29,12 +29,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from lsp_models import animate as A
-from lsp_models.apc import APC
-from lsp_models.headpose import HeadPoseModel
-from lsp_models.mouth import AudioToMouth
+from lsp_models.infer import animate as A
+from lsp_models.nets.apc import APC
+from lsp_models.nets.headpose import HeadPoseModel
+from lsp_models.nets.mouth import AudioToMouth
+from lsp_models.nets.renderer import Generator
 from lsp_models.presets import load_preset
-from lsp_models.renderer import Generator
 
 console = Console()
 PAPER_TOTAL_MS = 27.4
@@ -44,7 +44,7 @@ SR = A.SAMPLE_RATE
 
 def default_dataset() -> Path:
     from lsp_prep.pipeline import prep_video
-    from lsp_prep.sample_data import cache_dir, fetch
+    from lsp_synth.samples import cache_dir, fetch
 
     out = cache_dir() / "bench_animate"
     final = out / "single_face.h5"
@@ -53,8 +53,8 @@ def default_dataset() -> Path:
 
 def random_models(preset: str, dataset: Path, device: torch.device) -> A.Models:
     """The preset's networks with random weights, normalised like a trained run."""
-    from lsp_models.data import load_person
-    from lsp_models.stages import pose_features
+    from lsp_models.train.data import load_person
+    from lsp_models.train.stages import pose_features
 
     torch.manual_seed(0)
     cfg = load_preset(preset)
@@ -82,7 +82,7 @@ def random_models(preset: str, dataset: Path, device: torch.device) -> A.Models:
 
 def speech(seconds: float) -> np.ndarray:
     from lsp_prep.media import load_audio
-    from lsp_prep.sample_data import fetch
+    from lsp_synth.samples import fetch
 
     y = load_audio(fetch("speech"), sr=SR)
     return np.resize(y, int(seconds * SR)).astype(np.float32)

@@ -3,7 +3,7 @@
     python benchmarks/bench_loader.py [--dataset H5] [--size 512 256] [--workers 2] [--batches N]
                                       [--batch-size 8] [--device none|cpu|cuda]
 
-Without --dataset the real pexels talking-head clip (lsp_prep.sample_data) is prepped into a
+Without --dataset the real pexels talking-head clip (lsp_synth.samples) is prepped into a
 temporary folder first (about 20 s). Each row runs in a fresh process with one thread
 (``torch.set_num_threads(1)``, ``cv2.setNumThreads(1)``; the loader's workers are
 single-threaded too), so its peak memory is its own.
@@ -48,7 +48,7 @@ import cv2, h5py, numpy as np, torch
 cv2.setNumThreads(1)
 torch.set_num_threads(1)
 from pathlib import Path
-from lsp_models import render_data as rd
+from lsp_models.train import render_data as rd
 
 a = json.loads(sys.argv[1])
 path, size, batch, n = Path(a["dataset"]), a["size"], a["batch"], a["batches"]
@@ -118,7 +118,7 @@ elif a["kind"] == "inproc":
 else:
     cand = None
     if a["device"] != "none":
-        from lsp_models.renderer import renderer_input, to_unit
+        from lsp_models.nets.renderer import renderer_input, to_unit
         dev = torch.device(a["device"])
         cand = torch.from_numpy(rd.load_candidates(path, size)).to(dev)
     it = rd.renderer_batches(path, frames=frames, image_size=size, batch_size=batch, seed=0,
@@ -164,7 +164,7 @@ def measure(**spec) -> dict:
 
 def prep_pexels(out: Path) -> Path:
     from lsp_prep.pipeline import prep_video
-    from lsp_prep.sample_data import fetch
+    from lsp_synth.samples import fetch
 
     return prep_video(fetch("pexels"), out_dir=out).dataset
 
@@ -186,7 +186,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dataset = args.dataset
         if dataset is None:
-            console.print("prepping the pexels clip (lsp_prep.sample_data) ...")
+            console.print("prepping the pexels clip (lsp_synth.samples) ...")
             dataset = prep_pexels(Path(tmp))
         run(dataset, args)
 
@@ -194,7 +194,7 @@ def main() -> None:
 def run(dataset: Path, args: argparse.Namespace) -> None:
     import h5py
 
-    from lsp_models.render_data import training_frames
+    from lsp_models.train.render_data import training_frames
 
     with h5py.File(dataset, "r") as f:
         n_frames, side = len(f["frames"]), int(f.attrs["image_size"])

@@ -29,10 +29,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from lsp_models.apc import APC, APCConfig
-from lsp_models.headpose import HeadPoseConfig, HeadPoseModel, benchmark_samplers
-from lsp_models.mouth import AudioToMouth, MouthConfig
-from lsp_models.renderer import Generator, GeneratorConfig
+from lsp_models.nets.apc import APC, APCConfig
+from lsp_models.nets.headpose import HeadPoseConfig, HeadPoseModel, benchmark_samplers
+from lsp_models.nets.mouth import AudioToMouth, MouthConfig
+from lsp_models.nets.renderer import Generator, GeneratorConfig
 
 console = Console()
 
@@ -54,8 +54,8 @@ STAGES = ("apc", "mouth", "headpose", "renderer")
 
 def _train_child(stage: str, run_dir: Path, dataset: Path, steps: int, device: str) -> None:
     """Train one stage for ``steps`` steps (run in a child process); print a JSON line."""
-    from lsp_models import stages
     from lsp_models.presets import load_preset, renderer_config
+    from lsp_models.train import stages
 
     cfg = load_preset(
         "cpu-small", [f"{stage}_train.max_steps={steps}", f"{stage}_train.log_every=1"]
@@ -86,7 +86,7 @@ def train_table(dataset: Path | None, steps: int, device: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if dataset is None:
             from lsp_prep.pipeline import prep_video
-            from lsp_prep.sample_data import fetch
+            from lsp_synth.samples import fetch
 
             console.print("prepping single_face.mp4 for the training benchmark ...")
             dataset = prep_video(fetch("single_face"), out_dir=Path(tmp) / "data").dataset

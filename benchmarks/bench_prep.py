@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lsp_prep.media import iter_frames, probe, run_ffmpeg
-from lsp_prep.sample_data import fetch
+from lsp_synth.samples import fetch
 
 console = Console()
 
@@ -85,7 +85,7 @@ def floor(path: Path) -> dict[str, float]:
     """Decode-only seconds, and MediaPipe-only seconds on the same decoded frames."""
     import mediapipe as mp
 
-    from lsp_prep.landmarks import quiet_native_stderr
+    from lsp_prep.stages.track import quiet_native_stderr
 
     info = probe(path)
     size = (info.width, info.height)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ._common import cli_errors, console, stage_progress
+from cli._common import cli_errors, console, stage_progress
 
 
 def animate(
@@ -51,7 +51,7 @@ def animate(
     Writes OUT (H.264 + AAC, the first and last frame aligned with the audio) and OUT.json
     (inputs, resolved settings, timings).
     """
-    from lsp_models.animate import animate as run_animate
+    from lsp_models.infer.animate import animate as run_animate
 
     with cli_errors(), stage_progress(progress) as bar:
         result = run_animate(

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ._common import cli_errors, console, stage_progress
+from cli._common import cli_errors, console, stage_progress
 
 
 def _num(x: float | None, fmt: str = ".2f") -> str:
@@ -65,7 +65,7 @@ def eval_command(
 
     Writes every number to RUN/eval.json (or --json PATH).
     """
-    from lsp_models.evaluate import POSE_DIMS, POSE_UNITS, evaluate
+    from lsp_models.eval.evaluate import POSE_DIMS, POSE_UNITS, evaluate
 
     with cli_errors(), stage_progress(progress) as bar:
         r = evaluate(

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from cli.animate import animate
+from cli.eval import eval_command
+from cli.prep import prep
+from cli.train import app as train_app
 from lsp_prep import __version__
-
-from .animate import animate
-from .eval import eval_command
-from .prep import prep
-from .train import app as train_app
 
 app = typer.Typer(
     name="lsp",

@@ -8,10 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from cli._common import cli_errors, console, stage_progress
 from lsp_prep.config import PrepConfig
 from lsp_prep.pipeline import prep_video
-
-from ._common import cli_errors, console, stage_progress
 
 
 def prep(

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ._common import cli_errors, console, stage_progress
+from cli._common import cli_errors, console, stage_progress
 
 app = typer.Typer(
     help="Train a person's models. Run directory layout: RUN/apc, RUN/mouth, ... each with "
@@ -51,8 +51,8 @@ def _run_stage(stage: str, cfg: dict, *, bar, corpus: Path | None = None, datase
                vgg_weights: Path | None = None, perceptual: bool = True, name: str = "mouth",
                **common):  # fmt: skip
     """One stage with the sections of a loaded preset."""
-    from lsp_models import stages
     from lsp_models.presets import renderer_config
+    from lsp_models.train import stages
 
     common.update(config=cfg[f"{stage}_train"], progress=bar)
     if stage == "apc":

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from cli.main import app
-from lsp_prep.sample_data import fetch
+from lsp_synth.samples import fetch
 
 
 def main() -> None:

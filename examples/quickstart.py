@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from lsp_prep.media import run_ffmpeg
-from lsp_prep.sample_data import fetch
+from lsp_synth.samples import fetch
 
 
 def lsp(*args: str) -> None:

@@ -10,15 +10,19 @@ from typing import Any
 
 import tomllib
 
+from lsp_models.nets.apc import APCConfig
+from lsp_models.nets.headpose import HeadPoseConfig
+from lsp_models.nets.mouth import MouthConfig
+from lsp_models.nets.renderer import (
+    DiscriminatorConfig,
+    GeneratorConfig,
+    LossConfig,
+    RendererConfig,
+)
+from lsp_models.nets.vgg import VGGLossConfig
+from lsp_models.train.loop import TrainConfig
+from lsp_models.train.render_data import RenderDataConfig
 from lsp_prep.errors import InputError
-
-from .apc import APCConfig
-from .headpose import HeadPoseConfig
-from .mouth import MouthConfig
-from .render_data import RenderDataConfig
-from .renderer import DiscriminatorConfig, GeneratorConfig, LossConfig, RendererConfig
-from .training import TrainConfig
-from .vgg import VGGLossConfig
 
 T = typing.TypeVar("T")
 

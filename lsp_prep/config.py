@@ -10,15 +10,15 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from .audio import MelConfig
-from .candidates import CandidateConfig, SplitConfig
-from .constants import FPS, IMAGE_SIZE, SAMPLE_RATE
-from .crop import CropConfig
-from .errors import InputError
-from .facetrack import FeatureConfig
-from .geometry import CameraConfig, TrackConfig
-from .landmarks import LandmarkConfig
-from .shoulders import ShoulderConfig
+from lsp_prep.constants import FPS, IMAGE_SIZE, SAMPLE_RATE
+from lsp_prep.errors import InputError
+from lsp_prep.stages.audio import MelConfig
+from lsp_prep.stages.candidates import CandidateConfig, SplitConfig
+from lsp_prep.stages.crop import CropConfig
+from lsp_prep.stages.features import FeatureConfig
+from lsp_prep.stages.geometry.calibrate import CameraConfig, TrackConfig
+from lsp_prep.stages.shoulders.track import ShoulderConfig
+from lsp_prep.stages.track import LandmarkConfig
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Training and animation draw it with the same function: the LSP-73 face points projected
 with the camera (:func:`face_points2d`), drawn as the layout's polylines in its painting
 order, then the shoulder points as two polylines (the image-left half of the points, then
-the image-right half, each ordered left to right as :mod:`lsp_prep.shoulders` stores them).
+the image-right half, each ordered left to right as :mod:`lsp_prep.stages.shoulders.track`
+stores them).
 One channel, white anti-aliased lines on black, ``uint8``.
 """
 
@@ -13,9 +14,9 @@ import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from .constants import IMAGE_SIZE
-from .errors import InputError
-from .layout import Layout, load_layout
+from lsp_prep.constants import IMAGE_SIZE
+from lsp_prep.errors import InputError
+from lsp_prep.layout import Layout, load_layout
 
 SUBPIXEL_BITS = 4
 """cv2 fixed-point shift: coordinates are drawn to 1/16 pixel."""

@@ -9,8 +9,8 @@ from importlib import resources
 import numpy as np
 import tomllib
 
-from .constants import N_LSP_POINTS, N_MESH_POINTS, N_MOUTH_POINTS
-from .errors import InputError
+from lsp_prep.constants import N_LSP_POINTS, N_MESH_POINTS, N_MOUTH_POINTS
+from lsp_prep.errors import InputError
 
 
 @dataclass(frozen=True)

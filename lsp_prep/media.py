@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, ToolError
+from lsp_prep.errors import InputError, ToolError
 
 
 def ffmpeg_exe() -> str:

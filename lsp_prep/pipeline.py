@@ -33,22 +33,28 @@ import h5py
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from . import __version__, schema
-from .audio import align_waveform, video_log_mel
-from .candidates import choose_candidates, mouth_area, split_frames
-from .config import PrepConfig
-from .constants import N_MESH_POINTS
-from .crop import crop_boxes, crop_frame, face_extent, to_crop, to_original
-from .errors import InputError
-from .facetrack import (
+from lsp_prep import __version__
+from lsp_prep.config import PrepConfig
+from lsp_prep.constants import N_MESH_POINTS
+from lsp_prep.dataset import schema
+from lsp_prep.dataset.manifest import update_manifest
+from lsp_prep.errors import InputError
+from lsp_prep.layout import Layout, load_layout
+from lsp_prep.media import MediaInfo, iter_frames, load_audio, probe, sha256_file
+from lsp_prep.stages.audio import align_waveform, video_log_mel
+from lsp_prep.stages.candidates import choose_candidates, mouth_area, split_frames
+from lsp_prep.stages.crop import crop_boxes, crop_frame, face_extent, to_crop, to_original
+from lsp_prep.stages.features import (
     N_FACE_MESH,
     build_reference,
     measure_frame,
     reference_frame,
     scale_intrinsics,
 )
-from .geometry import Calibration, crop_intrinsics, rotvec_to_euler
-from .landmarks import (
+from lsp_prep.stages.geometry.calibrate import Calibration, crop_intrinsics, rotvec_to_euler
+from lsp_prep.stages.geometry.head import HeadTrack, refine_head, track_head
+from lsp_prep.stages.shoulders.track import billboard, choose_points, scaled_config, track_points
+from lsp_prep.stages.track import (
     FaceMeshTracker,
     fill_gaps,
     mesh_confidence,
@@ -56,11 +62,6 @@ from .landmarks import (
     rescale_points,
     tracking_size,
 )
-from .layout import Layout, load_layout
-from .manifest import update_manifest
-from .media import MediaInfo, iter_frames, load_audio, probe, sha256_file
-from .shoulders import billboard, choose_points, scaled_config, track_points
-from .track3d import HeadTrack, refine_head, track_head
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 """Called as ``progress(stage, done, total)``; ``total`` may be None when unknown."""

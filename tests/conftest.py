@@ -13,8 +13,8 @@ os.environ.setdefault("LSP_NO_PROGRESS", "1")
 
 @pytest.fixture(scope="session")
 def media() -> dict[str, Path]:
-    """Real test media (cached outside the repo; see lsp_prep.sample_data)."""
-    from lsp_prep.sample_data import fetch_all
+    """Real test media (cached outside the repo; see lsp_synth.samples)."""
+    from lsp_synth.samples import fetch_all
 
     return fetch_all()
 
@@ -103,7 +103,7 @@ def trained_run(single_face_dataset, tmp_path_factory) -> Path:
     import torch
 
     from lsp_models.presets import load_preset, renderer_config
-    from lsp_models.stages import train_apc, train_headpose, train_mouth, train_renderer
+    from lsp_models.train.stages import train_apc, train_headpose, train_mouth, train_renderer
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -14,11 +14,11 @@ from scipy.ndimage import gaussian_filter1d
 from typer.testing import CliRunner
 
 from cli.main import app
-from lsp_models import animate as A
-from lsp_models.postprocess import StreamSmoother, pingpong, smooth
-from lsp_prep.audio import video_log_mel
+from lsp_models.infer import animate as A
+from lsp_models.infer.motion import StreamSmoother, pingpong, smooth
 from lsp_prep.errors import CheckpointError, InputError, ToolError
 from lsp_prep.media import load_audio
+from lsp_prep.stages.audio import video_log_mel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -144,7 +144,7 @@ def test_silence_still_mouth_speech_moves(loaded, speech):
 def test_manifold_projection_equals_brute_force_and_chunks():
     """Animate's projection (norms precomputed, one matmul) against brute-force distances,
     on a low-rank database like APC features; chunked calls equal one call."""
-    from lsp_models.manifold import Manifold, project
+    from lsp_models.infer.manifold import Manifold, project
 
     g = torch.Generator().manual_seed(0)
     basis = torch.randn(8, 64, generator=g, dtype=torch.float64)

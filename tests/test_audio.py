@@ -6,7 +6,8 @@ import librosa
 import numpy as np
 import pytest
 
-from lsp_prep.audio import (
+from lsp_prep.errors import InputError
+from lsp_prep.stages.audio import (
     MelConfig,
     align_waveform,
     log_mel,
@@ -14,7 +15,6 @@ from lsp_prep.audio import (
     n_video_samples,
     video_log_mel,
 )
-from lsp_prep.errors import InputError
 
 
 @pytest.mark.parametrize("n_frames", [1, 2, 17, 59, 60, 61, 601, 18_001])

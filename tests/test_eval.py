@@ -16,7 +16,7 @@ from scipy.ndimage import gaussian_filter
 from typer.testing import CliRunner
 
 from cli.main import app
-from lsp_models import evaluate as E
+from lsp_models.eval import evaluate as E
 from lsp_prep.errors import CheckpointError, InputError, SchemaError
 from lsp_prep.layout import load_layout
 
@@ -139,7 +139,7 @@ def run_dir(trained_run, single_face_dataset, tmp_path_factory) -> Path:
     """The shared tiny run (conftest), copied, plus a second mouth model with another delay
     in RUN/mouth_d6 (trained against the same APC)."""
     from lsp_models.presets import load_preset
-    from lsp_models.stages import train_mouth
+    from lsp_models.train.stages import train_mouth
 
     run = tmp_path_factory.mktemp("eval") / "run"
     shutil.copytree(trained_run, run)
@@ -210,8 +210,8 @@ def test_mouth_models_of_every_delay(result, run_dir):
 def test_mouth_prediction_matches_training_validation(run_dir, single_face_dataset):
     """On the frames train_mouth validates (the val split less its last ``delay``), raw APC
     features give exactly the val_mm its checkpoint records: same alignment, same units."""
-    from lsp_models import animate as A
-    from lsp_models.training import load_checkpoint
+    from lsp_models.infer import animate as A
+    from lsp_models.train.loop import load_checkpoint
 
     data = E._read_val(single_face_dataset)
     models = A.load_models(run_dir, device=torch.device("cpu"), renderer=False)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from lsp_prep import geometry as G
-from lsp_prep.candidates import choose_candidates, mouth_area, split_frames
 from lsp_prep.errors import InputError
 from lsp_prep.layout import load_layout
+from lsp_prep.stages.candidates import choose_candidates, mouth_area, split_frames
+from lsp_prep.stages.geometry import calibrate as G
 
 LAYOUT = load_layout()
 STABLE = np.asarray(LAYOUT.sets["stable"])
@@ -67,7 +67,7 @@ def test_a_head_that_never_turns_falls_back_to_the_default_fov(single_face_datas
 
 
 def test_crop_intrinsics_project_like_the_crop_map():
-    from lsp_prep.crop import to_crop
+    from lsp_prep.stages.crop import to_crop
 
     K = G.intrinsics(900.0, (1920, 1080))
     boxes = np.array([[400.0, 100.0, 1300.0, 1000.0], [420.5, 90.25, 1320.5, 990.25]])

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from lsp_prep.landmarks import FaceMeshTracker
 from lsp_prep.layout import load_layout
+from lsp_prep.stages.track import FaceMeshTracker
 
 dlib = pytest.importorskip("dlib")
 

@@ -67,7 +67,7 @@ def test_lsp_prep_never_imports_torch():
     import sys
 
     code = (
-        "import sys, lsp_prep.pipeline, lsp_prep.schema, lsp_prep.synth, lsp_prep.sample_data, "
-        "cli.main; assert 'torch' not in sys.modules, 'torch imported'"
+        "import sys, lsp_prep.pipeline, lsp_prep.dataset.schema, lsp_synth.render2d, "
+        "lsp_synth.samples, cli.main; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

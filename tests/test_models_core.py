@@ -12,11 +12,11 @@ import torch
 from typer.testing import CliRunner
 
 from cli.main import app
-from lsp_models.apc import APC, APCConfig
-from lsp_models.manifold import project
-from lsp_models.mouth import AudioToMouth, MouthConfig
-from lsp_models.stages import train_apc, train_mouth
-from lsp_models.training import TrainConfig, load_checkpoint
+from lsp_models.infer.manifold import project
+from lsp_models.nets.apc import APC, APCConfig
+from lsp_models.nets.mouth import AudioToMouth, MouthConfig
+from lsp_models.train.loop import TrainConfig, load_checkpoint
+from lsp_models.train.stages import train_apc, train_mouth
 from lsp_prep.errors import CheckpointError, InputError, SchemaError
 
 runner = CliRunner()
@@ -174,8 +174,8 @@ def test_cli_train_help_and_errors(tmp_path):
 
 
 def test_headpose_trains_on_the_person(run_dir, single_face_dataset):
-    from lsp_models.headpose import HeadPoseConfig
-    from lsp_models.stages import pose_features, train_headpose
+    from lsp_models.nets.headpose import HeadPoseConfig
+    from lsp_models.train.stages import pose_features, train_headpose
 
     small = HeadPoseConfig.cpu_small()
     result = train_headpose(
@@ -191,7 +191,7 @@ def test_headpose_trains_on_the_person(run_dir, single_face_dataset):
     assert loss[-1] < loss[0] - 0.3  # Gaussian NLL per dimension
     ckpt = load_checkpoint(result.checkpoint, stage="headpose")
     assert ckpt["model_config"]["audio_dim"] == 2 * TINY_APC.hidden
-    from lsp_models.data import load_person
+    from lsp_models.train.data import load_person
 
     feats = pose_features(load_person(single_face_dataset))
     assert feats.shape[1] == 12 and np.isfinite(feats).all()

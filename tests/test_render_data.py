@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lsp_models.render_data import (
+from lsp_models.train.render_data import (
     MIN_IMAGE_SIZE,
     RenderDataConfig,
     RendererFrames,

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lsp_prep import schema
+from lsp_prep.dataset import schema
 from lsp_prep.errors import SchemaError
 
 

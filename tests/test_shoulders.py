@@ -10,15 +10,15 @@ import h5py
 import numpy as np
 import pytest
 
-from lsp_prep import synth
 from lsp_prep.errors import InputError
 from lsp_prep.media import iter_frames
-from lsp_prep.shoulders import (
+from lsp_prep.stages.shoulders.track import (
     ShoulderConfig,
     billboard,
     choose_points,
     track_points,
 )
+from lsp_synth import render2d as synth
 
 SIZE = (640, 360)
 FPS = 30

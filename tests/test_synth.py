@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lsp_prep import sample_data, synth
 from lsp_prep.errors import InputError
 from lsp_prep.media import iter_frames, load_audio, probe
+from lsp_synth import render2d as synth
+from lsp_synth import samples as sample_data
 
 
 @pytest.fixture(scope="session")

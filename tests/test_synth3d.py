@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lsp_prep import synth, synth3d
 from lsp_prep.errors import InputError
 from lsp_prep.layout import load_layout
 from lsp_prep.media import iter_frames, load_audio, probe
+from lsp_synth import render2d as synth
+from lsp_synth import render3d as synth3d
 
 SR = 16_000
 FPS = 30

@@ -3,7 +3,7 @@
 The issue's targets: focal error <= 3 % and median rotation error <= 1 degree. Landmarks
 alone cannot reach them (Face Mesh leans towards a frontal face: the pitch comes out ~20 %
 too small and the focal length is not identified); the texture features of
-lsp_prep.facetrack do. The render is 30 fps, so 60 fps frame i shows source frame i // 2.
+lsp_prep.stages.features do. The render is 30 fps, so 60 fps frame i shows source frame i // 2.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from lsp_prep.crop import to_original
 from lsp_prep.layout import load_layout
+from lsp_prep.stages.crop import to_original
 
 
 @pytest.fixture(scope="module")
 def rendered(media, tmp_path_factory):
-    from lsp_prep import synth3d
     from lsp_prep.media import load_audio
     from lsp_prep.pipeline import prep_video
-    from lsp_prep.synth import astronaut_portrait
+    from lsp_synth import render3d as synth3d
+    from lsp_synth.render2d import astronaut_portrait
 
     tmp = tmp_path_factory.mktemp("render3d")
     model = synth3d.face_model(astronaut_portrait().image)

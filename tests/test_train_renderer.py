@@ -14,8 +14,8 @@ import torch
 from typer.testing import CliRunner
 
 from cli.main import app
-from lsp_models.stages import load_generator, recorded_dataset, train_renderer
-from lsp_models.training import TrainConfig, load_checkpoint
+from lsp_models.train.loop import TrainConfig, load_checkpoint
+from lsp_models.train.stages import load_generator, recorded_dataset, train_renderer
 from lsp_prep.errors import CheckpointError, InputError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

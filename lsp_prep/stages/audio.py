@@ -15,8 +15,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from .constants import FPS, MELS_PER_FRAME, N_MELS, SAMPLE_RATE
-from .errors import InputError
+from lsp_prep.constants import FPS, MELS_PER_FRAME, N_MELS, SAMPLE_RATE
+from lsp_prep.errors import InputError
 
 
 @dataclass(frozen=True)

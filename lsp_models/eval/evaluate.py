@@ -54,11 +54,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from lsp_prep import schema
+from lsp_models.infer import animate as A
+from lsp_prep.dataset import schema
 from lsp_prep.errors import InputError
 from lsp_prep.layout import Layout, load_layout
-
-from . import animate as A
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 EVAL_FILE = "eval.json"
@@ -312,7 +311,7 @@ class _Val:
 
 
 def _read_val(dataset: Path) -> _Val:
-    from .data import load_person as load_training_person
+    from lsp_models.train.data import load_person as load_training_person
 
     person = load_training_person(dataset)
     with schema.open_dataset(dataset) as f:
@@ -437,7 +436,12 @@ def _eval_image(
     config: A.AnimateConfig,
     progress: ProgressFn,
 ) -> ImageEval:
-    from .render_data import RendererFrames, SampleKey, load_candidates, training_frames
+    from lsp_models.train.render_data import (
+        RendererFrames,
+        SampleKey,
+        load_candidates,
+        training_frames,
+    )
 
     size = models.image_size
     frames = training_frames(dataset, "val")
@@ -481,7 +485,7 @@ def _eval_image(
 
 
 def _steps(run_dir: Path) -> dict[str, int]:
-    from .training import load_checkpoint
+    from lsp_models.train.loop import load_checkpoint
 
     return {
         s: int(load_checkpoint(run_dir / s / f"{s}.pt", stage=s)["step"])
@@ -513,7 +517,7 @@ def evaluate(
     command), SchemaError for a dataset of another schema version or missing a field,
     InputError for a dataset without val frames.
     """
-    from .stages import pick_device
+    from lsp_models.train.stages import pick_device
 
     progress = progress or (lambda stage, done, total: None)
     run_dir = Path(run_dir)

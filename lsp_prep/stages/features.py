@@ -21,8 +21,8 @@ prep measures it:
 
 The patches of one frame are laid out side by side in two mosaics, the warped reference
 and the frame, so each frame costs one ``remap`` and two Lucas-Kanade calls whatever the
-number of features. :func:`lsp_prep.track3d.refine_head` turns the measurements into the
-focal length and the head poses.
+number of features. :func:`lsp_prep.stages.geometry.head.refine_head` turns the measurements
+into the focal length and the head poses.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import numpy as np
 from scipy.spatial import Delaunay
 from scipy.spatial.transform import Rotation
 
-from .errors import InputError
-from .layout import Layout
+from lsp_prep.errors import InputError
+from lsp_prep.layout import Layout
 
 EYE_MARGIN = (1.3, 2.0)
 """The eyes are masked out with their outline scaled this much (x, y) about its centre."""

@@ -31,8 +31,8 @@ import torch.distributed as dist
 from torch import nn
 
 from lsp_prep import __version__
+from lsp_prep.dataset.schema import SCHEMA_VERSION
 from lsp_prep.errors import CheckpointError, InputError
-from lsp_prep.schema import SCHEMA_VERSION
 
 CHECKPOINT_VERSION = 1
 

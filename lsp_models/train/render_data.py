@@ -1,10 +1,10 @@
 """The renderer's training data: (feature map, real frame) batches read from a dataset.
 
-One training sample is one frame of a prepped clip (``lsp_prep.schema``): its JPEG decoded to
-RGB, and its conditional feature map drawn from the tracked 3D landmarks projected with the
-frame's camera plus the tracked shoulder points (:mod:`lsp_prep.featuremap`, the same drawing
-``animate`` uses). Both at ``image_size`` S <= the dataset's crop side, shrunk with area
-averaging, with pixel centres kept: ``x_S = (x + 0.5) * S / side - 0.5``.
+One training sample is one frame of a prepped clip (``lsp_prep.dataset.schema``): its JPEG
+decoded to RGB, and its conditional feature map drawn from the tracked 3D landmarks projected
+with the frame's camera plus the tracked shoulder points (:mod:`lsp_prep.featuremap`, the
+same drawing ``animate`` uses). Both at ``image_size`` S <= the dataset's crop side, shrunk with
+area averaging, with pixel centres kept: ``x_S = (x + 0.5) * S / side - 0.5``.
 
 Randomness lives in the main process only. The global batch of step ``s`` -- which frames,
 and each sample's augmentation -- is drawn from ``np.random.default_rng([seed, s])``
@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lsp_prep import schema
+from lsp_prep.dataset import schema
 from lsp_prep.errors import InputError
 from lsp_prep.featuremap import draw_feature_map, face_points2d
 from lsp_prep.layout import Layout, load_layout

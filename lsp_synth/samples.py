@@ -22,7 +22,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError, ToolError
+from lsp_prep.errors import InputError, ToolError
 
 CACHE_ENV = "LSP_DATA_CACHE"
 """Environment variable naming the cache directory."""

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from lsp_prep.crop import CropConfig
 from lsp_prep.errors import InputError
 from lsp_prep.featuremap import face_points2d
+from lsp_prep.stages.crop import CropConfig
 
 
 def gaussian_weights(sigma: float, *, truncate: float = 4.0, ahead: int | None = None) -> tuple:
@@ -128,7 +128,7 @@ def longest_valid_run(valid: np.ndarray, frames: np.ndarray) -> tuple[int, int]:
 
 def euler_to_rotvec(euler: np.ndarray) -> np.ndarray:
     """(N, 3) pitch, yaw, roll (intrinsic xyz, radians) -> Rodrigues (N, 3); inverse of
-    :func:`lsp_prep.geometry.rotvec_to_euler`."""
+    :func:`lsp_prep.stages.geometry.calibrate.rotvec_to_euler`."""
     return Rotation.from_euler("xyz", np.asarray(euler, np.float64)).as_rotvec()
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .constants import MELS_PER_FRAME, N_LSP_POINTS, N_MELS, N_MESH_POINTS
-from .errors import SchemaError
+from lsp_prep.constants import MELS_PER_FRAME, N_LSP_POINTS, N_MELS, N_MESH_POINTS
+from lsp_prep.errors import SchemaError
 
 SCHEMA_VERSION = 3
 """Bumped whenever a field changes meaning, shape or units. 2: camera, track, shoulders,
@@ -180,8 +180,8 @@ FIELDS: tuple[Field, ...] = (
         "f",
         "radians (Rodrigues)",
         "object -> camera",
-        "head rotation R of X_cam = R X_obj + T; lsp_prep.geometry.rotvec_to_euler "
-        "converts to pitch/yaw/roll",
+        "head rotation R of X_cam = R X_obj + T; "
+        "lsp_prep.stages.geometry.calibrate.rotvec_to_euler converts to pitch/yaw/roll",
     ),
     Field(
         "track/translation",

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from .errors import InputError
+from lsp_prep.errors import InputError
 
 
 @dataclass(frozen=True)

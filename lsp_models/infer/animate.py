@@ -42,21 +42,8 @@ import cv2
 import numpy as np
 import torch
 
-from lsp_prep import schema
-from lsp_prep.audio import MelConfig, _mel_basis, _window, video_log_mel
-from lsp_prep.constants import FPS, IMAGE_SIZE, MELS_PER_FRAME, SAMPLE_RATE
-from lsp_prep.crop import CropConfig, to_original
-from lsp_prep.errors import CheckpointError, InputError, SchemaError, ToolError
-from lsp_prep.featuremap import draw_feature_map, face_points2d
-from lsp_prep.geometry import crop_intrinsics
-from lsp_prep.layout import load_layout
-from lsp_prep.media import ffmpeg_exe, probe
-
-from .apc import APC
-from .headpose import FastHeadPoseSampler, HeadPoseModel, HeadPoseSampler, make_sampler
-from .manifold import Manifold
-from .mouth import AudioToMouth
-from .postprocess import (
+from lsp_models.infer.manifold import Manifold
+from lsp_models.infer.motion import (
     CameraRig,
     StreamSmoother,
     euler_to_rotvec,
@@ -67,8 +54,25 @@ from .postprocess import (
     shoulder_points2d,
     smooth,
 )
-from .renderer import Generator, from_unit, renderer_input
-from .training import load_checkpoint
+from lsp_models.nets.apc import APC
+from lsp_models.nets.headpose import (
+    FastHeadPoseSampler,
+    HeadPoseModel,
+    HeadPoseSampler,
+    make_sampler,
+)
+from lsp_models.nets.mouth import AudioToMouth
+from lsp_models.nets.renderer import Generator, from_unit, renderer_input
+from lsp_models.train.loop import load_checkpoint
+from lsp_prep.constants import FPS, IMAGE_SIZE, MELS_PER_FRAME, SAMPLE_RATE
+from lsp_prep.dataset import schema
+from lsp_prep.errors import CheckpointError, InputError, SchemaError, ToolError
+from lsp_prep.featuremap import draw_feature_map, face_points2d
+from lsp_prep.layout import load_layout
+from lsp_prep.media import ffmpeg_exe, probe
+from lsp_prep.stages.audio import MelConfig, _mel_basis, _window, video_log_mel
+from lsp_prep.stages.crop import CropConfig, to_original
+from lsp_prep.stages.geometry.calibrate import crop_intrinsics
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 CONFIG_FILE = "animate.json"
@@ -216,10 +220,10 @@ class Models:
 def load_models(run_dir: Path, *, device: torch.device, renderer: bool = True) -> Models:
     """Load every stage's checkpoint from RUN; CheckpointError names the missing stage's
     ``lsp train`` command or a version mismatch."""
-    from .headpose import HeadPoseConfig
-    from .mouth import MouthConfig
-    from .presets import build_config
-    from .stages import load_apc, load_generator
+    from lsp_models.nets.headpose import HeadPoseConfig
+    from lsp_models.nets.mouth import MouthConfig
+    from lsp_models.presets import build_config
+    from lsp_models.train.stages import load_apc, load_generator
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -294,7 +298,7 @@ class Person:
 
 def load_person(path: Path) -> Person:
     """Read a dataset for animation; SchemaError for a missing file or field or version."""
-    from lsp_prep.schema import read_config
+    from lsp_prep.dataset.schema import read_config
 
     path = Path(path)
     with schema.open_dataset(path) as f:
@@ -364,7 +368,7 @@ def load_person(path: Path) -> Person:
 
 def find_dataset(run_dir: Path) -> Path:
     """The person's dataset as training recorded it (RUN/run.json)."""
-    from . import stages
+    from lsp_models.train import stages
 
     recorded = stages.recorded_dataset(Path(run_dir))
     if recorded is not None and Path(recorded).is_file():
@@ -449,8 +453,8 @@ def predict_mouth(
 def pose_history(models: Models, dataset: Path) -> np.ndarray:
     """Warm start of the head-pose sampler: the normalised pose features of the last
     ``receptive_field`` train-split frames of the person's recording, (H, 12)."""
-    from .data import load_person as load_training_person
-    from .stages import pose_features
+    from lsp_models.train.data import load_person as load_training_person
+    from lsp_models.train.stages import pose_features
 
     person = load_training_person(dataset)
     feats = pose_features(person)[person.train]
@@ -485,7 +489,7 @@ def _denormalise(models: Models, pose: np.ndarray) -> np.ndarray:
 def recorded_poses(dataset: Path, frames: np.ndarray) -> np.ndarray:
     """Poses (B, 6) of ``dataset``'s recorded track for frames (B,), played forwards then
     backwards when the audio is longer: Euler angles and translation minus its train mean."""
-    from lsp_prep.geometry import rotvec_to_euler
+    from lsp_prep.stages.geometry.calibrate import rotvec_to_euler
 
     with schema.open_dataset(dataset) as f:
         rot, trans = f["track/rotation"][:].astype(np.float64), f["track/translation"][:]
@@ -535,8 +539,8 @@ def load_mouth(
 ) -> tuple[AudioToMouth, np.ndarray, int]:
     """A mouth checkpoint: the model (eval mode), its target mean (75,) and its step.
     CheckpointError when it was trained on another dataset schema or another APC width."""
-    from .mouth import MouthConfig
-    from .presets import build_config
+    from lsp_models.nets.mouth import MouthConfig
+    from lsp_models.presets import build_config
 
     ckpt = load_checkpoint(path, stage="mouth")
     if ckpt.get("schema_version") != schema.SCHEMA_VERSION:
@@ -600,7 +604,7 @@ def raw_centres(person: Person, frames: np.ndarray, pose: np.ndarray) -> np.ndar
 def feature_maps(face2d: np.ndarray, shoulders2d: np.ndarray, *, size: int, crop: int = IMAGE_SIZE):
     """Feature maps (B, size, size) uint8 from crop pixel points (B, 73, 2), (B, P, 2),
     shrunk to ``size`` with pixel centres kept, exactly as the renderer was trained."""
-    from .render_data import to_size
+    from lsp_models.train.render_data import to_size
 
     return np.stack(
         [
@@ -1222,7 +1226,7 @@ def animate(
     and OUTPUT.features.mp4 (the feature maps). OUTPUT.json records the inputs, the
     resolved config and the timings.
     """
-    from .stages import pick_device
+    from lsp_models.train.stages import pick_device
 
     t0 = time.perf_counter()
     if fps not in (30, 60):

@@ -31,7 +31,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from .errors import InputError
+from lsp_prep.errors import InputError
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 """Called as ``progress(stage, done, total)``; ``total`` is None when the length is unknown."""
@@ -362,7 +362,7 @@ def _run_pose(frame_rgb: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | No
     the person probability (H, W) float32; (None, None) when it finds nobody."""
     import mediapipe as mp
 
-    from .landmarks import quiet_native_stderr
+    from lsp_prep.stages.track import quiet_native_stderr
 
     h, w = frame_rgb.shape[:2]
     # model_complexity 1 ships in the wheel; 0 and 2 would download a model (fails offline).

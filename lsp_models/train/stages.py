@@ -18,22 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from lsp_prep.errors import InputError
-
-from .apc import APC, APCConfig
-from .data import PersonData, corpus_mels, load_person
-from .headpose import HeadPoseConfig, HeadPoseModel
-from .mouth import AudioToMouth, MouthConfig
-from .render_data import (
-    RenderDataConfig,
-    RendererFrames,
-    SampleKey,
-    load_candidates,
-    photometric,
-    renderer_batches,
-    training_frames,
-)
-from .renderer import (
+from lsp_models.nets.apc import APC, APCConfig
+from lsp_models.nets.headpose import HeadPoseConfig, HeadPoseModel
+from lsp_models.nets.mouth import AudioToMouth, MouthConfig
+from lsp_models.nets.renderer import (
     Generator,
     RendererConfig,
     RendererNets,
@@ -43,7 +31,9 @@ from .renderer import (
     renderer_input,
     to_unit,
 )
-from .training import (
+from lsp_models.nets.vgg import VGGLoss, load_vgg19
+from lsp_models.train.data import PersonData, corpus_mels, load_person
+from lsp_models.train.loop import (
     TrainConfig,
     TrainState,
     load_checkpoint,
@@ -54,7 +44,16 @@ from .training import (
     train,
     world,
 )
-from .vgg import VGGLoss, load_vgg19
+from lsp_models.train.render_data import (
+    RenderDataConfig,
+    RendererFrames,
+    SampleKey,
+    load_candidates,
+    photometric,
+    renderer_batches,
+    training_frames,
+)
+from lsp_prep.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -352,7 +351,7 @@ def train_mouth(
 def pose_features(person: PersonData) -> np.ndarray:
     """Head-pose features (N, 12): pitch, yaw, roll (radians), translation minus its mean
     over the train split (cm), then their per-frame differences (velocity)."""
-    from lsp_prep.geometry import rotvec_to_euler
+    from lsp_prep.stages.geometry.calibrate import rotvec_to_euler
 
     euler = np.unwrap(rotvec_to_euler(person.rotation.astype(np.float64)), axis=0)
     trans = person.translation - person.translation[person.train].mean(0)
@@ -423,7 +422,7 @@ def train_headpose(
 
 def load_generator(run_dir: Path, device: torch.device | None = None) -> Generator:
     """The trained renderer's generator (eval mode) from RUN/renderer/renderer.pt."""
-    from .presets import build_config
+    from lsp_models.presets import build_config
 
     ckpt = load_checkpoint(Path(run_dir) / "renderer" / "renderer.pt", stage="renderer")
     nets = RendererNets(build_config(RendererConfig, ckpt["model_config"]))

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .constants import N_MESH_POINTS
-from .crop import crop_frame
-from .errors import InputError
+from lsp_prep.constants import N_MESH_POINTS
+from lsp_prep.errors import InputError
+from lsp_prep.stages.crop import crop_frame
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging: errors and up
 

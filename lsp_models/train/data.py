@@ -8,10 +8,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from lsp_prep import schema
-from lsp_prep.audio import MelConfig, log_mel
 from lsp_prep.constants import FPS, MELS_PER_FRAME, SAMPLE_RATE
+from lsp_prep.dataset import schema
 from lsp_prep.errors import InputError, SchemaError, ToolError
+from lsp_prep.stages.audio import MelConfig, log_mel
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus")
 

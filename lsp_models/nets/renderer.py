@@ -32,9 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lsp_models.nets.vgg import VGGLoss, VGGLossConfig
 from lsp_prep.errors import InputError
-
-from .vgg import VGGLoss, VGGLossConfig
 
 Norm = Literal["group", "instance", "batch", "none"]
 """Normalisation after each convolution: GroupNorm, InstanceNorm (affine), BatchNorm, none."""
@@ -343,7 +342,7 @@ class LossConfig:
     l1: float = 100.0
     """Mean absolute pixel difference between generated and real frame."""
     vgg: float = 10.0
-    """VGG19 perceptual loss (:class:`lsp_models.vgg.VGGLoss`)."""
+    """VGG19 perceptual loss (:class:`lsp_models.nets.vgg.VGGLoss`)."""
     fm: float = 1.0
     """Discriminator feature matching: L1 between the activations the discriminator has on
     the real and on the generated frame, averaged over layers (logits excluded) and scales."""
@@ -428,7 +427,7 @@ def generator_losses(
         out["l1"] = F.l1_loss(fake, real)
     if config.vgg > 0:
         if vgg_loss is None:
-            raise InputError("loss.vgg > 0 needs a VGGLoss (see lsp_models.vgg.load_vgg19)")
+            raise InputError("loss.vgg > 0 needs a VGGLoss (see lsp_models.nets.vgg.load_vgg19)")
         out["vgg"] = vgg_loss(fake, real)
     out["total"] = (
         config.gan * out["gan/g"]

@@ -7,8 +7,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
-from .errors import InputError
-from .geometry import (
+from lsp_prep.errors import InputError
+from lsp_prep.layout import Layout
+from lsp_prep.stages.geometry.calibrate import (
     EYE_CORNERS,
     EYE_DISTANCE_CM,
     Calibration,
@@ -25,7 +26,6 @@ from .geometry import (
     track_poses,
     triangulate,
 )
-from .layout import Layout
 
 
 @dataclass
@@ -116,13 +116,13 @@ def refine_head(
     calib_frames: int = 120,
     calib_features: int = 120,
 ) -> tuple[HeadTrack, Refinement]:
-    """Calibrate and track again on texture features (see :mod:`lsp_prep.facetrack`).
+    """Calibrate and track again on texture features (see :mod:`lsp_prep.stages.features`).
 
     ``head`` is the landmark track, ``points2d`` (N, P, 2) the features measured in
     original pixels (NaN where not measured), ``points3d`` (P, 3) their first 3D points in
     ``head``'s object frame, ``lsp3d`` (N, 73, 3) the landmarks as for :func:`track_head`.
 
-    1. The focal length: :func:`~lsp_prep.geometry.search_focal` on up to
+    1. The focal length: :func:`~lsp_prep.stages.geometry.calibrate.search_focal` on up to
        ``calib_features`` features in ``calib_frames`` measured frames chosen for pose
        variety, which also refines their 3D points.
     2. The pose of every measured frame: a batched robust fit to those features; then

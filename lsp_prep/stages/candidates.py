@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from lsp_prep.errors import InputError
 
 INNER_MOUTH = (46, 58, 59, 60, 52, 61, 62, 63)
 """LSP indices around the mouth opening (inner lips, closed by the mouth corners)."""

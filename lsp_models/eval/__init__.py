@@ -1,0 +1,1 @@
+"""``lsp eval``: held-out metrics of a trained run."""

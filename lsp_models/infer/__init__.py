@@ -1,0 +1,1 @@
+"""Inference: loading a run, motion from speech, streaming, video output (``lsp animate``)."""

@@ -1,0 +1,1 @@
+"""The networks, each a ``XxxConfig`` dataclass beside its ``nn.Module``."""

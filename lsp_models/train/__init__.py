@@ -1,0 +1,1 @@
+"""Training: the one loop, checkpoints, data, and a function per stage."""

@@ -1,0 +1,1 @@
+"""The dataset contract (schema), and the per-output manifest of prepared clips."""

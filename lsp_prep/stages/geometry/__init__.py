@@ -1,0 +1,1 @@
+"""Stage ``geometry``: focal length, 3D head pose per frame, object-space landmarks."""

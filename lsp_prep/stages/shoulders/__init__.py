@@ -1,0 +1,1 @@
+"""Stage ``shoulders``: upper-body points (MediaPipe Pose), LK tracks, billboard depth."""
