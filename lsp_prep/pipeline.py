@@ -34,8 +34,15 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from lsp_prep import __version__
+from lsp_prep.camera import (
+    crop_intrinsics,
+    rotvec_to_euler_xyz,
+    scale_intrinsics,
+    to_crop,
+    to_original,
+)
 from lsp_prep.config import PrepConfig
-from lsp_prep.constants import N_MESH_POINTS
+from lsp_prep.constants import N_FACE_POINTS, N_MESH_POINTS
 from lsp_prep.dataset import schema
 from lsp_prep.dataset.manifest import update_manifest
 from lsp_prep.errors import InputError
@@ -43,15 +50,9 @@ from lsp_prep.layout import Layout, load_layout
 from lsp_prep.media import MediaInfo, iter_frames, load_audio, probe, sha256_file
 from lsp_prep.stages.audio import align_waveform, video_log_mel
 from lsp_prep.stages.candidates import choose_candidates, mouth_area, split_frames
-from lsp_prep.stages.crop import crop_boxes, crop_frame, face_extent, to_crop, to_original
-from lsp_prep.stages.features import (
-    N_FACE_MESH,
-    build_reference,
-    measure_frame,
-    reference_frame,
-    scale_intrinsics,
-)
-from lsp_prep.stages.geometry.calibrate import Calibration, crop_intrinsics, rotvec_to_euler
+from lsp_prep.stages.crop import crop_boxes, crop_frame, face_extent
+from lsp_prep.stages.features import build_reference, measure_frame, reference_frame
+from lsp_prep.stages.geometry.calibrate import Calibration
 from lsp_prep.stages.geometry.head import HeadTrack, refine_head, track_head
 from lsp_prep.stages.shoulders.track import billboard, choose_points, scaled_config, track_points
 from lsp_prep.stages.track import (
@@ -372,7 +373,7 @@ def prep_video(
     warnings = audio_warnings(y, source=str(audio or video)) + warnings_geo
     warnings += [f"{video}: {w}" for w in shoulders.pop("warnings", np.array([])).tolist()]
     mel = video_log_mel(y, sr=sr, n_video_frames=n, fps=fps, config=config.mel)
-    euler = rotvec_to_euler(head.rotation)
+    euler = rotvec_to_euler_xyz(head.rotation)
     cand = choose_candidates(mouth_area(lsp73), euler, masks["valid"], config=config.candidates)
     train, val = split_frames(n, fps=fps, config=config.split)
     with h5py.File(partial, "a") as f:
@@ -489,7 +490,7 @@ def _feature_stage(
     # the reference's Face Mesh in the landmark track's object frame: one affine map on
     # the stable points takes its (x, y, depth) onto their object coordinates
     stable = np.asarray(layout.sets["stable"])
-    mesh_ref = mesh_crop[ref, :N_FACE_MESH].astype(np.float64)
+    mesh_ref = mesh_crop[ref, :N_FACE_POINTS].astype(np.float64)
     src = np.c_[mesh_ref[layout.mediapipe_index[stable]], np.ones(len(stable))]
     affine, *_ = np.linalg.lstsq(src, head.points3d[ref][stable], rcond=None)
     surface = np.c_[mesh_ref, np.ones(len(mesh_ref))] @ affine

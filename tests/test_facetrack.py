@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from lsp_prep.camera import intrinsics
 from lsp_prep.errors import InputError
 from lsp_prep.layout import load_layout
 from lsp_prep.stages import features as ft
-from lsp_prep.stages.geometry.calibrate import Calibration, intrinsics
+from lsp_prep.stages.geometry.calibrate import Calibration
 from lsp_prep.stages.geometry.head import HeadTrack, refine_head
 
 K = np.array([[800.0, 0.0, 255.5], [0.0, 800.0, 255.5], [0.0, 0.0, 1.0]])

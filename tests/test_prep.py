@@ -69,9 +69,9 @@ def test_landmarks_in_crop_map_back_to_the_original_video(single_face_dataset, m
     frame: compare with an independent Face Mesh run on that original frame."""
     import mediapipe as mp
 
+    from lsp_prep.camera import to_original
     from lsp_prep.layout import load_layout
     from lsp_prep.media import iter_frames, probe
-    from lsp_prep.stages.crop import to_original
 
     info = probe(media["single_face"])
     i = 90
@@ -272,7 +272,8 @@ def _speech(media, seconds: float) -> np.ndarray:
 
 def test_several_faces_locks_on_the_largest_central_one(media, tmp_path):
     """Two people move in the frame: every tracked frame follows the target, never the other."""
-    from lsp_prep.stages.crop import face_extent, to_original
+    from lsp_prep.camera import to_original
+    from lsp_prep.stages.crop import face_extent
     from lsp_synth.render2d import two_faces_clip
 
     truth = two_faces_clip(tmp_path / "two.mp4", duration_s=4.0, fps=30, audio=_speech(media, 4.0))
@@ -334,7 +335,8 @@ def test_face_in_too_few_frames(media, tmp_path):
 def test_resampled_to_60_fps_by_timestamps(media, tmp_path, fps, size, container):
     """A synthetic clip with known, fast head motion at 25/30/60 fps and odd sizes: frame i
     of the dataset shows the source frame on screen at i/60 s, in any container."""
-    from lsp_prep.stages.crop import face_extent, to_original
+    from lsp_prep.camera import to_original
+    from lsp_prep.stages.crop import face_extent
     from lsp_synth.render2d import Motion, astronaut_portrait, render_talking_clip
 
     portrait = astronaut_portrait()

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from lsp_prep.camera import to_original
 from lsp_prep.layout import load_layout
-from lsp_prep.stages.crop import to_original
 
 
 @pytest.fixture(scope="module")

@@ -181,7 +181,7 @@ FIELDS: tuple[Field, ...] = (
         "radians (Rodrigues)",
         "object -> camera",
         "head rotation R of X_cam = R X_obj + T; "
-        "lsp_prep.stages.geometry.calibrate.rotvec_to_euler converts to pitch/yaw/roll",
+        "lsp_prep.camera.rotvec_to_euler_xyz converts to pitch/yaw/roll",
     ),
     Field(
         "track/translation",

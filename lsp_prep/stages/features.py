@@ -34,14 +34,12 @@ import numpy as np
 from scipy.spatial import Delaunay
 from scipy.spatial.transform import Rotation
 
+from lsp_prep.camera import project_object
 from lsp_prep.errors import InputError
 from lsp_prep.layout import Layout
 
 EYE_MARGIN = (1.3, 2.0)
 """The eyes are masked out with their outline scaled this much (x, y) about its centre."""
-
-N_FACE_MESH = 468
-"""Face Mesh points on the face surface (the iris points 468-477 are left out)."""
 
 
 @dataclass(frozen=True)
@@ -120,26 +118,6 @@ def reference_frame(rotvec: np.ndarray, valid: np.ndarray) -> int:
     return int(idx[np.argmin((rot * rot.mean().inv()).magnitude())])
 
 
-def scale_intrinsics(K: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
-    """Intrinsics (..., 3, 3) of an image resized from ``src`` to ``dst`` (width, height),
-    pixel centres aligned."""
-    out = np.array(K, dtype=np.float64, copy=True)
-    for axis in (0, 1):
-        k = dst[axis] / src[axis]
-        out[..., axis, :2] *= k
-        out[..., axis, 2] = (out[..., axis, 2] + 0.5) * k - 0.5
-    return out
-
-
-def _project(
-    points: np.ndarray, rotvec: np.ndarray, trans: np.ndarray, K: np.ndarray
-) -> np.ndarray:
-    """Object points (..., 3) of one pose -> pixels (..., 2)."""
-    cam = Rotation.from_rotvec(rotvec).apply(points.reshape(-1, 3)) + trans
-    uv = cam[:, :2] / cam[:, 2:3] * K[[0, 1], [0, 1]] + K[:2, 2]
-    return uv.reshape(*points.shape[:-1], 2)
-
-
 def upper_face_mask(
     shape: tuple[int, int], lsp2d: np.ndarray, layout: Layout, margin: int
 ) -> np.ndarray:
@@ -190,7 +168,7 @@ def build_reference(
             f"of frame {index} (needs {config.min_features})"
         )
     pts = found[:, 0].astype(np.float64)
-    proj = _project(surface, rotvec, trans, K)
+    proj = project_object(surface, rotvec, trans, K)
     tri = Delaunay(proj)
     simplex = tri.find_simplex(pts)
     pts, simplex = pts[simplex >= 0], simplex[simplex >= 0]
@@ -222,8 +200,8 @@ def measure_frame(
     """
     p = len(ref.points2d)
     out = np.full((p, 2), np.nan)
-    src = _project(ref.triangles, *ref_pose)  # (P, 3, 2)
-    dst = _project(ref.triangles, *pose)
+    src = project_object(ref.triangles, *ref_pose)  # (P, 3, 2)
+    dst = project_object(ref.triangles, *pose)
     ds, dd = src[:, 1:] - src[:, :1], dst[:, 1:] - dst[:, :1]  # (P, 2, 2) edge vectors
     det_s = ds[:, 0, 0] * ds[:, 1, 1] - ds[:, 0, 1] * ds[:, 1, 0]
     det_d = dd[:, 0, 0] * dd[:, 1, 1] - dd[:, 0, 1] * dd[:, 1, 0]

@@ -3,7 +3,8 @@
 Conventions (OpenCV's): camera x right, y down, z forward; pixel centres at integer
 coordinates; ``X_cam = R @ X_obj + T`` with ``R`` stored as a Rodrigues vector (radians)
 and ``T`` in centimetres. Object coordinates are those of the person's mean shape, which
-is scaled so that the outer eye corners (LSP 27 and 33) are :data:`EYE_DISTANCE_CM` apart;
+is scaled so that the outer eye corners (LSP 27 and 33) are
+:data:`~lsp_prep.constants.EYE_DISTANCE_CM` apart;
 the absolute scale of a face cannot be seen by one camera, so translations are in this
 nominal unit.
 
@@ -23,10 +24,9 @@ from scipy.linalg import cho_factor, cho_solve
 from scipy.ndimage import gaussian_filter1d
 from scipy.spatial.transform import Rotation
 
+from lsp_prep.camera import focal_from_fov, intrinsics, project, refocus, rotvec_to_euler_xyz
+from lsp_prep.constants import EYE_DISTANCE_CM
 from lsp_prep.errors import InputError
-
-EYE_DISTANCE_CM = 9.0
-"""Nominal distance between the outer eye corners, which sets the object-space unit."""
 
 EYE_CORNERS = (27, 33)
 """LSP indices of the right and left outer eye corners."""
@@ -99,44 +99,6 @@ class Calibration:
     """(P, 3) rigid shape of the calibration points, object coordinates (cm)."""
     frames: np.ndarray
     """(F,) frame indices used."""
-
-
-def intrinsics(focal: float, size: tuple[int, int]) -> np.ndarray:
-    """(3, 3) pinhole intrinsics with the principal point at the image centre."""
-    w, h = size
-    return np.array([[focal, 0.0, (w - 1) / 2], [0.0, focal, (h - 1) / 2], [0.0, 0.0, 1.0]])
-
-
-def focal_from_fov(fov_deg: float, width: int) -> float:
-    """Focal length (pixels) of a horizontal field of view over ``width`` pixels."""
-    return width / (2.0 * np.tan(np.radians(fov_deg) / 2.0))
-
-
-def crop_intrinsics(K: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """(N, 3, 3) intrinsics of each frame's crop from the original's (3, 3) and the boxes."""
-    s = size / (boxes[:, 2] - boxes[:, 0])
-    out = np.zeros((len(boxes), 3, 3))
-    out[:, 0, 0] = K[0, 0] * s
-    out[:, 1, 1] = K[1, 1] * s
-    out[:, 0, 2] = (K[0, 2] - boxes[:, 0]) * s
-    out[:, 1, 2] = (K[1, 2] - boxes[:, 1]) * s
-    out[:, 2, 2] = 1.0
-    return out
-
-
-def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Camera-space points (..., 3) -> pixels (..., 2)."""
-    z = points[..., 2:3]
-    return points[..., :2] / z * K[[0, 1], [0, 1]] + K[:2, 2]
-
-
-def rotvec_to_euler(rotvec: np.ndarray) -> np.ndarray:
-    """Rodrigues vectors (N, 3) -> (N, 3) pitch, yaw, roll in radians.
-
-    Intrinsic x-y-z order: pitch about the object's x axis (nodding), yaw about y
-    (shaking), roll about z (tilting). The models use these for head pose features.
-    """
-    return Rotation.from_rotvec(rotvec).as_euler("xyz")
 
 
 # ----------------------------------------------------------------- rigid shape
@@ -323,7 +285,7 @@ def select_frames(rvec: np.ndarray, candidates: np.ndarray, n: int) -> np.ndarra
     """Up to ``n`` of ``candidates`` spread over head rotation (farthest-point sampling)."""
     if len(candidates) <= n:
         return np.sort(candidates)
-    ang = rotvec_to_euler(rvec[candidates])[:, :2]  # pitch, yaw
+    ang = rotvec_to_euler_xyz(rvec[candidates])[:, :2]  # pitch, yaw
     chosen = [int(np.argmin(np.linalg.norm(ang - np.median(ang, 0), axis=1)))]
     dist = np.linalg.norm(ang - ang[chosen[0]], axis=1)
     for _ in range(n - 1):
@@ -403,7 +365,7 @@ def search_focal(
     w, _ = image_size
     a_g, b_g, dist_g = gauge
     f_default = focal_from_fov(config.default_fov_deg, w)
-    spread = float(np.degrees(np.ptp(rotvec_to_euler(rvec0)[:, :2], axis=0).max()))
+    spread = float(np.degrees(np.ptp(rotvec_to_euler_xyz(rvec0)[:, :2], axis=0).max()))
 
     # log f -> (rms, shape, rvec, T)
     solved: dict[float, tuple[float, np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -414,9 +376,9 @@ def search_focal(
             if solved:
                 near = min(solved, key=lambda k: abs(k - logf))
                 _, shape_i, rv_i, t_i = solved[near]
-                t_i = _refocus(t_i, f / np.exp(near))
+                t_i = refocus(t_i, f / np.exp(near))
             else:
-                shape_i, rv_i, t_i = shape0, rvec0, _refocus(t0, f / focal0)
+                shape_i, rv_i, t_i = shape0, rvec0, refocus(t0, f / focal0)
             shape, rv, t, rms = _bundle_adjust(
                 points2d, shape_i, rv_i, t_i, intrinsics(f, image_size), eyes=(a_g, b_g),
                 huber_px=2.0, distance=dist_g, iterations=iterations,
@@ -471,14 +433,6 @@ def search_focal(
         focal, intrinsics(focal, image_size), curve, not reason, reason, solved[chosen][1],
         np.asarray(frames),
     )  # fmt: skip
-
-
-def _refocus(trans: np.ndarray, ratio: float) -> np.ndarray:
-    """Translations that keep a face's image (to first order) when f is multiplied by
-    ``ratio``: the depth scales with f, the offset across the optical axis stays."""
-    out = np.array(trans, dtype=np.float64, copy=True)
-    out[..., 2] *= ratio
-    return out
 
 
 def _eye_pair(stable: np.ndarray) -> tuple[int, int]:

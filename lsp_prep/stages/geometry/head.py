@@ -7,20 +7,19 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
+from lsp_prep.camera import project, refocus
+from lsp_prep.constants import EYE_DISTANCE_CM
 from lsp_prep.errors import InputError
 from lsp_prep.layout import Layout
 from lsp_prep.stages.geometry.calibrate import (
     EYE_CORNERS,
-    EYE_DISTANCE_CM,
     Calibration,
     CameraConfig,
     TrackConfig,
-    _refocus,
     back_project,
     calibrate_focal,
     initial_poses,
     object_points,
-    project,
     search_focal,
     select_frames,
     track_poses,
@@ -167,7 +166,7 @@ def refine_head(
         config=camera,
     )
     ratio = cal.focal / f0
-    t_land = _refocus(head.translation, ratio)
+    t_land = refocus(head.translation, ratio)
     step = max(1.0, float(np.median(np.diff(idx))))  # idx has at least 8 frames
     cfg = replace(track, smooth_frames=track.smooth_frames / step)
     rv, tr, _ = track_poses(points2d[idx][:, sub], cal.shape, head.rotation[idx], t_land[idx],
