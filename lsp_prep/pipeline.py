@@ -146,7 +146,7 @@ def track_faces(
     """Run the Face Mesh tracker over an iterable of RGB frames (pure but for MediaPipe)."""
     meshes: list[np.ndarray | None] = []
     size = (0, 0)
-    with quiet_native_stderr(), FaceMeshTracker(config.landmarks) as tracker:
+    with quiet_native_stderr(), FaceMeshTracker(config.track) as tracker:
         for i, frame in enumerate(frames):
             size = (frame.shape[1], frame.shape[0])
             pts = tracker(frame)
@@ -168,22 +168,22 @@ def clean_tracks(
     """Score, reject, interpolate; refuse clips with too little face. Returns the mesh
     (N, 478, 3) in original pixels (NaN where invalid) and the per-frame masks."""
     n = len(tracks.detected)
-    lc = config.landmarks
+    tc = config.track
     conf = mesh_confidence(tracks.mesh, tracks.detected)
-    detected = tracks.detected & (conf >= lc.min_confidence)
+    detected = tracks.detected & (conf >= tc.min_confidence)
     if detected.sum() == 0 or detected.mean() < 0.02:
         raise InputError(
             f"{source}: no face found ({int(detected.sum())} of {n} frames): "
             "film the person facing the camera, face unobstructed and well lit"
         )
-    max_gap = int(round(lc.max_gap_s * config.ingest.fps))
+    max_gap = int(round(tc.max_gap_s * config.ingest.fps))
     mesh, interpolated = fill_gaps(tracks.mesh, detected, max_gap=max_gap)
     valid = detected | interpolated
-    if valid.mean() < lc.min_valid_fraction:
+    if valid.mean() < tc.min_valid_fraction:
         raise InputError(
             f"{source}: face usable in only {valid.mean():.0%} of frames; prep needs "
-            f"{lc.min_valid_fraction:.0%} (cut the clip to where the face is visible, or "
-            "lower landmarks.min_valid_fraction with --set)"
+            f"{tc.min_valid_fraction:.0%} (cut the clip to where the face is visible, or "
+            "lower track.min_valid_fraction with --set)"
         )
     masks = {"detected": detected, "interpolated": interpolated, "valid": valid, "confidence": conf}
     return mesh.astype(np.float32), masks
@@ -239,12 +239,12 @@ def prep_video(
 
     # 2. track (pass 1), cached
     t = time.perf_counter()
-    track_key = _stage_key(config, src_sha, "", "ingest", "landmarks")
+    track_key = _stage_key(config, src_sha, "", "ingest", "track")
     track_file = cache / "track.npz"
     tracks = _load_tracks(track_file, track_key)
     if tracks is None:
         size = (info.width, info.height)
-        small = tracking_size(size, config.landmarks.max_side)
+        small = tracking_size(size, config.track.max_side)
         frames = iter_frames(video, fps=fps, size=size, out_size=small)
         tracks = track_faces(frames, config=config, total=total_est, progress=progress)
         if small != size:
@@ -283,7 +283,7 @@ def prep_video(
 
     # 4. frames (pass 2) into the partial file
     t = time.perf_counter()
-    frames_key = _stage_key(config, src_sha, "", "ingest", "landmarks", "crop")
+    frames_key = _stage_key(config, src_sha, "", "ingest", "track", "crop")
     _write_frames(partial, video, info, boxes, frames_key, config=config, progress=progress)
     timings["frames"] = time.perf_counter() - t
 
@@ -291,7 +291,7 @@ def prep_video(
     t = time.perf_counter()
     layout = load_layout()
     crop_size = config.ingest.image_size
-    geo_key = _stage_key(config, src_sha, "", "ingest", "landmarks", "camera", "track")
+    geo_key = _stage_key(config, src_sha, "", "ingest", "track", "camera", "geometry")
     head = _load_head(cache / "geometry.npz", geo_key)
     if head is None:
         progress("geometry", 0, 1)
@@ -302,7 +302,7 @@ def prep_video(
                 image_size=tracks.frame_size,
                 layout=layout,
                 camera=config.camera,
-                track=config.track,
+                geometry=config.geometry,
             )
         _save_head(cache / "geometry.npz", geo_key, head)
     progress("geometry", 1, 1)
@@ -315,8 +315,8 @@ def prep_video(
     n_features = np.zeros(n, np.int64)
     mesh_crop = to_crop(mesh, boxes, crop_size).astype(np.float32)
     if config.features.enabled:
-        feat_key = _stage_key(config, src_sha, "", "ingest", "landmarks", "crop", "camera",
-                              "track", "features")  # fmt: skip
+        feat_key = _stage_key(config, src_sha, "", "ingest", "track", "crop", "camera",
+                              "geometry", "features")  # fmt: skip
         feats = _load_arrays(cache / "features.npz", feat_key)
         if feats is None:
             feats = _feature_stage(partial, head, mesh_crop, masks["valid"], k_crop, boxes,
@@ -333,7 +333,7 @@ def prep_video(
                     image_size=tracks.frame_size,
                     layout=layout,
                     camera=config.camera,
-                    track=config.track,
+                    geometry=config.geometry,
                     min_features=config.features.min_features,
                     calib_frames=config.features.calib_frames,
                 )
@@ -352,7 +352,7 @@ def prep_video(
     # 6. shoulders: LK on the stored crops (cached)
     t = time.perf_counter()
     lsp73 = layout.from_mesh(mesh_crop)[..., :2]
-    sh_key = _stage_key(config, src_sha, "", "ingest", "landmarks", "crop", "camera", "track",
+    sh_key = _stage_key(config, src_sha, "", "ingest", "track", "crop", "camera", "geometry",
                       "features", "shoulders")  # fmt: skip
     shoulders = _load_arrays(cache / "shoulders.npz", sh_key)
     if shoulders is None:

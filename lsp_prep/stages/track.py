@@ -58,7 +58,7 @@ def quiet_native_stderr() -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class LandmarkConfig:
+class TrackConfig:
     """Face Mesh tracking and the validity rules applied to its output."""
 
     roi_size: int = 256
@@ -82,11 +82,11 @@ class LandmarkConfig:
 
     def __post_init__(self) -> None:
         if self.roi_size < 64:
-            raise InputError(f"landmarks.roi_size must be >= 64, got {self.roi_size}")
+            raise InputError(f"track.roi_size must be >= 64, got {self.roi_size}")
         if self.max_side < 320:
-            raise InputError(f"landmarks.max_side must be >= 320, got {self.max_side}")
+            raise InputError(f"track.max_side must be >= 320, got {self.max_side}")
         if self.roi_scale < 1.2:
-            raise InputError(f"landmarks.roi_scale must be >= 1.2, got {self.roi_scale}")
+            raise InputError(f"track.roi_scale must be >= 1.2, got {self.roi_scale}")
         for name in (
             "min_detection_confidence",
             "min_tracking_confidence",
@@ -94,9 +94,9 @@ class LandmarkConfig:
             "min_valid_fraction",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise InputError(f"landmarks.{name} must be in [0, 1]")
+                raise InputError(f"track.{name} must be in [0, 1]")
         if self.max_gap_s < 0:
-            raise InputError("landmarks.max_gap_s must be >= 0")
+            raise InputError("track.max_gap_s must be >= 0")
 
 
 def tracking_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
@@ -149,7 +149,7 @@ def choose_face(
 class FaceMeshTracker:
     """Stateful per-frame Face Mesh on one person; call it on consecutive RGB frames."""
 
-    def __init__(self, config: LandmarkConfig = LandmarkConfig()) -> None:
+    def __init__(self, config: TrackConfig = TrackConfig()) -> None:
         import mediapipe as mp
 
         self.config = config
@@ -158,7 +158,7 @@ class FaceMeshTracker:
         self._last_box: np.ndarray | None = None
         self.detections = 0
 
-    def _build(self, mp, config: LandmarkConfig) -> None:
+    def _build(self, mp, config: TrackConfig) -> None:
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=False,
             max_num_faces=1,

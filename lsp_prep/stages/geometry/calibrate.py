@@ -61,7 +61,7 @@ class CameraConfig:
 
 
 @dataclass(frozen=True)
-class TrackConfig:
+class GeometryConfig:
     """Per-frame head pose fitting."""
 
     huber_px: float = 2.0
@@ -76,9 +76,9 @@ class TrackConfig:
 
     def __post_init__(self) -> None:
         if self.huber_px <= 0 or self.iterations < 1:
-            raise InputError("track.huber_px must be > 0 and track.iterations >= 1")
+            raise InputError("geometry.huber_px must be > 0 and geometry.iterations >= 1")
         if self.smooth_frames < 0 or self.prior_weight < 0:
-            raise InputError("track.smooth_frames and track.prior_weight must be >= 0")
+            raise InputError("geometry.smooth_frames and geometry.prior_weight must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -463,7 +463,7 @@ def track_poses(
     K: np.ndarray,
     *,
     weights: np.ndarray | None = None,
-    config: TrackConfig = TrackConfig(),
+    config: GeometryConfig = GeometryConfig(),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fit every frame's pose at once: batched Levenberg-Marquardt with Huber weights,
     then a temporal prior that pulls each pose towards its smoothed trajectory.

@@ -15,7 +15,7 @@ from lsp_prep.stages.geometry.calibrate import (
     EYE_CORNERS,
     Calibration,
     CameraConfig,
-    TrackConfig,
+    GeometryConfig,
     back_project,
     calibrate_focal,
     initial_poses,
@@ -62,7 +62,7 @@ def track_head(
     image_size: tuple[int, int],
     layout: Layout,
     camera: CameraConfig = CameraConfig(),
-    track: TrackConfig = TrackConfig(),
+    geometry: GeometryConfig = GeometryConfig(),
 ) -> HeadTrack:
     """Calibrate and track from LSP-73 landmarks (N, 73, 3) in original pixels (x, y; z is
     MediaPipe's relative depth in the same pixel scale). ``valid`` (N,) marks usable frames."""
@@ -74,7 +74,7 @@ def track_head(
     idx = np.flatnonzero(valid)
     principal = cal.K[:2, 2]
     rv0, t0 = initial_poses(lsp3d[idx][:, stable], cal.shape, focal=cal.focal, principal=principal)
-    rv, tr, rms = track_poses(lsp3d[idx][:, stable, :2], cal.shape, rv0, t0, cal.K, config=track)
+    rv, tr, rms = track_poses(lsp3d[idx][:, stable, :2], cal.shape, rv0, t0, cal.K, config=geometry)
     n = len(valid)
     rot, trans = np.zeros((n, 3)), np.zeros((n, 3))
     rot[idx], trans[idx] = rv, tr
@@ -110,7 +110,7 @@ def refine_head(
     image_size: tuple[int, int],
     layout: Layout,
     camera: CameraConfig = CameraConfig(),
-    track: TrackConfig = TrackConfig(),
+    geometry: GeometryConfig = GeometryConfig(),
     min_features: int = 12,
     calib_frames: int = 120,
     calib_features: int = 120,
@@ -168,7 +168,7 @@ def refine_head(
     ratio = cal.focal / f0
     t_land = refocus(head.translation, ratio)
     step = max(1.0, float(np.median(np.diff(idx))))  # idx has at least 8 frames
-    cfg = replace(track, smooth_frames=track.smooth_frames / step)
+    cfg = replace(geometry, smooth_frames=geometry.smooth_frames / step)
     rv, tr, _ = track_poses(points2d[idx][:, sub], cal.shape, head.rotation[idx], t_land[idx],
                             cal.K, config=cfg)  # fmt: skip
     shape = triangulate(points2d[idx], rv, tr, cal.K)
