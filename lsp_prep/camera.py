@@ -71,6 +71,21 @@ def refocus(trans: np.ndarray, ratio: float) -> np.ndarray:
     return out
 
 
+def rescale_points(points: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
+    """Pixel-centre coordinates in a ``src``-sized frame -> a ``dst``-sized frame; (..., D).
+
+    A third coordinate (depth in pixel units) scales with x. The points' counterpart of
+    :func:`scale_intrinsics`.
+    """
+    kx, ky = dst[0] / src[0], dst[1] / src[1]
+    out = np.array(points, dtype=np.float64, copy=True)
+    out[..., 0] = (out[..., 0] + 0.5) * kx - 0.5
+    out[..., 1] = (out[..., 1] + 0.5) * ky - 0.5
+    if out.shape[-1] > 2:
+        out[..., 2] *= kx
+    return out
+
+
 # ----------------------------------------------------------------- projection
 
 

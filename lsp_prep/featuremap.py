@@ -3,7 +3,7 @@
 Training and animation draw it with the same function: the LSP-73 face points projected
 with the camera (:func:`face_points2d`), drawn as the layout's polylines in its painting
 order, then the shoulder points as two polylines (the image-left half of the points, then
-the image-right half, each ordered left to right as :mod:`lsp_prep.stages.shoulders.track`
+the image-right half, each ordered left to right as :mod:`lsp_prep.stages.shoulders.choose`
 stores them).
 One channel, white anti-aliased lines on black, ``uint8``.
 """

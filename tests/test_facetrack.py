@@ -12,7 +12,7 @@ from scipy.spatial.transform import Rotation
 from lsp_prep.camera import intrinsics
 from lsp_prep.errors import InputError
 from lsp_prep.layout import load_layout
-from lsp_prep.stages import features as ft
+from lsp_prep.stages.features import measure as ft
 from lsp_prep.stages.geometry.calibrate import Calibration
 from lsp_prep.stages.geometry.head import HeadTrack, refine_head
 

@@ -9,11 +9,13 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from lsp_prep import pipeline
+from lsp_prep import cache
 from lsp_prep.config import PrepConfig
 from lsp_prep.dataset import schema
 from lsp_prep.errors import InputError
+from lsp_prep.media import sha256_file
 from lsp_prep.pipeline import prep_video
+from lsp_prep.stages import track as track_stage
 
 runner = CliRunner()
 
@@ -98,7 +100,7 @@ def test_manifest_lists_the_clip(single_face_dataset):
     row = df[df["clip"] == "single_face"].iloc[0]
     assert row["path"] == "single_face.h5" and row["frames"] > 100 and 2.3 < row["duration_s"] < 2.5
     assert 0.95 < row["valid_fraction"] <= 1 and len(row["source_sha256"]) == 64
-    assert row["dataset_sha256"] == pipeline.sha256_file(single_face_dataset)
+    assert row["dataset_sha256"] == sha256_file(single_face_dataset)
 
 
 def test_carphone_with_separate_audio(media, tmp_path):
@@ -109,7 +111,7 @@ def test_carphone_with_separate_audio(media, tmp_path):
     dims = schema.validate(dataset)
     assert 238 <= dims["N"] <= 242  # 4.0 s at 29.97 fps -> 60 fps
     with h5py.File(dataset) as f:
-        assert f.attrs["audio_sha256"] == pipeline.sha256_file(media["speech"])
+        assert f.attrs["audio_sha256"] == sha256_file(media["speech"])
         assert f["landmarks/valid"][:].mean() > 0.9
 
 
@@ -146,10 +148,10 @@ def test_interrupted_prep_resumes_without_redoing_tracking(media, tmp_path, cut_
     def no_tracking(*a, **k):
         raise AssertionError("tracking ran again although it was cached")
 
-    monkeypatch.setattr(pipeline, "track_faces", no_tracking)
+    monkeypatch.setattr(track_stage, "track_faces", no_tracking)
     result = prep_video(clip, out_dir=out)
     schema.validate(result.dataset)
-    assert not (out / "cut.h5.partial").exists() and not (out / pipeline.CACHE_DIR).exists()
+    assert not (out / "cut.h5.partial").exists() and not (out / cache.CACHE_DIR).exists()
 
 
 def test_rotation_metadata_is_honoured(media, tmp_path, cut_clip):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
+from threadpoolctl import threadpool_limits
 
 from lsp_prep.camera import project, refocus
 from lsp_prep.constants import EYE_DISTANCE_CM
@@ -115,7 +116,7 @@ def refine_head(
     calib_frames: int = 120,
     calib_features: int = 120,
 ) -> tuple[HeadTrack, Refinement]:
-    """Calibrate and track again on texture features (see :mod:`lsp_prep.stages.features`).
+    """Calibrate and track again on texture features (see :mod:`lsp_prep.stages.features.measure`).
 
     ``head`` is the landmark track, ``points2d`` (N, P, 2) the features measured in
     original pixels (NaN where not measured), ``points3d`` (P, 3) their first 3D points in
@@ -208,3 +209,70 @@ def refine_head(
     err[idx] = rms
     refined = HeadTrack(cal, rot, trans, pts, mean, pts[:, mouth] - mean[mouth], err)
     return refined, Refinement(np.where(meas, count, 0), "")
+
+
+# ----------------------------------------------------------------- the stage
+
+
+def head_to_arrays(head: HeadTrack) -> dict[str, np.ndarray]:
+    """The arrays the stage cache stores for ``head``."""
+    cal = head.calibration
+    return {
+        "focal": np.array(cal.focal),
+        "K": cal.K,
+        "curve": cal.curve,
+        "identified": np.array(cal.identified),
+        "reason": np.array(cal.reason),
+        "shape": cal.shape,
+        "frames": cal.frames,
+        "rotation": head.rotation,
+        "translation": head.translation,
+        "points3d": head.points3d,
+        "mean_shape": head.mean_shape,
+        "mouth_displacement": head.mouth_displacement,
+        "reprojection_error": head.reprojection_error,
+    }
+
+
+def head_from_arrays(z: dict[str, np.ndarray]) -> HeadTrack:
+    """Inverse of :func:`head_to_arrays`."""
+    cal = Calibration(
+        float(z["focal"]),
+        z["K"],
+        z["curve"],
+        bool(z["identified"]),
+        str(z["reason"]),
+        z["shape"],
+        z["frames"],
+    )
+    return HeadTrack(
+        cal,
+        z["rotation"],
+        z["translation"],
+        z["points3d"],
+        z["mean_shape"],
+        z["mouth_displacement"],
+        z["reprojection_error"],
+    )
+
+
+def geometry_stage(
+    mesh: np.ndarray,
+    valid: np.ndarray,
+    *,
+    frame_size: tuple[int, int],
+    layout: Layout,
+    camera: CameraConfig,
+    geometry: GeometryConfig,
+) -> HeadTrack:
+    """The geometry stage: :func:`track_head` on a clip's Face Mesh track (N, 478, 3) in
+    original pixels, ``valid`` (N,)."""
+    with threadpool_limits(1):  # small matrices: BLAS threads only add overhead
+        return track_head(
+            layout.from_mesh(mesh),
+            valid,
+            image_size=frame_size,
+            layout=layout,
+            camera=camera,
+            geometry=geometry,
+        )

@@ -75,6 +75,9 @@ class FeatureConfig:
     """Frames with fewer measured features keep their landmark-based pose."""
     calib_frames: int = 120
     """Measured frames, chosen for pose variety, in the focal search on the features."""
+    calib_features: int = 120
+    """Features (spread over the list) in the focal search on the features; every feature
+    is triangulated afterwards."""
 
     def __post_init__(self) -> None:
         if self.every < 1:
@@ -87,6 +90,8 @@ class FeatureConfig:
             raise InputError("features.max_features and features.min_features must be >= 6")
         if self.calib_frames < 8:
             raise InputError(f"features.calib_frames must be >= 8, got {self.calib_frames}")
+        if self.calib_features < 6:
+            raise InputError(f"features.calib_features must be >= 6, got {self.calib_features}")
         if self.max_shift < 1 or self.levels < 0:
             raise InputError("features.max_shift must be >= 1 and features.levels >= 0")
         if self.fb_px <= 0 or self.min_distance <= 0 or not 0 < self.quality < 1:
