@@ -16,7 +16,7 @@ from lsp_prep.stages.audio import MelConfig
 from lsp_prep.stages.candidates import CandidateConfig, SplitConfig
 from lsp_prep.stages.crop import CropConfig
 from lsp_prep.stages.features.measure import FeatureConfig
-from lsp_prep.stages.geometry.calibrate import CameraConfig, GeometryConfig
+from lsp_prep.stages.geometry.config import CameraConfig, GeometryConfig
 from lsp_prep.stages.shoulders.config import ShoulderConfig
 from lsp_prep.stages.track import TrackConfig
 

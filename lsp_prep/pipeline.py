@@ -9,7 +9,7 @@ probe      probe                         ingest               inputs usable? ref
 track      track                         track                decode (pass 1), Face Mesh [c]
 crop       crop                          crop                 smoothed square boxes
 frames     frames                        -                    decode (pass 2), crop, JPEG [r]
-geometry   geometry.head / .calibrate    camera, geometry     focal length, 3D head track [c]
+geometry   geometry (folder), head.py    camera, geometry     focal length, 3D head track [c]
 features   features.stage / .measure     features             texture features [c], the head
                                                               calibrated and tracked on them
 shoulders  shoulders.stage (and folder)  shoulders            Pose points, LK, billboard [c]

@@ -130,8 +130,15 @@ def upper_face_mask(
     it. The eyes are left out with a margin for the lids and lashes (they move on their
     own), and the mouth, the chin and the jaw are outside."""
     g = layout.groups
-    upper = [*g["contour"][:3], *g["contour"][-3:], *g["right_brow"], *g["left_brow"],
-             *g["eye_corners"], *g["nose"], *g["glabella"]]  # fmt: skip
+    upper = [
+        *g["contour"][:3],
+        *g["contour"][-3:],
+        *g["right_brow"],
+        *g["left_brow"],
+        *g["eye_corners"],
+        *g["nose"],
+        *g["glabella"],
+    ]
     mask: np.ndarray = np.zeros(shape, np.uint8)
     cv2.fillConvexPoly(mask, cv2.convexHull(np.round(lsp2d[upper]).astype(np.int32)), (255,))
     eye_c, eye_m = g["eye_corners"], g["eye_mids"]
@@ -217,9 +224,17 @@ def measure_frame(
     win = config.window
     tile = win * 2**config.levels + 2 * config.max_shift + 4
     out[idx] = _align(
-        frame, ref, src[idx], dst[idx], ref.points2d[idx], tile=tile, levels=config.levels,
-        shift=config.max_shift, fb_px=config.fb_px, window=win,
-    )  # fmt: skip
+        frame,
+        ref,
+        src[idx],
+        dst[idx],
+        ref.points2d[idx],
+        tile=tile,
+        levels=config.levels,
+        shift=config.max_shift,
+        fb_px=config.fb_px,
+        window=win,
+    )
     return out
 
 
@@ -282,9 +297,12 @@ def _align(
     mx = bi[..., 0, 0] * fx + bi[..., 0, 1] * fy + tiles(src[:, 0, 0]).astype(np.float32)
     my = bi[..., 1, 0] * fx + bi[..., 1, 1] * fy + tiles(src[:, 0, 1]).astype(np.float32)
     ref_mosaic = cv2.remap(
-        ref.image, mx.reshape(shape), my.reshape(shape), cv2.INTER_LINEAR,
+        ref.image,
+        mx.reshape(shape),
+        my.reshape(shape),
+        cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
-    )  # fmt: skip
+    )
 
     origin = np.stack([np.arange(n) % cols, np.arange(n) // cols], 1) * tile  # tile origins
     p0 = (origin + pred - corner).astype(np.float32)

@@ -24,7 +24,7 @@ from lsp_prep.stages.features.measure import (
     reference_frame,
 )
 from lsp_prep.stages.frames import GREY_AT_SCALE
-from lsp_prep.stages.geometry.calibrate import CameraConfig, GeometryConfig
+from lsp_prep.stages.geometry.config import CameraConfig, GeometryConfig
 from lsp_prep.stages.geometry.head import HeadTrack, refine_head
 
 BLOCK = 64

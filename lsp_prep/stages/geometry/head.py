@@ -1,4 +1,6 @@
-"""The geometry stage of prep: calibrate, track the head in 3D, derive what models need."""
+"""The geometry stage of prep: calibrate (:mod:`.focal`), track the head in 3D
+(:mod:`.poses`), derive what models need; and the features stage's second pass on texture
+features (:func:`refine_head`)."""
 
 from __future__ import annotations
 
@@ -12,20 +14,10 @@ from lsp_prep.camera import project, refocus
 from lsp_prep.constants import EYE_DISTANCE_CM
 from lsp_prep.errors import InputError
 from lsp_prep.layout import Layout
-from lsp_prep.stages.geometry.calibrate import (
-    EYE_CORNERS,
-    Calibration,
-    CameraConfig,
-    GeometryConfig,
-    back_project,
-    calibrate_focal,
-    initial_poses,
-    object_points,
-    search_focal,
-    select_frames,
-    track_poses,
-    triangulate,
-)
+from lsp_prep.stages.geometry.config import CameraConfig, GeometryConfig
+from lsp_prep.stages.geometry.focal import Calibration, calibrate_focal, search_focal, select_frames
+from lsp_prep.stages.geometry.poses import track_poses
+from lsp_prep.stages.geometry.shape import back_project, initial_poses, object_points, triangulate
 
 
 @dataclass
@@ -50,8 +42,11 @@ def fill_poses(
         return rotvec, trans
     t = np.arange(len(valid))
     tq = np.clip(t, good[0], good[-1])
-    rv = Slerp(good, Rotation.from_rotvec(rotvec[good]))(tq).as_rotvec() if len(good) > 1 else (
-        np.repeat(rotvec[good], len(valid), axis=0))  # fmt: skip
+    rv = (
+        Slerp(good, Rotation.from_rotvec(rotvec[good]))(tq).as_rotvec()
+        if len(good) > 1
+        else (np.repeat(rotvec[good], len(valid), axis=0))
+    )
     tr = np.stack([np.interp(t, good, trans[good, k]) for k in range(3)], axis=1)
     return rv, tr
 
@@ -70,8 +65,9 @@ def track_head(
     if not valid.any():
         raise InputError("no valid landmarks to track the head with")
     stable = np.asarray(layout.sets["stable"])
-    cal = calibrate_focal(lsp3d[..., :2], lsp3d, valid, image_size=image_size, stable=stable,
-                          config=camera)  # fmt: skip
+    cal = calibrate_focal(
+        lsp3d[..., :2], lsp3d, valid, image_size=image_size, stable=stable, config=camera
+    )
     idx = np.flatnonzero(valid)
     principal = cal.K[:2, 2]
     rv0, t0 = initial_poses(lsp3d[idx][:, stable], cal.shape, focal=cal.focal, principal=principal)
@@ -122,7 +118,7 @@ def refine_head(
     original pixels (NaN where not measured), ``points3d`` (P, 3) their first 3D points in
     ``head``'s object frame, ``lsp3d`` (N, 73, 3) the landmarks as for :func:`track_head`.
 
-    1. The focal length: :func:`~lsp_prep.stages.geometry.calibrate.search_focal` on up to
+    1. The focal length: :func:`~lsp_prep.stages.geometry.focal.search_focal` on up to
        ``calib_features`` features in ``calib_frames`` measured frames chosen for pose
        variety, which also refines their 3D points.
     2. The pose of every measured frame: a batched robust fit to those features; then
@@ -150,8 +146,9 @@ def refine_head(
     sub = np.unique(np.linspace(0, len(points3d) - 1, min(len(points3d), calib_features)).round())
     sub = sub.astype(np.int64)
     p_sub = points3d[sub]
-    pair = np.unravel_index(np.argmax(np.linalg.norm(p_sub[:, None] - p_sub, axis=-1)),
-                            (len(sub),) * 2)  # fmt: skip
+    pair = np.unravel_index(
+        np.argmax(np.linalg.norm(p_sub[:, None] - p_sub, axis=-1)), (len(sub),) * 2
+    )
     a, b = int(pair[0]), int(pair[1])
     frames = select_frames(head.rotation, idx, calib_frames)
     f0 = head.calibration.focal
@@ -170,8 +167,9 @@ def refine_head(
     t_land = refocus(head.translation, ratio)
     step = max(1.0, float(np.median(np.diff(idx))))  # idx has at least 8 frames
     cfg = replace(geometry, smooth_frames=geometry.smooth_frames / step)
-    rv, tr, _ = track_poses(points2d[idx][:, sub], cal.shape, head.rotation[idx], t_land[idx],
-                            cal.K, config=cfg)  # fmt: skip
+    rv, tr, _ = track_poses(
+        points2d[idx][:, sub], cal.shape, head.rotation[idx], t_land[idx], cal.K, config=cfg
+    )
     shape = triangulate(points2d[idx], rv, tr, cal.K)
     keep = np.isfinite(shape).all(1)
     rv, tr, rms = track_poses(points2d[idx][:, keep], shape[keep], rv, tr, cal.K, config=cfg)
@@ -197,7 +195,7 @@ def refine_head(
     # the nominal unit: the mean shape's outer eye corners EYE_DISTANCE_CM apart (scaling
     # points and translations together leaves every projection unchanged)
     mean = pts[v].mean(axis=0)
-    a, b = EYE_CORNERS
+    a, b = layout.outer_eye_corners
     unit = EYE_DISTANCE_CM / float(np.linalg.norm(mean[a] - mean[b]))
     pts, mean, trans, lm_shape = pts * unit, mean * unit, trans * unit, lm_shape * unit
     cal = replace(cal, shape=cal.shape * unit)
