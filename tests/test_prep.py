@@ -405,3 +405,16 @@ def test_dataset_of_the_previous_schema_is_refused(single_face_dataset, tmp_path
         f.attrs["schema_version"] = 1
     with pytest.raises(schema.SchemaError, match="re-run `lsp prep`"):
         schema.open_dataset(old)
+
+
+def test_stage_table_owns_every_config_section_once():
+    """Each config section belongs to one stage; a stage's key covers its upstream."""
+    import dataclasses
+
+    from lsp_prep.pipeline import STAGES, stage_sections
+
+    owned = [s for stage in STAGES for s in stage.sections]
+    assert sorted(owned) == sorted(f.name for f in dataclasses.fields(PrepConfig))
+    assert set(stage_sections("pack")) == set(owned)
+    assert stage_sections("geometry") == ("camera", "geometry", "ingest", "track")
+    assert "crop" not in stage_sections("geometry")  # a new crop keeps the head track
