@@ -4,7 +4,8 @@ on a billboard.
 The paper models the upper body as a plane ("billboard") at the mean face depth carrying a
 few feature points chosen on the first frame and tracked through the clip with pyramidal
 Lucas-Kanade optical flow. Three pure functions do that, each on arrays, each in its
-module (:mod:`.config` holds the section ``shoulders``, :mod:`.stage` the I/O wrapper):
+module (:mod:`.config` holds the section ``shoulders``, :mod:`.stage` the I/O wrapper;
+:mod:`.pose`, :mod:`.place` and :mod:`.image` are :func:`.choose.choose_points`'s helpers):
 
 * :func:`.choose.choose_points` picks the points on frame 0: MediaPipe Pose (shoulder
   landmarks 11 and 12 plus its person segmentation) and the face outline define the

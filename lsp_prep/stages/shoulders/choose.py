@@ -9,21 +9,18 @@ import cv2
 import numpy as np
 
 from lsp_prep.errors import InputError
-from lsp_prep.layout import load_layout
 from lsp_prep.stages.shoulders.config import ShoulderConfig
 from lsp_prep.stages.shoulders.image import texture_map, to_gray
-from lsp_prep.stages.track import quiet_native_stderr
-
-POSE_LEFT_SHOULDER = 11
-"""MediaPipe Pose landmark of the subject's left shoulder (usually on the image's right)."""
-POSE_RIGHT_SHOULDER = 12
-"""MediaPipe Pose landmark of the subject's right shoulder (usually on the image's left)."""
-POSE_FACE = tuple(range(11))
-"""MediaPipe Pose face landmarks: nose 0, eyes 1-6 (2 and 5 the centres), ears 7-8, mouth 9-10."""
-POSE_EYES = (2, 5)
-POSE_MOUTH = (9, 10)
-POSE_EARS = (7, 8)
-
+from lsp_prep.stages.shoulders.place import clear_around, inside_mask, line_points, pick
+from lsp_prep.stages.shoulders.pose import (
+    POSE_LEFT_SHOULDER,
+    POSE_RIGHT_SHOULDER,
+    Face,
+    exclusion,
+    face_from_lsp,
+    face_from_pose,
+    run_pose,
+)
 
 PointSource = Literal["user", "pose", "face_guess"]
 PointKind = Literal["texture", "shoulder_line", "below_face", "image_bottom", "user"]
@@ -64,159 +61,6 @@ class ShoulderPoints:
         return np.array([k in ("texture", "user") for k in self.kind], bool)
 
 
-@dataclass(frozen=True)
-class _Face:
-    """Face outline for the exclusion region: points (K, 2), chin, unit down axis, height."""
-
-    points: np.ndarray
-    chin: np.ndarray
-    down: np.ndarray
-    height: float
-
-
-def _face_from_lsp(face_points2d: np.ndarray) -> _Face:
-    """Face outline from the LSP-73 points (73, 2): the chin is the middle of the layout's
-    contour, the eyes the mean of its eye corner and lid points."""
-    groups = load_layout().groups
-    contour, eye_points = groups["contour"], list(groups["eye_corners"])
-    pts = np.asarray(face_points2d, np.float64)
-    if pts.ndim != 2 or pts.shape[1] != 2 or pts.shape[0] <= max(eye_points):
-        raise InputError(f"face_points2d must be (73, 2) LSP-73 points, got {pts.shape}")
-    if not np.isfinite(pts).all():
-        raise InputError("face_points2d has non-finite values (no face on the first frame?)")
-    chin = pts[contour[len(contour) // 2]]
-    eyes = pts[eye_points].mean(axis=0)
-    return _Face(pts, chin, _unit(chin - eyes), float((pts.max(axis=0) - pts.min(axis=0)).max()))
-
-
-def _face_from_pose(pose: np.ndarray) -> _Face:
-    """Face outline guessed from Pose's face landmarks (K, 2): chin below the mouth."""
-    eyes = pose[list(POSE_EYES)].mean(axis=0)
-    mouth = pose[list(POSE_MOUTH)].mean(axis=0)
-    down = _unit(mouth - eyes)
-    chin = mouth + 0.8 * (mouth - eyes)
-    ear_span = float(np.linalg.norm(pose[POSE_EARS[0]] - pose[POSE_EARS[1]]))
-    side = np.array([-down[1], down[0]])
-    jaw = [chin + side * ear_span / 3, chin - side * ear_span / 3]
-    top = eyes - 1.0 * (chin - eyes)
-    pts = np.vstack([pose[list(POSE_FACE)], chin, *jaw, top])
-    return _Face(pts, chin, down, max(float(np.linalg.norm(chin - top)), ear_span))
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    n = float(np.linalg.norm(v))
-    return np.array([0.0, 1.0]) if n < 1e-6 else v / n
-
-
-def _run_pose(frame_rgb: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """MediaPipe Pose on one RGB image: landmarks (33, 3) as x, y pixels and visibility, and
-    the person probability (H, W) float32; (None, None) when it finds nobody."""
-    import mediapipe as mp
-
-    h, w = frame_rgb.shape[:2]
-    # model_complexity 1 ships in the wheel; 0 and 2 would download a model (fails offline).
-    with (
-        quiet_native_stderr(),
-        mp.solutions.pose.Pose(
-            static_image_mode=True, model_complexity=1, enable_segmentation=True
-        ) as pose,
-    ):
-        res = pose.process(np.ascontiguousarray(frame_rgb))
-    if res.pose_landmarks is None:
-        return None, None
-    lm = np.array(
-        [(p.x * w - 0.5, p.y * h - 0.5, p.visibility) for p in res.pose_landmarks.landmark]
-    )
-    seg = None if res.segmentation_mask is None else np.asarray(res.segmentation_mask, np.float32)
-    return lm, seg
-
-
-def _exclusion(face: _Face, size: tuple[int, int], config: ShoulderConfig) -> np.ndarray:
-    """(H, W) bool: the face swept down over the neck, grown by ``face_margin``."""
-    w, h = size
-    swept = np.vstack([face.points, face.points + face.down * config.neck_length * face.height])
-    hull = cv2.convexHull(np.round(swept).astype(np.int32))
-    mask = np.zeros((h, w), np.uint8)
-    cv2.fillConvexPoly(mask, hull, (1,))
-    grow = int(round(config.face_margin * face.height))
-    if grow > 0:
-        cv2.polylines(mask, [hull], True, (1,), thickness=2 * grow + 1)
-    return mask.astype(bool)
-
-
-def _pick(
-    quality: np.ndarray,
-    mask: np.ndarray,
-    *,
-    k: int,
-    min_dist: float,
-    least_dist: float,
-    floor: float,
-) -> np.ndarray:
-    """Up to ``k`` (K, 2) pixels of ``mask`` with the highest ``quality`` >= ``floor``, local
-    maxima first, each ``min_dist`` from the others (halved while too few, down to
-    ``least_dist``)."""
-    if k <= 0:
-        return np.zeros((0, 2))
-    peaks = quality >= cv2.dilate(quality, np.ones((3, 3), np.uint8))
-    ys, xs = np.nonzero(mask & peaks & (quality >= floor))
-    order = np.argsort(-quality[ys, xs], kind="stable")
-    cand = np.stack([xs[order], ys[order]], axis=1).astype(np.float64)
-    d = min_dist
-    while True:
-        chosen: list[np.ndarray] = []
-        for c in cand:
-            if all(np.hypot(*(c - q)) >= d for q in chosen):
-                chosen.append(c)
-                if len(chosen) == k:
-                    break
-        if len(chosen) == k or d <= least_dist:
-            return np.array(chosen).reshape(-1, 2)
-        d = max(d / 2, least_dist)
-
-
-def _line_points(
-    *,
-    k: int,
-    shoulder: np.ndarray,
-    neck: np.ndarray,
-    body: np.ndarray | None,
-    allowed: np.ndarray,
-    top: float,
-    taken: np.ndarray,
-    min_dist: float,
-) -> np.ndarray:
-    """``k`` fallback points on one shoulder line (K <= k, 2), from the neck out.
-
-    Columns are sampled from ``neck`` to ``shoulder``. With a body mask (H, W) the point of
-    a column is the top of the silhouette below row ``top`` (the shoulder outline, where
-    even plain clothing has an edge to track), kept only where ``allowed`` (so a column
-    whose silhouette starts at the excluded neck gives nothing); without, the straight
-    segment from ``neck`` to ``shoulder``. Points keep ``min_dist / 2`` from ``taken``.
-    """
-    h, w = allowed.shape
-    first = int(np.clip(np.floor(top) + 1, 0, h))
-    out: list[np.ndarray] = []
-    for f in np.linspace(0.15, 1.0, 4 * k + 4):
-        p = neck + f * (shoulder - neck)
-        x = int(np.clip(round(p[0]), 0, w - 1))
-        if body is not None:
-            rows = np.flatnonzero(body[first:, x])
-            if len(rows) == 0:
-                continue
-            y = first + int(rows[0])
-        else:
-            y = int(np.clip(round(p[1]), 0, h - 1))
-        if not allowed[y, x]:
-            continue
-        p = np.array([x, y], np.float64)
-        if all(np.hypot(*(p - q)) >= min_dist / 2 for q in [*taken, *out]):
-            out.append(p)
-    if len(out) > k:  # spread the k evenly over the candidates found
-        out = [out[i] for i in np.linspace(0, len(out) - 1, k).round().astype(int)]
-    return np.array(out).reshape(-1, 2)
-
-
 def choose_points(
     frame_rgb: np.ndarray,
     *,
@@ -243,55 +87,133 @@ def choose_points(
         )
     h, w = frame_rgb.shape[:2]
     if config.points is not None:
-        pts = np.array(config.points, np.float64)
-        for i, (x, y) in enumerate(pts):
-            if not (0 <= x <= w - 1 and 0 <= y <= h - 1):
-                raise InputError(
-                    f"shoulders.points[{i}] = ({x:g}, {y:g}) lies outside the {w}x{h} image "
-                    f"(x must be in [0, {w - 1}], y in [0, {h - 1}], crop pixels)"
-                )
-        return ShoulderPoints(
-            points=pts.astype(np.float32),
-            source="user",
-            kind=tuple("user" for _ in pts),
-            shoulders=None,
-            region=None,
-        )
-
+        return _user_points(config.points, (w, h))
     warnings: list[str] = []
-    lm, seg = _run_pose(frame_rgb)
+    lm, seg = run_pose(frame_rgb)
+    face, shoulders, source = _shoulders(lm, face_points2d, config=config)
+    if source == "face_guess":
+        seg = None
+        warnings.append(
+            "MediaPipe Pose found no shoulders on the first frame: the upper-body region is "
+            "guessed below the face; check the points or set shoulders.points"
+        )
+    scene = _scene(frame_rgb, face, shoulders, seg, config=config)
+    neck_x = face.chin[0]
+    counts = ((config.n_points + 1) // 2, config.n_points // 2)
+    all_points: list[np.ndarray] = []
+    kinds: list[PointKind] = []
+    for side, shoulder, k in zip(
+        (scene.xx < neck_x, scene.xx >= neck_x), shoulders, counts, strict=True
+    ):
+        pts, side_kinds = _fill_side(scene, side, shoulder, k, face=face, config=config)
+        order = np.argsort(pts[:, 0], kind="stable")
+        all_points.append(pts[order])
+        kinds += [side_kinds[i] for i in order]
+    points = np.vstack(all_points).astype(np.float32)
+    warnings += _placement_warnings(kinds, config.n_points)
+    if len(points) < config.n_points:
+        raise InputError(
+            f"could place only {len(points)} of {config.n_points} shoulder points on the first "
+            f"frame ({w}x{h}): the image is too small for the LK window; set shoulders.points"
+        )
+    return ShoulderPoints(
+        points=points,
+        source=source,
+        kind=tuple(kinds),
+        shoulders=shoulders.astype(np.float32),
+        region=scene.region,
+        warnings=tuple(warnings),
+    )
+
+
+def _user_points(points: list[list[float]] | tuple, size: tuple[int, int]) -> ShoulderPoints:
+    """``shoulders.points`` checked against an image of ``size`` (W, H)."""
+    w, h = size
+    pts = np.array(points, np.float64)
+    for i, (x, y) in enumerate(pts):
+        if not (0 <= x <= w - 1 and 0 <= y <= h - 1):
+            raise InputError(
+                f"shoulders.points[{i}] = ({x:g}, {y:g}) lies outside the {w}x{h} image "
+                f"(x must be in [0, {w - 1}], y in [0, {h - 1}], crop pixels)"
+            )
+    return ShoulderPoints(
+        points=pts.astype(np.float32),
+        source="user",
+        kind=tuple("user" for _ in pts),
+        shoulders=None,
+        region=None,
+    )
+
+
+def _shoulders(
+    lm: np.ndarray | None, face_points2d: np.ndarray | None, *, config: ShoulderConfig
+) -> tuple[Face, np.ndarray, PointSource]:
+    """The face, the two shoulders (2, 2) image-left first, and where they came from:
+    Pose's shoulder landmarks when both are visible enough, else a guess from the face."""
     found = lm is not None and min(lm[POSE_LEFT_SHOULDER, 2], lm[POSE_RIGHT_SHOULDER, 2]) >= (
         config.min_visibility
     )
     if face_points2d is not None:
-        face = _face_from_lsp(face_points2d)
+        face = face_from_lsp(face_points2d)
     elif lm is not None:
-        face = _face_from_pose(lm[:, :2])
+        face = face_from_pose(lm[:, :2])
     else:
         raise InputError(
             "MediaPipe Pose found no body on the first frame and no face points were given: "
             "pass face_points2d, or set shoulders.points by hand"
         )
+    source: PointSource
     if found:
         assert lm is not None
         pair = lm[[POSE_RIGHT_SHOULDER, POSE_LEFT_SHOULDER], :2]
-        source: PointSource = "pose"
+        source = "pose"
     else:
         # Typical proportions: shoulders about 2.2 face widths apart, half a face below the chin.
         side = np.array([-face.down[1], face.down[0]])
         base = face.chin + 0.5 * face.height * face.down
         pair = np.stack([base - 1.1 * face.height * side, base + 1.1 * face.height * side])
         source = "face_guess"
-        seg = None
-        warnings.append(
-            "MediaPipe Pose found no shoulders on the first frame: the upper-body region is "
-            "guessed below the face; check the points or set shoulders.points"
-        )
-    shoulders = pair[np.argsort(pair[:, 0])]
-    width = max(float(np.linalg.norm(shoulders[1] - shoulders[0])), face.height)
+    return face, pair[np.argsort(pair[:, 0])], source
 
-    gray = to_gray(frame_rgb)
-    quality = texture_map(gray, window=config.window)
+
+@dataclass(frozen=True, eq=False)
+class _Scene:
+    """The first frame as the point placement sees it; masks are (H, W) bool."""
+
+    quality: np.ndarray
+    """(H, W) float32 texture (:func:`texture_map`)."""
+    region: np.ndarray
+    """The upper-body region: below the chin, beside and below the shoulders, on the body."""
+    excluded: np.ndarray
+    """The face swept down over the neck."""
+    body: np.ndarray | None
+    """Pose's person mask, eroded; None without segmentation."""
+    inside: np.ndarray
+    """Far enough from the image border for the LK window."""
+    below: np.ndarray
+    """Below the chin."""
+    bottom: np.ndarray
+    """The bottom rows of the image."""
+    xx: np.ndarray
+    """(H, W) column of every pixel."""
+    neck: np.ndarray
+    """(2,) the bottom of the neck."""
+    min_dist: float
+    """Least distance between points."""
+
+
+def _scene(
+    frame_rgb: np.ndarray,
+    face: Face,
+    shoulders: np.ndarray,
+    seg: np.ndarray | None,
+    *,
+    config: ShoulderConfig,
+) -> _Scene:
+    """Texture, region and masks of the first frame for shoulders (2, 2)."""
+    h, w = frame_rgb.shape[:2]
+    width = max(float(np.linalg.norm(shoulders[1] - shoulders[0])), face.height)
+    quality = texture_map(to_gray(frame_rgb), window=config.window)
     yy, xx = np.mgrid[0:h, 0:w]
     pad = config.window // 2 + config.edge_margin_px
     region = (
@@ -304,7 +226,7 @@ def choose_points(
         & (xx <= w - 1 - pad)
         & (yy <= h - 1 - pad)
     )
-    excluded = _exclusion(face, (w, h), config)
+    excluded = exclusion(face, (w, h), config)
     region &= ~excluded
     body: np.ndarray | None = None
     if config.use_segmentation and seg is not None:
@@ -313,107 +235,97 @@ def choose_points(
         if m > 0:
             body = cv2.erode(body, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * m + 1,) * 2))
         region &= body.astype(bool)
+    return _Scene(
+        quality=quality,
+        region=region,
+        excluded=excluded,
+        body=None if body is None else body.astype(bool),
+        inside=inside_mask((w, h), pad),
+        below=yy > face.chin[1],
+        bottom=yy >= h - 1 - pad - config.window,
+        xx=xx,
+        neck=face.chin + config.neck_length * face.height * face.down,
+        min_dist=max(config.spread * width, config.window / 2),
+    )
 
-    neck_x = face.chin[0]
-    min_dist = max(config.spread * width, config.window / 2)
-    inside = _inside_mask((w, h), pad)
-    below = yy > face.chin[1]
-    neck = face.chin + config.neck_length * face.height * face.down
-    counts = ((config.n_points + 1) // 2, config.n_points // 2)
-    bottom = yy >= h - 1 - pad - config.window
-    all_points: list[np.ndarray] = []
-    kinds: list[PointKind] = []
-    for side, shoulder, k in zip((xx < neck_x, xx >= neck_x), shoulders, counts, strict=True):
-        pts = _pick(
-            quality,
-            region & side,
-            k=k,
-            min_dist=min_dist,
-            least_dist=config.window / 2,
-            floor=config.min_quality,
+
+def _fill_side(
+    scene: _Scene,
+    side: np.ndarray,
+    shoulder: np.ndarray,
+    k: int,
+    *,
+    face: Face,
+    config: ShoulderConfig,
+) -> tuple[np.ndarray, list[PointKind]]:
+    """``k`` points (k, 2) on one ``side`` (H, W) of the neck, best kind first: texture in
+    the region, the shoulder outline, texture below the face, the image's bottom rows."""
+    pts = pick(
+        scene.quality,
+        scene.region & side,
+        k=k,
+        min_dist=scene.min_dist,
+        least_dist=config.window / 2,
+        floor=config.min_quality,
+    )
+    kinds: list[PointKind] = ["texture"] * len(pts)
+    if len(pts) < k:
+        # Beside the neck the shoulder outline may rise a little above the chin's level:
+        # look for it from there down (the face and neck stay excluded).
+        start = scene.neck.copy()
+        start[0] += np.sign(shoulder[0] - scene.neck[0]) * 0.3 * face.height
+        allowed = scene.inside & ~scene.excluded
+        if scene.body is None:
+            allowed &= scene.below  # the straight line between guessed shoulders
+        line = line_points(
+            k=k - len(pts),
+            shoulder=shoulder,
+            neck=start,
+            body=scene.body,
+            allowed=allowed,
+            top=float(face.chin[1] - 0.15 * face.height),
+            taken=pts,
+            min_dist=scene.min_dist,
         )
-        side_kinds: list[PointKind] = ["texture"] * len(pts)
+        pts = np.vstack([pts, line])
+        kinds += ["shoulder_line"] * len(line)
+    # No room on the body (a close-up): the best texture left below the chin, outside
+    # the face and neck; failing that, the bottom rows of the image.
+    stages: tuple[tuple[PointKind, np.ndarray], ...] = (
+        ("below_face", scene.inside & ~scene.excluded & scene.below & side),
+        ("image_bottom", scene.inside & scene.bottom & side),
+    )
+    for kind, mask in stages:
         if len(pts) < k:
-            # Beside the neck the shoulder outline may rise a little above the chin's level:
-            # look for it from there down (the face and neck stay excluded).
-            start = neck.copy()
-            start[0] += np.sign(shoulder[0] - neck[0]) * 0.3 * face.height
-            allowed = inside & ~excluded
-            if body is None:
-                allowed &= below  # the straight line between guessed shoulders
-            line = _line_points(
+            free = clear_around(mask, pts, radius=scene.min_dist / 2)
+            more = pick(
+                scene.quality,
+                free,
                 k=k - len(pts),
-                shoulder=shoulder,
-                neck=start,
-                body=None if body is None else body.astype(bool),
-                allowed=allowed,
-                top=float(face.chin[1] - 0.15 * face.height),
-                taken=pts,
-                min_dist=min_dist,
+                min_dist=scene.min_dist,
+                least_dist=config.window / 2,
+                floor=0.0,
             )
-            pts = np.vstack([pts, line])
-            side_kinds += ["shoulder_line"] * len(line)
-        # No room on the body (a close-up): the best texture left below the chin, outside
-        # the face and neck; failing that, the bottom rows of the image.
-        stages: tuple[tuple[PointKind, np.ndarray], ...] = (
-            ("below_face", inside & ~excluded & below & side),
-            ("image_bottom", inside & bottom & side),
-        )
-        for kind, mask in stages:
-            if len(pts) < k:
-                free = _clear_around(mask, pts, radius=min_dist / 2)
-                more = _pick(
-                    quality,
-                    free,
-                    k=k - len(pts),
-                    min_dist=min_dist,
-                    least_dist=config.window / 2,
-                    floor=0.0,
-                )
-                pts = np.vstack([pts, more])
-                side_kinds += [kind] * len(more)
-        order = np.argsort(pts[:, 0], kind="stable")
-        all_points.append(pts[order])
-        kinds += [side_kinds[i] for i in order]
+            pts = np.vstack([pts, more])
+            kinds += [kind] * len(more)
+    return pts, kinds
+
+
+def _placement_warnings(kinds: list[PointKind], n_points: int) -> list[str]:
+    """What to tell the user about points that are not on upper-body texture."""
     placed = {kind: kinds.count(kind) for kind in ("shoulder_line", "below_face", "image_bottom")}
-    points = np.vstack(all_points).astype(np.float32)
+    warnings = []
     if placed["shoulder_line"]:
         warnings.append(
-            f"{placed['shoulder_line']} of {config.n_points} shoulder points placed on the "
+            f"{placed['shoulder_line']} of {n_points} shoulder points placed on the "
             "shoulder outline: the clothing has little texture to track"
         )
     if placed["below_face"] or placed["image_bottom"]:
         where = " (some on the bottom rows of the image)" if placed["image_bottom"] else ""
         warnings.append(
             f"no room on the upper body for {placed['below_face'] + placed['image_bottom']} of "
-            f"{config.n_points} shoulder points, placed below the face instead{where}: the "
+            f"{n_points} shoulder points, placed below the face instead{where}: the "
             "shoulders are hardly visible in the crop (a close-up?) and those points may move "
             "with the head; widen the crop (crop.scale) or set shoulders.points"
         )
-    if len(points) < config.n_points:
-        raise InputError(
-            f"could place only {len(points)} of {config.n_points} shoulder points on the first "
-            f"frame ({w}x{h}): the image is too small for the LK window; set shoulders.points"
-        )
-    return ShoulderPoints(
-        points=points,
-        source=source,
-        kind=tuple(kinds),
-        shoulders=shoulders.astype(np.float32),
-        region=region,
-        warnings=tuple(warnings),
-    )
-
-
-def _clear_around(mask: np.ndarray, points: np.ndarray, *, radius: float) -> np.ndarray:
-    """Copy of the (H, W) bool ``mask`` without discs of ``radius`` around (K, 2) points."""
-    out = mask.astype(np.uint8)
-    for x, y in points:
-        cv2.circle(out, (int(round(x)), int(round(y))), int(round(radius)), (0,), -1)
-    return out.astype(bool)
-
-
-def _inside_mask(size: tuple[int, int], margin: float) -> np.ndarray:
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w]
-    return (xx >= margin) & (yy >= margin) & (xx <= w - 1 - margin) & (yy <= h - 1 - margin)
+    return warnings
