@@ -116,8 +116,6 @@ def track_points(
     if total is None and hasattr(frames, "__len__"):
         total = len(frames)  # type: ignore[arg-type]
     n_pts = len(init)
-    win = config.window
-
     rows: list[np.ndarray] = []  # (P, 2) float32 per frame, NaN where invalid
     pred_rows: list[np.ndarray] = []
     valid_rows: list[np.ndarray] = []
@@ -128,60 +126,15 @@ def track_points(
     last: list[_Frame | None] = [None] * n_pts
     last_pos = init.copy()
     for t, frame in enumerate(frames):
-        gray = to_gray(frame, bgr=bgr)
-        cur = _Frame(t, gray)
+        cur = _Frame(t, to_gray(frame, bgr=bgr))
         if t == 0:
-            size = (gray.shape[1], gray.shape[0])
-            outside = np.flatnonzero(~inside(init, size, 0.0))
-            if len(outside):
-                i = int(outside[0])
-                raise InputError(
-                    f"init point {i} ({init[i, 0]:g}, {init[i, 1]:g}) lies outside the first "
-                    f"frame ({size[0]}x{size[1]})"
-                )
-            pos = init.copy()
-            ok = inside(init, size, config.edge_margin_px)
+            size = _first_size(cur.gray, init)
+            pos, ok = init.copy(), inside(init, size, config.edge_margin_px)
             last = [cur] * n_pts
         else:
-            if (gray.shape[1], gray.shape[0]) != size:
-                raise InputError(
-                    f"frame {t} is {gray.shape[1]}x{gray.shape[0]}, frame 0 was "
-                    f"{size[0]}x{size[1]}: all frames must have the same size"
-                )
             assert prev is not None
-            pos = np.full((n_pts, 2), np.nan)
-            ok = np.zeros(n_pts, bool)
-            alive = np.flatnonzero(valid_rows[-1])
-            if len(alive):
-                p0 = rows[-1][alive].astype(np.float64)
-                template = patches(prev.gray, p0, win)
-                p1, ok1 = _check(prev, cur, p0, None, template, config=config, size=size)
-                pos[alive[ok1]] = p1[ok1]
-                ok[alive[ok1]] = True
-        # predictions and re-seeding of the points not valid on this frame
-        pred = pos.copy()
-        motions: dict[int, np.ndarray | None] = {}
-        for i in np.flatnonzero(~ok):
-            ref = last[i]
-            assert ref is not None
-            if ref.index not in motions:
-                both = ok & valid_rows[ref.index] if ref.index < t else np.zeros(n_pts, bool)
-                motions[ref.index] = _similarity(
-                    rows[ref.index][both].astype(np.float64), pos[both]
-                )
-            m = motions[ref.index]
-            guess = last_pos[i] if m is None else _apply(m, last_pos[i][None])[0]
-            pred[i] = guess
-            if config.reseed and ref.index < t and (t - ref.index) % config.reseed_every == 0:
-                linear = np.eye(2) if m is None else m[:, :2]
-                template = _warped_patch(ref.gray, last_pos[i], linear, win)
-                p1, good = _check(
-                    ref, cur, last_pos[i][None], guess[None], template, config=config, size=size
-                )
-                near = m is None or np.hypot(*(p1[0] - guess)) <= config.reseed_max_px
-                if good[0] and near:
-                    pos[i] = pred[i] = p1[0]
-                    ok[i] = True
+            pos, ok = _forward(prev, cur, rows[-1], valid_rows[-1], config=config, size=size)
+        pred = _reseed(cur, pos, ok, last, last_pos, rows, valid_rows, config=config, size=size)
         for i in np.flatnonzero(ok):
             last[i] = cur
             last_pos[i] = pos[i]
@@ -202,6 +155,89 @@ def track_points(
         init=init.astype(np.float32),
         predicted=np.stack(pred_rows),
     )
+
+
+def _first_size(gray: np.ndarray, init: np.ndarray) -> tuple[int, int]:
+    """The (W, H) of the first frame, which every ``init`` point (P, 2) must lie in."""
+    size = (gray.shape[1], gray.shape[0])
+    outside = np.flatnonzero(~inside(init, size, 0.0))
+    if len(outside):
+        i = int(outside[0])
+        raise InputError(
+            f"init point {i} ({init[i, 0]:g}, {init[i, 1]:g}) lies outside the first "
+            f"frame ({size[0]}x{size[1]})"
+        )
+    return size
+
+
+def _forward(
+    prev: _Frame,
+    cur: _Frame,
+    prev_pos: np.ndarray,
+    prev_ok: np.ndarray,
+    *,
+    config: ShoulderConfig,
+    size: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The points valid on ``prev`` (positions (P, 2), mask (P,)) tracked into ``cur``:
+    positions (P, 2), NaN where lost, and the mask of those that passed the checks."""
+    gray = cur.gray
+    if (gray.shape[1], gray.shape[0]) != size:
+        raise InputError(
+            f"frame {cur.index} is {gray.shape[1]}x{gray.shape[0]}, frame 0 was "
+            f"{size[0]}x{size[1]}: all frames must have the same size"
+        )
+    n_pts = len(prev_ok)
+    pos = np.full((n_pts, 2), np.nan)
+    ok = np.zeros(n_pts, bool)
+    alive = np.flatnonzero(prev_ok)
+    if len(alive):
+        p0 = prev_pos[alive].astype(np.float64)
+        template = patches(prev.gray, p0, config.window)
+        p1, ok1 = _check(prev, cur, p0, None, template, config=config, size=size)
+        pos[alive[ok1]] = p1[ok1]
+        ok[alive[ok1]] = True
+    return pos, ok
+
+
+def _reseed(
+    cur: _Frame,
+    pos: np.ndarray,
+    ok: np.ndarray,
+    last: list[_Frame | None],
+    last_pos: np.ndarray,
+    rows: list[np.ndarray],
+    valid_rows: list[np.ndarray],
+    *,
+    config: ShoulderConfig,
+    size: tuple[int, int],
+) -> np.ndarray:
+    """Predictions (P, 2) on ``cur`` of the points not valid there, from the motion of the
+    valid ones since each was last valid; every ``reseed_every`` frames a lost point is
+    looked for by a direct LK from that frame, and ``pos``/``ok`` take it when it passes."""
+    t, n_pts = cur.index, len(ok)
+    pred = pos.copy()
+    motions: dict[int, np.ndarray | None] = {}
+    for i in np.flatnonzero(~ok):
+        ref = last[i]
+        assert ref is not None
+        if ref.index not in motions:
+            both = ok & valid_rows[ref.index] if ref.index < t else np.zeros(n_pts, bool)
+            motions[ref.index] = _similarity(rows[ref.index][both].astype(np.float64), pos[both])
+        m = motions[ref.index]
+        guess = last_pos[i] if m is None else _apply(m, last_pos[i][None])[0]
+        pred[i] = guess
+        if config.reseed and ref.index < t and (t - ref.index) % config.reseed_every == 0:
+            linear = np.eye(2) if m is None else m[:, :2]
+            template = _warped_patch(ref.gray, last_pos[i], linear, config.window)
+            p1, good = _check(
+                ref, cur, last_pos[i][None], guess[None], template, config=config, size=size
+            )
+            near = m is None or np.hypot(*(p1[0] - guess)) <= config.reseed_max_px
+            if good[0] and near:
+                pos[i] = pred[i] = p1[0]
+                ok[i] = True
+    return pred
 
 
 def _warped_patch(gray: np.ndarray, centre: np.ndarray, linear: np.ndarray, window: int):
