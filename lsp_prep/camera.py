@@ -100,6 +100,19 @@ def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
     return points[..., :2] / points[..., 2:3] * focal + centre
 
 
+def projection_jacobian(points: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Derivative (..., 2, 3) of :func:`project` (pixels) with respect to the camera-space
+    points (..., 3), for one ``K`` (3, 3)."""
+    fx, fy = K[0, 0], K[1, 1]
+    z = points[..., 2]
+    du = np.zeros((*points.shape[:-1], 2, 3))
+    du[..., 0, 0] = fx / z
+    du[..., 0, 2] = -fx * points[..., 0] / z**2
+    du[..., 1, 1] = fy / z
+    du[..., 1, 2] = -fy * points[..., 1] / z**2
+    return du
+
+
 def to_camera(points: np.ndarray, rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
     """Object points (..., P, 3) -> camera space ``R X + T`` for poses ``rotation``
     (..., 3) Rodrigues radians and ``translation`` (..., 3); leading dimensions broadcast

@@ -5,6 +5,7 @@ point is the image centre."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,37 +152,13 @@ def search_focal(
 
     lo = np.log(focal_from_fov(config.max_fov_deg, w))
     hi = np.log(focal_from_fov(config.min_fov_deg, w))
-    grid = np.linspace(hi, lo, 10)  # long to short: weak perspective first, then warm starts
-    # the grid only has to bracket the minimum: fewer iterations than near it
-    errs = np.array([error(float(g), iterations=15) for g in grid])
-    k = int(np.argmin(errs))
-    a, b = sorted((grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]))
-    gr = (np.sqrt(5) - 1) / 2
-    c, d = b - gr * (b - a), a + gr * (b - a)
-    # a minimum at either end of the range brackets nothing: f is not identified there
-    while 0 < k < len(grid) - 1 and b - a > np.log1p(config.rel_tolerance):
-        if error(float(c)) < error(float(d)):
-            b, d = d, c
-            c = b - gr * (b - a)
-        else:
-            a, c = c, d
-            d = a + gr * (b - a)
+    _bracket_minimum(error, lo, hi, rel_tolerance=config.rel_tolerance)
     keys = np.array(sorted(solved))
     curve_err = np.array([solved[key][0] for key in keys])
     best = float(keys[np.argmin(curve_err)])
     e_min = solved[best][0]
     ok = keys[curve_err <= (1 + config.min_contrast) * e_min]
-    rise_short = curve_err[0] / e_min - 1  # shortest focal length tried
-    rise_long = curve_err[-1] / e_min - 1  # longest
-    reason = ""
-    if spread < config.min_rotation_deg:
-        reason = f"the head turns only {spread:.1f} degrees (needs {config.min_rotation_deg:g})"
-    elif min(rise_short, rise_long) < config.min_contrast:
-        side = "long" if rise_long < rise_short else "short"
-        reason = (
-            f"the reprojection error is flat towards {side} focal lengths "
-            f"(rises {min(rise_short, rise_long):.1%})"
-        )
+    reason = _unidentified(spread, curve_err / e_min - 1, config=config)
     if spread < config.min_rotation_deg:
         chosen = float(np.log(f_default))  # the data say nothing about f
         error(chosen)
@@ -201,3 +178,42 @@ def search_focal(
         solved[chosen][1],
         np.asarray(frames),
     )
+
+
+def _bracket_minimum(
+    error: Callable[..., float], lo: float, hi: float, *, rel_tolerance: float
+) -> None:
+    """Evaluate ``error(log f)`` where its minimum over [``lo``, ``hi``] lies: a coarse grid
+    walked from long to short focal lengths, then golden-section steps on the bracket around
+    the grid's minimum until it is narrower than ``rel_tolerance`` of f. A minimum at either
+    end of the range brackets nothing, and the search stops there."""
+    grid = np.linspace(hi, lo, 10)  # long to short: weak perspective first, then warm starts
+    # the grid only has to bracket the minimum: fewer iterations than near it
+    errs = np.array([error(float(g), iterations=15) for g in grid])
+    k = int(np.argmin(errs))
+    a, b = sorted((grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]))
+    gr = (np.sqrt(5) - 1) / 2
+    c, d = b - gr * (b - a), a + gr * (b - a)
+    while 0 < k < len(grid) - 1 and b - a > np.log1p(rel_tolerance):
+        if error(float(c)) < error(float(d)):
+            b, d = d, c
+            c = b - gr * (b - a)
+        else:
+            a, c = c, d
+            d = a + gr * (b - a)
+
+
+def _unidentified(spread: float, rise: np.ndarray, *, config: CameraConfig) -> str:
+    """Why the focal length is not identified ("" when it is): the head's rotation
+    ``spread`` (degrees) is too small, or the error curve's ``rise`` above its minimum (by
+    focal length, shortest first) stays under ``min_contrast`` at one end."""
+    rise_short, rise_long = rise[0], rise[-1]
+    if spread < config.min_rotation_deg:
+        return f"the head turns only {spread:.1f} degrees (needs {config.min_rotation_deg:g})"
+    if min(rise_short, rise_long) < config.min_contrast:
+        side = "long" if rise_long < rise_short else "short"
+        return (
+            f"the reprojection error is flat towards {side} focal lengths "
+            f"(rises {min(rise_short, rise_long):.1%})"
+        )
+    return ""

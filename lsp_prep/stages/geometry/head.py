@@ -141,30 +141,17 @@ def refine_head(
             "come from the landmarks alone, whose rotations are too small by up to 20 %"
         )
         return head, Refinement(np.zeros(n, np.int64), warning)
-    # the focal search on a subset of the features, spread over the list (which is
-    # ordered by corner strength, not by place), then every feature triangulated
-    sub = np.unique(np.linspace(0, len(points3d) - 1, min(len(points3d), calib_features)).round())
-    sub = sub.astype(np.int64)
-    p_sub = points3d[sub]
-    pair = np.unravel_index(
-        np.argmax(np.linalg.norm(p_sub[:, None] - p_sub, axis=-1)), (len(sub),) * 2
-    )
-    a, b = int(pair[0]), int(pair[1])
-    frames = select_frames(head.rotation, idx, calib_frames)
-    f0 = head.calibration.focal
-    cal = search_focal(
-        points2d[frames][:, sub],
-        p_sub,
-        head.rotation[frames],
-        head.translation[frames],
-        f0,
+    cal, sub = _focal_on_features(
+        head,
+        points2d,
+        points3d,
+        idx,
         image_size=image_size,
-        gauge=(a, b, float(np.linalg.norm(p_sub[a] - p_sub[b]))),
-        frames=frames,
-        config=camera,
+        camera=camera,
+        calib_frames=calib_frames,
+        calib_features=calib_features,
     )
-    ratio = cal.focal / f0
-    t_land = refocus(head.translation, ratio)
+    t_land = refocus(head.translation, cal.focal / head.calibration.focal)
     step = max(1.0, float(np.median(np.diff(idx))))  # idx has at least 8 frames
     cfg = replace(geometry, smooth_frames=geometry.smooth_frames / step)
     rv, tr, _ = track_poses(
@@ -173,16 +160,7 @@ def refine_head(
     shape = triangulate(points2d[idx], rv, tr, cal.K)
     keep = np.isfinite(shape).all(1)
     rv, tr, rms = track_poses(points2d[idx][:, keep], shape[keep], rv, tr, cal.K, config=cfg)
-
-    # the other frames: landmark pose times the interpolated correction
-    r_land = Rotation.from_rotvec(head.rotation)
-    corr = Rotation.from_rotvec(rv) * r_land[idx].inv()
-    t = np.arange(n)
-    tq = np.clip(t, idx[0], idx[-1])
-    rot = (Slerp(idx, corr)(tq) * r_land).as_rotvec()
-    dt = tr - t_land[idx]
-    trans = t_land + np.stack([np.interp(t, idx, dt[:, k]) for k in range(3)], axis=1)
-    rot[idx], trans[idx] = rv, tr
+    rot, trans = _corrected_poses(head.rotation, t_land, idx, rv, tr)
 
     # landmarks in the new object frame, on the rays of the detected points
     stable = np.asarray(layout.sets["stable"])
@@ -207,6 +185,60 @@ def refine_head(
     err[idx] = rms
     refined = HeadTrack(cal, rot, trans, pts, mean, pts[:, mouth] - mean[mouth], err)
     return refined, Refinement(np.where(meas, count, 0), "")
+
+
+def _focal_on_features(
+    head: HeadTrack,
+    points2d: np.ndarray,
+    points3d: np.ndarray,
+    idx: np.ndarray,
+    *,
+    image_size: tuple[int, int],
+    camera: CameraConfig,
+    calib_frames: int,
+    calib_features: int,
+) -> tuple[Calibration, np.ndarray]:
+    """The focal search on up to ``calib_features`` features, spread over the list (which
+    is ordered by corner strength, not by place), in up to ``calib_frames`` of the measured
+    frames ``idx`` chosen for pose variety; returns it and the features' indices."""
+    sub = np.unique(np.linspace(0, len(points3d) - 1, min(len(points3d), calib_features)).round())
+    sub = sub.astype(np.int64)
+    p_sub = points3d[sub]
+    pair = np.unravel_index(
+        np.argmax(np.linalg.norm(p_sub[:, None] - p_sub, axis=-1)), (len(sub),) * 2
+    )
+    a, b = int(pair[0]), int(pair[1])
+    frames = select_frames(head.rotation, idx, calib_frames)
+    cal = search_focal(
+        points2d[frames][:, sub],
+        p_sub,
+        head.rotation[frames],
+        head.translation[frames],
+        head.calibration.focal,
+        image_size=image_size,
+        gauge=(a, b, float(np.linalg.norm(p_sub[a] - p_sub[b]))),
+        frames=frames,
+        config=camera,
+    )
+    return cal, sub
+
+
+def _corrected_poses(
+    rot_land: np.ndarray, t_land: np.ndarray, idx: np.ndarray, rv: np.ndarray, tr: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Poses (N, 3), (N, 3) of every frame: the feature poses ``rv``/``tr`` on the measured
+    frames ``idx``, elsewhere the landmark pose times the correction interpolated from the
+    measured frames around it."""
+    n = len(rot_land)
+    r_land = Rotation.from_rotvec(rot_land)
+    corr = Rotation.from_rotvec(rv) * r_land[idx].inv()
+    t = np.arange(n)
+    tq = np.clip(t, idx[0], idx[-1])
+    rot = (Slerp(idx, corr)(tq) * r_land).as_rotvec()
+    dt = tr - t_land[idx]
+    trans = t_land + np.stack([np.interp(t, idx, dt[:, k]) for k in range(3)], axis=1)
+    rot[idx], trans[idx] = rv, tr
+    return rot, trans
 
 
 # ----------------------------------------------------------------- the stage

@@ -7,7 +7,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.spatial.transform import Rotation
 
-from lsp_prep.camera import project
+from lsp_prep.camera import project, projection_jacobian
 from lsp_prep.stages.geometry.bundle import skew
 from lsp_prep.stages.geometry.config import GeometryConfig
 
@@ -30,11 +30,10 @@ def track_poses(
     step only when its cost drops. Returns rvec (N, 3), T (N, 3) and the RMS reprojection
     error per frame (N,) in pixels.
     """
-    n, p = points2d.shape[:2]
+    n = len(points2d)
     seen = np.isfinite(points2d).all(-1)
     obs = np.where(seen[..., None], points2d, 0.0)
     w_pts = seen.astype(float) if weights is None else seen * weights
-    fx, fy = K[0, 0], K[1, 1]
     hub = config.huber_px
 
     def evaluate(rmat, t, prior):
@@ -68,12 +67,7 @@ def track_poses(
             t_s = gaussian_filter1d(t, config.smooth_frames, axis=0, mode="nearest")
             prior = (config.prior_weight * w_pts.sum(1), rv_s, t_s)
             cost, r, rx, cam, norm = evaluate(rmat, t, prior)
-        z = cam[..., 2]
-        du = np.zeros((n, p, 2, 3))
-        du[..., 0, 0] = fx / z
-        du[..., 0, 2] = -fx * cam[..., 0] / z**2
-        du[..., 1, 1] = fy / z
-        du[..., 1, 2] = -fy * cam[..., 1] / z**2
+        du = projection_jacobian(cam, K)
         jac = np.concatenate([-(du @ skew(rx)), du], axis=-1)  # (N, P, 2, 6)
         w = np.where(norm <= hub, 1.0, hub / np.maximum(norm, 1e-9)) * w_pts
         jw = jac * w[..., None, None]
