@@ -119,6 +119,9 @@ def to_camera(points: np.ndarray, rotation: np.ndarray, translation: np.ndarray)
     (one pose or N poses)."""
     pts = np.asarray(points, np.float64)
     rot = np.asarray(rotation, np.float64)
+    if rot.ndim == 1:  # one pose: scipy rotates (the rounding prep's datasets were made with)
+        cam = Rotation.from_rotvec(rot).apply(pts.reshape(-1, 3)) + np.asarray(translation)
+        return cam.reshape(pts.shape)
     lead = rot.shape[:-1]
     mats = Rotation.from_rotvec(rot.reshape(-1, 3)).as_matrix().reshape(*lead, 3, 3)
     return np.einsum("...ij,...pj->...pi", mats, pts) + np.asarray(translation)[..., None, :]
