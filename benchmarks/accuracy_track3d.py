@@ -100,8 +100,19 @@ def main() -> None:
     from lsp_prep.pipeline import prep_video
 
     table = Table(title="head rotation and focal length on 3D renders")
-    for col in ("render", "track", "true f", "found f", "f error", "median deg", "p90 deg",
-                "slope pitch", "slope yaw", "slope roll", "features stage s"):  # fmt: skip
+    for col in (
+        "render",
+        "track",
+        "true f",
+        "found f",
+        "f error",
+        "median deg",
+        "p90 deg",
+        "slope pitch",
+        "slope yaw",
+        "slope roll",
+        "features stage s",
+    ):
         table.add_column(col, justify="left" if col in ("render", "track") else "right")
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
@@ -124,11 +135,18 @@ def main() -> None:
                 truth = Rotation.from_rotvec(true_rot[src])
                 s = scores(rotvec, truth, valid)
                 table.add_row(
-                    spec.name, label, f"{spec.focal:.0f}", f"{focal:.0f}",
-                    f"{focal / spec.focal - 1:+.1%}", f"{s['median']:.2f}", f"{s['p90']:.2f}",
-                    f"{s['slope_pitch']:.3f}", f"{s['slope_yaw']:.3f}", f"{s['slope_roll']:.3f}",
+                    spec.name,
+                    label,
+                    f"{spec.focal:.0f}",
+                    f"{focal:.0f}",
+                    f"{focal / spec.focal - 1:+.1%}",
+                    f"{s['median']:.2f}",
+                    f"{s['p90']:.2f}",
+                    f"{s['slope_pitch']:.3f}",
+                    f"{s['slope_yaw']:.3f}",
+                    f"{s['slope_roll']:.3f}",
                     f"{result.timings.get('features', 0.0):.1f} (prep {wall:.0f})",
-                )  # fmt: skip
+                )
     console.print(table)
     console.print("targets (issue 3): focal error <= 3 %, median rotation error <= 1 degree")
 

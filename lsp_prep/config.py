@@ -15,10 +15,10 @@ from lsp_prep.errors import InputError
 from lsp_prep.stages.audio import MelConfig
 from lsp_prep.stages.candidates import CandidateConfig, SplitConfig
 from lsp_prep.stages.crop import CropConfig
-from lsp_prep.stages.features import FeatureConfig
-from lsp_prep.stages.geometry.calibrate import CameraConfig, TrackConfig
-from lsp_prep.stages.shoulders.track import ShoulderConfig
-from lsp_prep.stages.track import LandmarkConfig
+from lsp_prep.stages.features.measure import FeatureConfig
+from lsp_prep.stages.geometry.config import CameraConfig, GeometryConfig
+from lsp_prep.stages.shoulders.config import ShoulderConfig
+from lsp_prep.stages.track import TrackConfig
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,11 @@ class PrepConfig:
     """Every stage of ``lsp prep``."""
 
     ingest: IngestConfig = field(default_factory=IngestConfig)
-    landmarks: LandmarkConfig = field(default_factory=LandmarkConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
     crop: CropConfig = field(default_factory=CropConfig)
     mel: MelConfig = field(default_factory=MelConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
-    track: TrackConfig = field(default_factory=TrackConfig)
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     shoulders: ShoulderConfig = field(default_factory=ShoulderConfig)
     candidates: CandidateConfig = field(default_factory=CandidateConfig)

@@ -18,6 +18,13 @@ N_MELS = 80
 N_MESH_POINTS = 478
 """MediaPipe Face Mesh with refine_landmarks=True (468 face + 10 iris points)."""
 
+N_FACE_POINTS = 468
+"""Face Mesh points on the face surface (the iris points 468-477 are left out)."""
+
+EYE_DISTANCE_CM = 9.0
+"""Nominal distance between the outer eye corners, which sets the object-space unit
+(centimetres) of prep's head tracks and of the test renderers."""
+
 N_LSP_POINTS = 73
 N_MOUTH_POINTS = 25
 """Mouth-related points of the LSP layout: jaw 4-10 plus lips 46-63."""

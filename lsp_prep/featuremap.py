@@ -3,7 +3,7 @@
 Training and animation draw it with the same function: the LSP-73 face points projected
 with the camera (:func:`face_points2d`), drawn as the layout's polylines in its painting
 order, then the shoulder points as two polylines (the image-left half of the points, then
-the image-right half, each ordered left to right as :mod:`lsp_prep.stages.shoulders.track`
+the image-right half, each ordered left to right as :mod:`lsp_prep.stages.shoulders.choose`
 stores them).
 One channel, white anti-aliased lines on black, ``uint8``.
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from scipy.spatial.transform import Rotation
 
+from lsp_prep.camera import project, project_object
 from lsp_prep.constants import IMAGE_SIZE
 from lsp_prep.errors import InputError
 from lsp_prep.layout import Layout, load_layout
@@ -36,14 +36,7 @@ def face_points2d(
     ``translation`` (..., 3); ``intrinsics`` (..., 3, 3). Leading dimensions broadcast
     (one frame or N frames). Returns (..., P, 2) pixels.
     """
-    pts = np.asarray(points3d, np.float64)
-    rot = np.asarray(rotation, np.float64)
-    lead = rot.shape[:-1]
-    mats = Rotation.from_rotvec(rot.reshape(-1, 3)).as_matrix().reshape(*lead, 3, 3)
-    cam = np.einsum("...ij,...pj->...pi", mats, pts) + np.asarray(translation)[..., None, :]
-    k = np.asarray(intrinsics, np.float64)
-    hom = np.einsum("...ij,...pj->...pi", k, cam)
-    return hom[..., :2] / hom[..., 2:3]
+    return project_object(points3d, rotation, translation, np.asarray(intrinsics, np.float64))
 
 
 def billboard_points2d(
@@ -53,8 +46,7 @@ def billboard_points2d(
     pts = np.asarray(billboard3d, np.float64)
     if shift is not None:
         pts = pts + np.asarray(shift, np.float64)
-    hom = pts @ np.asarray(intrinsics, np.float64).T
-    return hom[:, :2] / hom[:, 2:3]
+    return project(pts, np.asarray(intrinsics, np.float64))
 
 
 def _polyline(canvas: np.ndarray, pts: np.ndarray, closed: bool, thickness: int) -> None:

@@ -45,6 +45,13 @@ class Layout:
         """(25,) LSP indices of the mouth-related points: jaw 4-10 then lips 46-63."""
         return np.asarray(self.sets["mouth"])
 
+    @property
+    def outer_eye_corners(self) -> tuple[int, int]:
+        """LSP indices of the right and left outer eye corners (27, 33), whose distance
+        sets the object-space unit (:data:`lsp_prep.constants.EYE_DISTANCE_CM`)."""
+        a, b = self.sets["outer_eye_corners"]
+        return a, b
+
     def from_mesh(self, mesh: np.ndarray) -> np.ndarray:
         """Select LSP points from Face Mesh points: (..., 478, D) -> (..., 73, D)."""
         if mesh.shape[-2] != N_MESH_POINTS:

@@ -171,28 +171,10 @@ def iter_frames(
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
     stdout = typing.cast(io.RawIOBase, proc.stdout)  # bufsize=0: a raw, readinto-able pipe
-    nbytes = w * h * 3
     q: queue.Queue = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
 
-    def reader() -> None:
-        try:
-            while not stop.is_set():
-                buf = bytearray(nbytes)
-                view = memoryview(buf)
-                got = 0
-                while got < nbytes:
-                    n = stdout.readinto(view[got:])
-                    if not n:
-                        break
-                    got += n
-                if got < nbytes:
-                    break
-                q.put(np.frombuffer(buf, np.uint8).reshape(h, w, 3))
-        finally:
-            q.put(None)
-
-    thread = threading.Thread(target=reader, daemon=True)
+    thread = threading.Thread(target=_read_frames, args=(stdout, q, stop, (h, w)), daemon=True)
     thread.start()
     completed = False
     try:
@@ -215,6 +197,30 @@ def iter_frames(
         rc = proc.wait()
         if completed and rc != 0:
             raise ToolError(f"ffmpeg failed decoding {path} ({rc}): {err.strip()[-500:]}")
+
+
+def _read_frames(
+    stdout: io.RawIOBase, q: queue.Queue, stop: threading.Event, shape: tuple[int, int]
+) -> None:
+    """Reader thread of :func:`iter_frames`: raw (H, W, 3) frames from ffmpeg's ``stdout``
+    into ``q`` until the pipe ends or ``stop`` is set; then None."""
+    h, w = shape
+    nbytes = w * h * 3
+    try:
+        while not stop.is_set():
+            buf = bytearray(nbytes)
+            view = memoryview(buf)
+            got = 0
+            while got < nbytes:
+                n = stdout.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+            if got < nbytes:
+                break
+            q.put(np.frombuffer(buf, np.uint8).reshape(h, w, 3))
+    finally:
+        q.put(None)
 
 
 def load_audio(path: Path, *, sr: int) -> np.ndarray:

@@ -15,18 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lsp_prep.constants import N_MESH_POINTS
+from lsp_prep.constants import EYE_DISTANCE_CM, N_FACE_POINTS, N_MESH_POINTS
 from lsp_prep.errors import InputError
 from lsp_synth.portraits import check_rgb
 
-N_FACE_POINTS = 468
-"""Face Mesh points without the 10 iris points that refine_landmarks adds."""
-
 EYE_OUTER = (33, 263)
 """MediaPipe indices of the outer eye corners (subject's right, left) that fix the scale."""
-
-EYE_DISTANCE_CM = 9.0
-"""Distance between the outer eye corners of every :class:`FaceModel` (cm)."""
 
 LIPS_OUTER: tuple[int, ...] = (
     *(61, 185, 40, 39, 37, 0, 267, 269, 270, 409),

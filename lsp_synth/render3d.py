@@ -14,12 +14,13 @@ Conventions (the ones a calibration or tracking test compares against):
 * **Object coordinates** of the head, in centimetres: x to image-right (the subject's
   left), y down, z away from the camera; the origin is the mean of the 468 face points of
   the rest mesh; outer eye corners (MediaPipe 33 and 263) are
-  :data:`~lsp_synth.mesh.EYE_DISTANCE_CM` apart.
+  :data:`~lsp_prep.constants.EYE_DISTANCE_CM` apart.
 * **Camera coordinates** are OpenCV's (x right, y down, z forward, centimetres):
   ``X_cam = R @ X_obj + T`` with ``R`` from the rotation vector (scipy
   ``Rotation.from_rotvec``), ``T`` in cm. With ``R = I`` the face looks into the camera
   as it looked into the photographer's.
-* **Euler angles** (:func:`euler_to_rotvec`): ``R = Ry(yaw) @ Rx(pitch) @ Rz(roll)``
+* **Euler angles** (:func:`lsp_prep.camera.euler_yxz_to_rotvec`):
+  ``R = Ry(yaw) @ Rx(pitch) @ Rz(roll)``
   (scipy intrinsic ``"YXZ"``), about the object axes. Positive yaw turns the nose towards
   image-left (the subject's right), positive pitch tilts the nose down, positive roll turns
   the face clockwise as displayed.
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lsp_prep.camera import euler_yxz_to_rotvec
 from lsp_prep.constants import N_MESH_POINTS, SAMPLE_RATE
 from lsp_prep.errors import InputError
 from lsp_synth.audio import speech_envelope
@@ -44,28 +46,6 @@ from lsp_synth.mesh import FaceModel
 from lsp_synth.pinhole import Camera, rotation_matrices
 from lsp_synth.raster import render_head_frame
 from lsp_synth.torso import TorsoPlane, torso_plane
-
-
-def euler_to_rotvec(
-    yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray, *, degrees: bool = True
-) -> np.ndarray:
-    """Rotation vectors (N, 3) in radians of ``R = Ry(yaw) @ Rx(pitch) @ Rz(roll)``.
-
-    Angles (N,) or scalars about the object axes (y down, x right, z away); see the module
-    docstring for their signs.
-    """
-    from scipy.spatial.transform import Rotation
-
-    angles = np.stack(np.broadcast_arrays(*(np.atleast_1d(a) for a in (yaw, pitch, roll))), -1)
-    return Rotation.from_euler("YXZ", angles, degrees=degrees).as_rotvec()
-
-
-def rotvec_to_euler(rotvec: np.ndarray, *, degrees: bool = True) -> np.ndarray:
-    """Inverse of :func:`euler_to_rotvec`: rotation vectors (N, 3) -> (yaw, pitch, roll) (N, 3)."""
-    from scipy.spatial.transform import Rotation
-
-    r = Rotation.from_rotvec(np.asarray(rotvec, dtype=np.float64).reshape(-1, 3))
-    return r.as_euler("YXZ", degrees=degrees)
 
 
 @dataclass(frozen=True)
@@ -133,12 +113,13 @@ class HeadMotion:
     def poses(self, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(rotvec (N, 3) radians, translation (N, 3) cm)`` at ``times`` (N,) seconds.
 
-        ``X_cam = R(rotvec) @ X_obj + translation``; see :func:`euler_to_rotvec`.
+        ``X_cam = R(rotvec) @ X_obj + translation``; see
+        :func:`lsp_prep.camera.euler_yxz_to_rotvec`.
         """
         t = np.asarray(times, dtype=np.float64).reshape(-1, 1)
         phase = np.random.default_rng(self.seed).uniform(0.0, 2 * np.pi, size=6)
         e = self.euler_deg(times)
-        rotvec = euler_to_rotvec(e[:, 0], e[:, 1], e[:, 2], degrees=True)
+        rotvec = euler_yxz_to_rotvec(e[:, 0], e[:, 1], e[:, 2], degrees=True)
         shift = np.asarray(self.shift_cm) * np.sin(
             2 * np.pi * np.asarray(self.shift_hz) * t + phase[3:]
         )
@@ -165,7 +146,7 @@ class Truth3D:
     translation: np.ndarray
     """Head translation (N, 3) in cm, camera coordinates."""
     euler_deg: np.ndarray
-    """(yaw, pitch, roll) (N, 3) in degrees; see :func:`euler_to_rotvec`."""
+    """(yaw, pitch, roll) (N, 3) in degrees; see :func:`lsp_prep.camera.euler_yxz_to_rotvec`."""
     points_obj: np.ndarray
     """Deformed vertices (N, 478, 3) in object cm; index = MediaPipe index."""
     mouth_open: np.ndarray

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lsp_prep.constants import N_FACE_POINTS
 from lsp_prep.errors import InputError
 from lsp_synth.layers import Layer, soft_rgba
-from lsp_synth.mesh import LIPS_INNER, N_FACE_POINTS, FaceModel
+from lsp_synth.mesh import LIPS_INNER, FaceModel
 from lsp_synth.pinhole import Camera
 
 SHOULDER_GAP_CM = 2.0

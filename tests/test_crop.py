@@ -6,8 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
+from lsp_prep.camera import to_crop, to_original
 from lsp_prep.errors import InputError
-from lsp_prep.stages.crop import CropConfig, crop_boxes, crop_frame, to_crop, to_original
+from lsp_prep.stages.crop import CropConfig, crop_boxes, crop_frame
 
 
 def _track(n=600, fps=60, jitter=3.0, seed=0):

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from lsp_prep.camera import intrinsics
 from lsp_prep.errors import InputError
 from lsp_prep.layout import load_layout
-from lsp_prep.stages import features as ft
-from lsp_prep.stages.geometry.calibrate import Calibration, intrinsics
+from lsp_prep.stages.features import measure as ft
+from lsp_prep.stages.geometry.focal import Calibration
 from lsp_prep.stages.geometry.head import HeadTrack, refine_head
 
 K = np.array([[800.0, 0.0, 255.5], [0.0, 800.0, 255.5], [0.0, 0.0, 1.0]])
@@ -78,22 +79,40 @@ def test_a_textureless_face_is_refused_with_a_reason():
     lsp2d = np.random.default_rng(0).uniform(150, 350, (73, 2))
     flat = np.full((512, 512), 128, np.uint8)
     with pytest.raises(InputError, match="texture features on the upper face of frame 7"):
-        ft.build_reference(7, flat, np.zeros((468, 3)), np.zeros(3), REF_T, K, lsp2d,
-                           layout=layout)  # fmt: skip
+        ft.build_reference(7, flat, np.zeros((468, 3)), np.zeros(3), REF_T, K, lsp2d, layout=layout)
 
 
 def test_too_few_measured_frames_keep_the_landmark_track():
     n = 40
-    cal = Calibration(500.0, intrinsics(500.0, (640, 360)), np.zeros((0, 2)), True, "",
-                      np.zeros((14, 3)), np.arange(5))  # fmt: skip
-    head = HeadTrack(cal, np.zeros((n, 3)), np.tile(REF_T, (n, 1)), np.zeros((n, 73, 3)),
-                     np.zeros((73, 3)), np.zeros((n, 25, 3)), np.zeros(n))  # fmt: skip
+    cal = Calibration(
+        500.0,
+        intrinsics(500.0, (640, 360)),
+        np.zeros((0, 2)),
+        True,
+        "",
+        np.zeros((14, 3)),
+        np.arange(5),
+    )
+    head = HeadTrack(
+        cal,
+        np.zeros((n, 3)),
+        np.tile(REF_T, (n, 1)),
+        np.zeros((n, 73, 3)),
+        np.zeros((73, 3)),
+        np.zeros((n, 25, 3)),
+        np.zeros(n),
+    )
     points = np.full((n, 30, 2), np.nan)
     points[:3] = 100.0  # three frames measured
     out, info = refine_head(
-        head, points, np.zeros((30, 3)), np.zeros((n, 73, 3)), np.ones(n, bool),
-        image_size=(640, 360), layout=load_layout(),
-    )  # fmt: skip
+        head,
+        points,
+        np.zeros((30, 3)),
+        np.zeros((n, 73, 3)),
+        np.ones(n, bool),
+        image_size=(640, 360),
+        layout=load_layout(),
+    )
     assert out is head and (info.n_features == 0).all()
     assert "measured on 3 frames" in info.warning and "landmarks alone" in info.warning
 

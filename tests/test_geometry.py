@@ -6,10 +6,14 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from lsp_prep import camera
 from lsp_prep.errors import InputError
 from lsp_prep.layout import load_layout
 from lsp_prep.stages.candidates import choose_candidates, mouth_area, split_frames
-from lsp_prep.stages.geometry import calibrate as G
+from lsp_prep.stages.geometry.config import CameraConfig
+from lsp_prep.stages.geometry.focal import calibrate_focal
+from lsp_prep.stages.geometry.poses import track_poses
+from lsp_prep.stages.geometry.shape import initial_poses, mean_shape
 
 LAYOUT = load_layout()
 STABLE = np.asarray(LAYOUT.sets["stable"])
@@ -20,20 +24,27 @@ def _face_shape(single_face_dataset) -> np.ndarray:
 
     with h5py.File(single_face_dataset) as f:
         mesh = f["landmarks/mesh"][:][f["landmarks/valid"][:]]
-    return G.mean_shape(LAYOUT.from_mesh(mesh))
+    return mean_shape(LAYOUT.from_mesh(mesh))
 
 
 def _scene(shape, *, n=480, focal=1100.0, size=(1280, 720), yaw=30, pitch=15, noise=0.7):
     rng = np.random.default_rng(0)
     t = np.arange(n) / 60
-    ang = np.radians(np.stack([pitch * np.sin(2 * np.pi * 0.21 * t + 1),
-                               yaw * np.sin(2 * np.pi * 0.3 * t),
-                               5 * np.sin(2 * np.pi * 0.13 * t)], 1))  # fmt: skip
+    ang = np.radians(
+        np.stack(
+            [
+                pitch * np.sin(2 * np.pi * 0.21 * t + 1),
+                yaw * np.sin(2 * np.pi * 0.3 * t),
+                5 * np.sin(2 * np.pi * 0.13 * t),
+            ],
+            1,
+        )
+    )
     rot = Rotation.from_euler("xyz", ang)
     trans = np.stack([3 * np.sin(t), 2 * np.cos(0.7 * t), 55 + 5 * np.sin(0.4 * t)], 1)
-    K = G.intrinsics(focal, size)
+    K = camera.intrinsics(focal, size)
     cam = np.einsum("nij,pj->npi", rot.as_matrix(), shape) + trans[:, None]
-    p2 = G.project(cam, K) + rng.normal(0, noise, (n, len(shape), 2))
+    p2 = camera.project(cam, K) + rng.normal(0, noise, (n, len(shape), 2))
     # MediaPipe-like 3D: image x, y and depth relative to the head in the same pixel scale
     s = focal / trans[:, 2]
     p3 = np.concatenate([p2, (s[:, None] * (cam[..., 2] - trans[:, None, 2]))[..., None]], -1)
@@ -43,12 +54,12 @@ def _scene(shape, *, n=480, focal=1100.0, size=(1280, 720), yaw=30, pitch=15, no
 def test_focal_rotation_translation_from_noisy_projections(single_face_dataset):
     shape = _face_shape(single_face_dataset)
     p2, p3, rot, trans = _scene(shape)
-    cal = G.calibrate_focal(p2, p3, np.ones(len(p2), bool), image_size=(1280, 720), stable=STABLE)
+    cal = calibrate_focal(p2, p3, np.ones(len(p2), bool), image_size=(1280, 720), stable=STABLE)
     assert cal.identified, cal.reason
     assert abs(cal.focal / 1100 - 1) < 0.03
     assert cal.curve.shape[1] == 2 and np.all(np.diff(cal.curve[:, 0]) > 0)
-    rv0, t0 = G.initial_poses(p3[:, STABLE], cal.shape, focal=cal.focal, principal=cal.K[:2, 2])
-    rv, t, rms = G.track_poses(p2[:, STABLE], cal.shape, rv0, t0, cal.K)
+    rv0, t0 = initial_poses(p3[:, STABLE], cal.shape, focal=cal.focal, principal=cal.K[:2, 2])
+    rv, t, rms = track_poses(p2[:, STABLE], cal.shape, rv0, t0, cal.K)
     assert np.median(rms) < 1.2  # the noise is 0.7 px per axis
     est = Rotation.from_rotvec(rv)
     gauge = (rot.inv() * est).mean()  # object frames differ by one constant rotation
@@ -61,25 +72,25 @@ def test_focal_rotation_translation_from_noisy_projections(single_face_dataset):
 def test_a_head_that_never_turns_falls_back_to_the_default_fov(single_face_dataset):
     shape = _face_shape(single_face_dataset)
     p2, p3, *_ = _scene(shape, n=120, yaw=1, pitch=1)
-    cal = G.calibrate_focal(p2, p3, np.ones(len(p2), bool), image_size=(1280, 720), stable=STABLE)
+    cal = calibrate_focal(p2, p3, np.ones(len(p2), bool), image_size=(1280, 720), stable=STABLE)
     assert not cal.identified and "turns only" in cal.reason
-    assert cal.focal == pytest.approx(G.focal_from_fov(G.CameraConfig().default_fov_deg, 1280))
+    assert cal.focal == pytest.approx(camera.focal_from_fov(CameraConfig().default_fov_deg, 1280))
 
 
 def test_crop_intrinsics_project_like_the_crop_map():
-    from lsp_prep.stages.crop import to_crop
-
-    K = G.intrinsics(900.0, (1920, 1080))
+    K = camera.intrinsics(900.0, (1920, 1080))
     boxes = np.array([[400.0, 100.0, 1300.0, 1000.0], [420.5, 90.25, 1320.5, 990.25]])
     X = np.array([[3.0, -2.0, 50.0], [-4.0, 1.0, 60.0]])
-    orig = G.project(X, K)
+    orig = camera.project(X, K)
     for i in range(2):
-        crop = G.project(X, G.crop_intrinsics(K, boxes, 512)[i])
-        np.testing.assert_allclose(crop, to_crop(orig[None], boxes[i : i + 1], 512)[0], atol=1e-9)
+        crop = camera.project(X, camera.crop_intrinsics(K, boxes, 512)[i])
+        np.testing.assert_allclose(
+            crop, camera.to_crop(orig[None], boxes[i : i + 1], 512)[0], atol=1e-9
+        )
 
 
 def test_euler_convention():
-    e = G.rotvec_to_euler(Rotation.from_euler("xyz", [[0.1, -0.2, 0.3]]).as_rotvec())
+    e = camera.rotvec_to_euler_xyz(Rotation.from_euler("xyz", [[0.1, -0.2, 0.3]]).as_rotvec())
     np.testing.assert_allclose(e, [[0.1, -0.2, 0.3]], atol=1e-12)
 
 

@@ -9,11 +9,13 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from lsp_prep import pipeline
+from lsp_prep import cache
 from lsp_prep.config import PrepConfig
 from lsp_prep.dataset import schema
 from lsp_prep.errors import InputError
+from lsp_prep.media import sha256_file
 from lsp_prep.pipeline import prep_video
+from lsp_prep.stages import track as track_stage
 
 runner = CliRunner()
 
@@ -69,9 +71,9 @@ def test_landmarks_in_crop_map_back_to_the_original_video(single_face_dataset, m
     frame: compare with an independent Face Mesh run on that original frame."""
     import mediapipe as mp
 
+    from lsp_prep.camera import to_original
     from lsp_prep.layout import load_layout
     from lsp_prep.media import iter_frames, probe
-    from lsp_prep.stages.crop import to_original
 
     info = probe(media["single_face"])
     i = 90
@@ -98,7 +100,7 @@ def test_manifest_lists_the_clip(single_face_dataset):
     row = df[df["clip"] == "single_face"].iloc[0]
     assert row["path"] == "single_face.h5" and row["frames"] > 100 and 2.3 < row["duration_s"] < 2.5
     assert 0.95 < row["valid_fraction"] <= 1 and len(row["source_sha256"]) == 64
-    assert row["dataset_sha256"] == pipeline.sha256_file(single_face_dataset)
+    assert row["dataset_sha256"] == sha256_file(single_face_dataset)
 
 
 def test_carphone_with_separate_audio(media, tmp_path):
@@ -109,7 +111,7 @@ def test_carphone_with_separate_audio(media, tmp_path):
     dims = schema.validate(dataset)
     assert 238 <= dims["N"] <= 242  # 4.0 s at 29.97 fps -> 60 fps
     with h5py.File(dataset) as f:
-        assert f.attrs["audio_sha256"] == pipeline.sha256_file(media["speech"])
+        assert f.attrs["audio_sha256"] == sha256_file(media["speech"])
         assert f["landmarks/valid"][:].mean() > 0.9
 
 
@@ -146,10 +148,10 @@ def test_interrupted_prep_resumes_without_redoing_tracking(media, tmp_path, cut_
     def no_tracking(*a, **k):
         raise AssertionError("tracking ran again although it was cached")
 
-    monkeypatch.setattr(pipeline, "track_faces", no_tracking)
+    monkeypatch.setattr(track_stage, "track_faces", no_tracking)
     result = prep_video(clip, out_dir=out)
     schema.validate(result.dataset)
-    assert not (out / "cut.h5.partial").exists() and not (out / pipeline.CACHE_DIR).exists()
+    assert not (out / "cut.h5.partial").exists() and not (out / cache.CACHE_DIR).exists()
 
 
 def test_rotation_metadata_is_honoured(media, tmp_path, cut_clip):
@@ -272,7 +274,8 @@ def _speech(media, seconds: float) -> np.ndarray:
 
 def test_several_faces_locks_on_the_largest_central_one(media, tmp_path):
     """Two people move in the frame: every tracked frame follows the target, never the other."""
-    from lsp_prep.stages.crop import face_extent, to_original
+    from lsp_prep.camera import to_original
+    from lsp_prep.stages.crop import face_extent
     from lsp_synth.render2d import two_faces_clip
 
     truth = two_faces_clip(tmp_path / "two.mp4", duration_s=4.0, fps=30, audio=_speech(media, 4.0))
@@ -334,7 +337,8 @@ def test_face_in_too_few_frames(media, tmp_path):
 def test_resampled_to_60_fps_by_timestamps(media, tmp_path, fps, size, container):
     """A synthetic clip with known, fast head motion at 25/30/60 fps and odd sizes: frame i
     of the dataset shows the source frame on screen at i/60 s, in any container."""
-    from lsp_prep.stages.crop import face_extent, to_original
+    from lsp_prep.camera import to_original
+    from lsp_prep.stages.crop import face_extent
     from lsp_synth.portraits import astronaut_portrait
     from lsp_synth.render2d import Motion, render_talking_clip
 
@@ -402,3 +406,16 @@ def test_dataset_of_the_previous_schema_is_refused(single_face_dataset, tmp_path
         f.attrs["schema_version"] = 1
     with pytest.raises(schema.SchemaError, match="re-run `lsp prep`"):
         schema.open_dataset(old)
+
+
+def test_stage_table_owns_every_config_section_once():
+    """Each config section belongs to one stage; a stage's key covers its upstream."""
+    import dataclasses
+
+    from lsp_prep.pipeline import STAGES, stage_sections
+
+    owned = [s for stage in STAGES for s in stage.sections]
+    assert sorted(owned) == sorted(f.name for f in dataclasses.fields(PrepConfig))
+    assert set(stage_sections("pack")) == set(owned)
+    assert stage_sections("geometry") == ("camera", "geometry", "ingest", "track")
+    assert "crop" not in stage_sections("geometry")  # a new crop keeps the head track

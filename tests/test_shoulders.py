@@ -12,12 +12,10 @@ import pytest
 
 from lsp_prep.errors import InputError
 from lsp_prep.media import iter_frames
-from lsp_prep.stages.shoulders.track import (
-    ShoulderConfig,
-    billboard,
-    choose_points,
-    track_points,
-)
+from lsp_prep.stages.shoulders.billboard import billboard
+from lsp_prep.stages.shoulders.choose import choose_points
+from lsp_prep.stages.shoulders.config import ShoulderConfig
+from lsp_prep.stages.shoulders.lk import track_points
 from lsp_synth import layers, portraits
 from lsp_synth import render2d as synth
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lsp_prep import camera
 from lsp_prep.errors import InputError
 from lsp_prep.layout import load_layout
 from lsp_prep.media import iter_frames, load_audio, probe
@@ -169,24 +170,24 @@ def test_euler_convention(model: synth_mesh.FaceModel) -> None:
     nose = model.vertices[1] - model.vertices[:468].mean(axis=0)
 
     def turned(yaw=0.0, pitch=0.0, roll=0.0) -> np.ndarray:
-        r = pinhole.rotation_matrices(synth3d.euler_to_rotvec(yaw, pitch, roll))[0]
+        r = pinhole.rotation_matrices(camera.euler_yxz_to_rotvec(yaw, pitch, roll))[0]
         return r @ nose
 
     assert turned(yaw=20)[0] < nose[0] - 0.5  # nose to image-left (subject's right)
     assert turned(pitch=20)[1] > nose[1] + 0.5  # nose down
     # Roll: +90 degrees takes image-right (+x) to image-down (+y): clockwise as displayed.
-    r = pinhole.rotation_matrices(synth3d.euler_to_rotvec(0, 0, 90))[0]
+    r = pinhole.rotation_matrices(camera.euler_yxz_to_rotvec(0, 0, 90))[0]
     assert np.allclose(r @ [1, 0, 0], [0, 1, 0], atol=1e-12)
     angles = np.array([[25.0, -12.0, 5.0], [-30.0, 20.0, -8.0]])
-    rv = synth3d.euler_to_rotvec(*angles.T)
-    assert np.allclose(synth3d.rotvec_to_euler(rv), angles)
+    rv = camera.euler_yxz_to_rotvec(*angles.T)
+    assert np.allclose(camera.rotvec_to_euler_yxz(rv), angles)
 
 
 def test_head_motion_poses() -> None:
     t = np.arange(300) / 30
     rv, tr = FULL.poses(t)
     assert rv.shape == (300, 3) and tr.shape == (300, 3)
-    e = synth3d.rotvec_to_euler(rv)
+    e = camera.rotvec_to_euler_yxz(rv)
     assert np.allclose(e, FULL.euler_deg(t))
     assert (np.abs(e) <= [30 + 1e-9, 20 + 1e-9, 8 + 1e-9]).all()
     assert np.abs(e[:, 0]).max() > 29 and np.abs(e[:, 1]).max() > 19

@@ -3,7 +3,8 @@
 The issue's targets: focal error <= 3 % and median rotation error <= 1 degree. Landmarks
 alone cannot reach them (Face Mesh leans towards a frontal face: the pitch comes out ~20 %
 too small and the focal length is not identified); the texture features of
-lsp_prep.stages.features do. The render is 30 fps, so 60 fps frame i shows source frame i // 2.
+lsp_prep.stages.features.measure do. The render is 30 fps, so 60 fps frame i shows source
+frame i // 2.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from lsp_prep.camera import to_original
 from lsp_prep.layout import load_layout
-from lsp_prep.stages.crop import to_original
 
 
 @pytest.fixture(scope="module")

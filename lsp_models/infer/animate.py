@@ -46,7 +46,6 @@ from lsp_models.infer.manifold import Manifold
 from lsp_models.infer.motion import (
     CameraRig,
     StreamSmoother,
-    euler_to_rotvec,
     face_centres,
     longest_valid_run,
     pingpong,
@@ -64,6 +63,7 @@ from lsp_models.nets.headpose import (
 from lsp_models.nets.mouth import AudioToMouth
 from lsp_models.nets.renderer import Generator, from_unit, renderer_input
 from lsp_models.train.loop import load_checkpoint
+from lsp_prep.camera import crop_intrinsics, euler_xyz_to_rotvec, to_original
 from lsp_prep.constants import FPS, IMAGE_SIZE, MELS_PER_FRAME, SAMPLE_RATE
 from lsp_prep.dataset import schema
 from lsp_prep.errors import CheckpointError, InputError, SchemaError, ToolError
@@ -71,8 +71,7 @@ from lsp_prep.featuremap import draw_feature_map, face_points2d
 from lsp_prep.layout import load_layout
 from lsp_prep.media import ffmpeg_exe, probe
 from lsp_prep.stages.audio import MelConfig, _mel_basis, _window, video_log_mel
-from lsp_prep.stages.crop import CropConfig, to_original
-from lsp_prep.stages.geometry.calibrate import crop_intrinsics
+from lsp_prep.stages.crop import CropConfig
 
 ProgressFn = Callable[[str, int, "int | None"], None]
 CONFIG_FILE = "animate.json"
@@ -489,12 +488,12 @@ def _denormalise(models: Models, pose: np.ndarray) -> np.ndarray:
 def recorded_poses(dataset: Path, frames: np.ndarray) -> np.ndarray:
     """Poses (B, 6) of ``dataset``'s recorded track for frames (B,), played forwards then
     backwards when the audio is longer: Euler angles and translation minus its train mean."""
-    from lsp_prep.stages.geometry.calibrate import rotvec_to_euler
+    from lsp_prep.camera import rotvec_to_euler_xyz
 
     with schema.open_dataset(dataset) as f:
         rot, trans = f["track/rotation"][:].astype(np.float64), f["track/translation"][:]
         train = f["split/train"][:]
-    euler = np.unwrap(rotvec_to_euler(rot), axis=0)
+    euler = np.unwrap(rotvec_to_euler_xyz(rot), axis=0)
     pose = np.concatenate([euler, trans - trans[train].mean(0)], axis=1)
     return pose[pingpong(frames, 0, len(pose))]
 
@@ -575,7 +574,7 @@ def frame_geometry(
     idx = load_layout().mouth
     pts = person.replay_points(frames).copy()
     pts[:, idx] = person.mean_shape[idx] + mouth
-    rot = euler_to_rotvec(pose[:, :3])
+    rot = euler_xyz_to_rotvec(pose[:, :3])
     trans = pose[:, 3:6] + person.trans_mean
     k = crop_intrinsics(person.rig.intrinsics, boxes, person.rig.image_size)
     face2d = face_points2d(pts, rot, trans, k)
@@ -596,7 +595,7 @@ def frame_geometry(
 
 def raw_centres(person: Person, frames: np.ndarray, pose: np.ndarray) -> np.ndarray:
     """Unsmoothed crop centres (B, 2) for post-processed poses (B, 6) of frames (B,)."""
-    rot = euler_to_rotvec(pose[:, :3])
+    rot = euler_xyz_to_rotvec(pose[:, :3])
     return face_centres(person.replay_points(frames), rot, pose[:, 3:6] + person.trans_mean,
                         person.rig)  # fmt: skip
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
+from lsp_prep.camera import boxes_at, keep_inside, project
 from lsp_prep.errors import InputError
 from lsp_prep.featuremap import face_points2d
 from lsp_prep.stages.crop import CropConfig
@@ -126,12 +126,6 @@ def longest_valid_run(valid: np.ndarray, frames: np.ndarray) -> tuple[int, int]:
     return int(ok[starts[best]]), int(ends[best] - starts[best])
 
 
-def euler_to_rotvec(euler: np.ndarray) -> np.ndarray:
-    """(N, 3) pitch, yaw, roll (intrinsic xyz, radians) -> Rodrigues (N, 3); inverse of
-    :func:`lsp_prep.stages.geometry.calibrate.rotvec_to_euler`."""
-    return Rotation.from_euler("xyz", np.asarray(euler, np.float64)).as_rotvec()
-
-
 @dataclass(frozen=True)
 class CameraRig:
     """How prep framed this person's crops, to frame the animated head the same way."""
@@ -165,11 +159,8 @@ def place_boxes(centres: np.ndarray, rig: CameraRig) -> np.ndarray:
     c = np.array(centres, np.float64)
     side = rig.side
     if rig.crop.keep_inside:
-        for k, extent in enumerate(rig.frame_size):
-            c[:, k] = (
-                np.clip(c[:, k], side / 2, extent - side / 2) if side <= extent else extent / 2
-            )
-    return np.concatenate([c - side / 2, c + side / 2], axis=1)
+        c = keep_inside(c, side, rig.frame_size)
+    return boxes_at(c, side)
 
 
 def shoulder_points2d(
@@ -184,5 +175,4 @@ def shoulder_points2d(
     its ``reference`` (3,), projected with per-frame K (N, 3, 3): (N, P, 2) pixels."""
     shift = amount * (np.asarray(translation, np.float64) - reference)  # (N, 3)
     pts = billboard3d[None].astype(np.float64) + shift[:, None]  # (N, P, 3)
-    hom = np.einsum("nij,npj->npi", np.asarray(intrinsics, np.float64), pts)
-    return hom[..., :2] / hom[..., 2:3]
+    return project(pts, np.asarray(intrinsics, np.float64))

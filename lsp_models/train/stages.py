@@ -351,9 +351,9 @@ def train_mouth(
 def pose_features(person: PersonData) -> np.ndarray:
     """Head-pose features (N, 12): pitch, yaw, roll (radians), translation minus its mean
     over the train split (cm), then their per-frame differences (velocity)."""
-    from lsp_prep.stages.geometry.calibrate import rotvec_to_euler
+    from lsp_prep.camera import rotvec_to_euler_xyz
 
-    euler = np.unwrap(rotvec_to_euler(person.rotation.astype(np.float64)), axis=0)
+    euler = np.unwrap(rotvec_to_euler_xyz(person.rotation.astype(np.float64)), axis=0)
     trans = person.translation - person.translation[person.train].mean(0)
     pose = np.concatenate([euler, trans], axis=1)
     vel = np.diff(pose, axis=0, prepend=pose[:1])

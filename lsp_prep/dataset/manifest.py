@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
-
-if TYPE_CHECKING:
-    from lsp_prep.pipeline import PrepResult
 
 MANIFEST_NAME = "manifest.csv"
 COLUMNS = [
@@ -22,6 +19,23 @@ COLUMNS = [
     "source_sha256",
     "dataset_sha256",
 ]
+
+
+@dataclass
+class PrepResult:
+    """What one ``prep`` produced, for the CLI's summary and the manifest (one row)."""
+
+    dataset: Path
+    n_frames: int
+    duration_s: float
+    valid_fraction: float
+    detected_fraction: float
+    interpolated_frames: int
+    source_sha256: str
+    dataset_sha256: str
+    reused: bool = False
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def read_manifest(out_dir: Path) -> pd.DataFrame:

@@ -181,7 +181,7 @@ FIELDS: tuple[Field, ...] = (
         "radians (Rodrigues)",
         "object -> camera",
         "head rotation R of X_cam = R X_obj + T; "
-        "lsp_prep.stages.geometry.calibrate.rotvec_to_euler converts to pitch/yaw/roll",
+        "lsp_prep.camera.rotvec_to_euler_xyz converts to pitch/yaw/roll",
     ),
     Field(
         "track/translation",
@@ -381,9 +381,18 @@ def _check_values(f: h5py.File) -> list[str]:
     return out
 
 
+LEGACY_SECTIONS = {"landmarks": "track", "track": "geometry"}
+"""Config sections renamed after datasets of this schema version were written: old name ->
+new name (the stage "track" read ``landmarks``, the stage "geometry" read ``track``)."""
+
+
 def read_config(f: h5py.File) -> dict:
-    """The resolved configuration stored with a dataset."""
-    return json.loads(f.attrs["config"])
+    """The resolved configuration stored with a dataset, with sections under today's names
+    (files that store ``landmarks`` use the names of :data:`LEGACY_SECTIONS`)."""
+    config = json.loads(f.attrs["config"])
+    if "landmarks" in config:
+        config = {LEGACY_SECTIONS.get(k, k): v for k, v in config.items()}
+    return config
 
 
 def open_dataset(path: Path | str) -> h5py.File:

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lsp_prep.errors import InputError
-
-INNER_MOUTH = (46, 58, 59, 60, 52, 61, 62, 63)
-"""LSP indices around the mouth opening (inner lips, closed by the mouth corners)."""
+from lsp_prep.layout import load_layout
 
 
 @dataclass(frozen=True)
@@ -43,8 +41,9 @@ class SplitConfig:
 
 
 def mouth_area(lsp73: np.ndarray) -> np.ndarray:
-    """Area (pixels^2) of the mouth opening per frame: (N, 73, 2) -> (N,); NaN stays NaN."""
-    poly = lsp73[:, list(INNER_MOUTH)]
+    """Area (pixels^2) of the mouth opening (the layout's ``inner_mouth`` polygon) per
+    frame: (N, 73, 2) -> (N,); NaN stays NaN."""
+    poly = lsp73[:, list(load_layout().sets["inner_mouth"])]
     x, y = poly[..., 0], poly[..., 1]
     return 0.5 * np.abs((x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y).sum(axis=1))
 

@@ -2,7 +2,8 @@
 
 A crop box is ``(x0, y0, x1, y1)`` in original-video pixels with ``x1 - x0 == y1 - y0``.
 A point ``p`` of the original frame maps to the crop as ``(p - (x0, y0)) * size / side``;
-:func:`to_crop` and :func:`to_original` are that map and its inverse. The box size is fixed
+:func:`lsp_prep.camera.to_crop` and :func:`~lsp_prep.camera.to_original` are that map
+and its inverse. The box size is fixed
 per clip (so the camera intrinsics of the crop stay one 3x3 matrix); its centre follows
 the face through a Gaussian low-pass so the crop never jitters with the landmarks.
 """
@@ -15,6 +16,7 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from lsp_prep.camera import boxes_at, keep_inside
 from lsp_prep.errors import InputError
 
 
@@ -72,34 +74,8 @@ def crop_boxes(
     if config.smoothing_s > 0 and n > 1:
         c = gaussian_filter1d(c, sigma=config.smoothing_s * fps, axis=0, mode="nearest")
     if config.keep_inside:
-        for k, extent in enumerate(frame_size):
-            if side <= extent:
-                c[:, k] = np.clip(c[:, k], side / 2, extent - side / 2)
-            else:
-                c[:, k] = extent / 2
-    return np.concatenate([c - side / 2, c + side / 2], axis=1)
-
-
-def _scale(boxes: np.ndarray, size: int) -> np.ndarray:
-    return size / (boxes[..., 2] - boxes[..., 0])
-
-
-def to_crop(points: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """Original-pixel points (N, P, D>=2) -> crop pixels; a 3rd coordinate scales like x."""
-    s = _scale(boxes, size)[:, None, None]
-    out = points * s
-    out[..., 0] -= boxes[:, None, 0] * s[..., 0]
-    out[..., 1] -= boxes[:, None, 1] * s[..., 0]
-    return out
-
-
-def to_original(points: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """Inverse of :func:`to_crop`."""
-    s = _scale(boxes, size)[:, None, None]
-    out = points / s
-    out[..., 0] += boxes[:, None, 0]
-    out[..., 1] += boxes[:, None, 1]
-    return out
+        c = keep_inside(c, side, frame_size)
+    return boxes_at(c, side)
 
 
 def crop_frame(
@@ -113,8 +89,9 @@ def crop_frame(
 
     ``box`` is in original pixels; ``frame_scale`` = (kx, ky) says ``frame`` is the
     original resampled by that factor (pixel centres aligned), as ffmpeg's scaler does.
-    The geometry is exactly the affine map of :func:`to_crop`. When downscaling, the region
-    around the box is first area-averaged by the largest whole factor (OpenCV's fast
+    The geometry is exactly the affine map of :func:`lsp_prep.camera.to_crop`. When
+    downscaling, the region around the box is first area-averaged by the largest whole
+    factor (OpenCV's fast
     integer path), a remaining factor below 0.8 is low-passed with a 3x3 Gaussian, and one
     sub-pixel bilinear warp finishes, so fine texture does not alias.
     """

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from lsp_prep.camera import rescale_points
 from lsp_prep.constants import N_MESH_POINTS
 from lsp_prep.errors import InputError
+from lsp_prep.media import MediaInfo, iter_frames
+from lsp_prep.progress import ProgressFn, no_progress
 from lsp_prep.stages.crop import crop_frame
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging: errors and up
@@ -58,7 +62,7 @@ def quiet_native_stderr() -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class LandmarkConfig:
+class TrackConfig:
     """Face Mesh tracking and the validity rules applied to its output."""
 
     roi_size: int = 256
@@ -82,11 +86,11 @@ class LandmarkConfig:
 
     def __post_init__(self) -> None:
         if self.roi_size < 64:
-            raise InputError(f"landmarks.roi_size must be >= 64, got {self.roi_size}")
+            raise InputError(f"track.roi_size must be >= 64, got {self.roi_size}")
         if self.max_side < 320:
-            raise InputError(f"landmarks.max_side must be >= 320, got {self.max_side}")
+            raise InputError(f"track.max_side must be >= 320, got {self.max_side}")
         if self.roi_scale < 1.2:
-            raise InputError(f"landmarks.roi_scale must be >= 1.2, got {self.roi_scale}")
+            raise InputError(f"track.roi_scale must be >= 1.2, got {self.roi_scale}")
         for name in (
             "min_detection_confidence",
             "min_tracking_confidence",
@@ -94,29 +98,15 @@ class LandmarkConfig:
             "min_valid_fraction",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise InputError(f"landmarks.{name} must be in [0, 1]")
+                raise InputError(f"track.{name} must be in [0, 1]")
         if self.max_gap_s < 0:
-            raise InputError("landmarks.max_gap_s must be >= 0")
+            raise InputError("track.max_gap_s must be >= 0")
 
 
 def tracking_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
     """(width, height) at which frames of displayed ``size`` are tracked."""
     k = min(1.0, max_side / max(size))
     return (max(1, round(size[0] * k)), max(1, round(size[1] * k)))
-
-
-def rescale_points(points: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
-    """Pixel-centre coordinates in a ``src``-sized frame -> a ``dst``-sized frame; (..., D).
-
-    A third coordinate (depth in pixel units) scales with x.
-    """
-    kx, ky = dst[0] / src[0], dst[1] / src[1]
-    out = np.array(points, dtype=np.float64, copy=True)
-    out[..., 0] = (out[..., 0] + 0.5) * kx - 0.5
-    out[..., 1] = (out[..., 1] + 0.5) * ky - 0.5
-    if out.shape[-1] > 2:
-        out[..., 2] *= kx
-    return out
 
 
 def choose_face(
@@ -149,7 +139,7 @@ def choose_face(
 class FaceMeshTracker:
     """Stateful per-frame Face Mesh on one person; call it on consecutive RGB frames."""
 
-    def __init__(self, config: LandmarkConfig = LandmarkConfig()) -> None:
+    def __init__(self, config: TrackConfig = TrackConfig()) -> None:
         import mediapipe as mp
 
         self.config = config
@@ -158,7 +148,7 @@ class FaceMeshTracker:
         self._last_box: np.ndarray | None = None
         self.detections = 0
 
-    def _build(self, mp, config: LandmarkConfig) -> None:
+    def _build(self, mp, config: TrackConfig) -> None:
         self._mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=False,
             max_num_faces=1,
@@ -298,3 +288,103 @@ def fill_gaps(
         out[a + 1 : b] = (1 - t) * out[a] + t * out[b]
         interp[a + 1 : b] = True
     return out, interp
+
+
+# ----------------------------------------------------------------- the stage
+
+
+@dataclass
+class Tracks:
+    """Output of the track stage, in original-video pixels at the canonical fps."""
+
+    mesh: np.ndarray  # (N, 478, 3) float32; NaN where not detected
+    detected: np.ndarray  # (N,) bool: the tracker returned a mesh
+    frame_size: tuple[int, int]  # (width, height) as decoded
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays the stage cache stores."""
+        return {
+            "mesh": self.mesh,
+            "detected": self.detected,
+            "frame_size": np.array(self.frame_size),
+        }
+
+    @classmethod
+    def from_arrays(cls, z: dict[str, np.ndarray]) -> Tracks:
+        """Inverse of :meth:`to_arrays`."""
+        w, h = (int(v) for v in z["frame_size"])
+        return cls(z["mesh"], z["detected"], (w, h))
+
+
+def track_faces(
+    frames: Iterable[np.ndarray],
+    *,
+    config: TrackConfig,
+    total: int | None = None,
+    progress: ProgressFn = no_progress,
+) -> Tracks:
+    """Run the Face Mesh tracker over an iterable of RGB frames (pure but for MediaPipe)."""
+    meshes: list[np.ndarray | None] = []
+    size = (0, 0)
+    with quiet_native_stderr(), FaceMeshTracker(config) as tracker:
+        for i, frame in enumerate(frames):
+            size = (frame.shape[1], frame.shape[0])
+            pts = tracker(frame)
+            meshes.append(None if pts is None else pts.astype(np.float32))
+            if i % 30 == 0:
+                progress("track", i + 1, total)
+    n = len(meshes)
+    progress("track", n, n)
+    detected = np.array([m is not None for m in meshes], bool)
+    mesh = np.full((n, N_MESH_POINTS, 3), np.nan, np.float32)
+    if detected.any():
+        mesh[detected] = np.stack([m for m in meshes if m is not None])
+    return Tracks(mesh, detected, size)
+
+
+def track_video(
+    video: Path,
+    info: MediaInfo,
+    *,
+    fps: int,
+    config: TrackConfig,
+    progress: ProgressFn = no_progress,
+) -> Tracks:
+    """Decode ``video`` at ``fps`` (pass 1), downscaled to the tracking size, and track
+    the face; points come back in original pixels."""
+    total = int(np.ceil(info.duration_s * fps)) if info.duration_s else None
+    size = (info.width, info.height)
+    small = tracking_size(size, config.max_side)
+    frames = iter_frames(video, fps=fps, size=size, out_size=small)
+    tracks = track_faces(frames, config=config, total=total, progress=progress)
+    if small != size:
+        mesh = rescale_points(tracks.mesh, small, size).astype(np.float32)
+        tracks = Tracks(mesh, tracks.detected, size)
+    return tracks
+
+
+def clean_tracks(
+    tracks: Tracks, *, fps: int, config: TrackConfig, source: str
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Score, reject, interpolate; refuse clips with too little face. Returns the mesh
+    (N, 478, 3) in original pixels (NaN where invalid) and the per-frame masks."""
+    n = len(tracks.detected)
+    tc = config
+    conf = mesh_confidence(tracks.mesh, tracks.detected)
+    detected = tracks.detected & (conf >= tc.min_confidence)
+    if detected.sum() == 0 or detected.mean() < 0.02:
+        raise InputError(
+            f"{source}: no face found ({int(detected.sum())} of {n} frames): "
+            "film the person facing the camera, face unobstructed and well lit"
+        )
+    max_gap = int(round(tc.max_gap_s * fps))
+    mesh, interpolated = fill_gaps(tracks.mesh, detected, max_gap=max_gap)
+    valid = detected | interpolated
+    if valid.mean() < tc.min_valid_fraction:
+        raise InputError(
+            f"{source}: face usable in only {valid.mean():.0%} of frames; prep needs "
+            f"{tc.min_valid_fraction:.0%} (cut the clip to where the face is visible, or "
+            "lower track.min_valid_fraction with --set)"
+        )
+    masks = {"detected": detected, "interpolated": interpolated, "valid": valid, "confidence": conf}
+    return mesh.astype(np.float32), masks

@@ -1,4 +1,6 @@
-"""The geometry stage of prep: calibrate, track the head in 3D, derive what models need."""
+"""The geometry stage of prep: calibrate (:mod:`.focal`), track the head in 3D
+(:mod:`.poses`), derive what models need; and the features stage's second pass on texture
+features (:func:`refine_head`)."""
 
 from __future__ import annotations
 
@@ -6,26 +8,16 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
+from threadpoolctl import threadpool_limits
 
+from lsp_prep.camera import project, refocus
+from lsp_prep.constants import EYE_DISTANCE_CM
 from lsp_prep.errors import InputError
 from lsp_prep.layout import Layout
-from lsp_prep.stages.geometry.calibrate import (
-    EYE_CORNERS,
-    EYE_DISTANCE_CM,
-    Calibration,
-    CameraConfig,
-    TrackConfig,
-    _refocus,
-    back_project,
-    calibrate_focal,
-    initial_poses,
-    object_points,
-    project,
-    search_focal,
-    select_frames,
-    track_poses,
-    triangulate,
-)
+from lsp_prep.stages.geometry.config import CameraConfig, GeometryConfig
+from lsp_prep.stages.geometry.focal import Calibration, calibrate_focal, search_focal, select_frames
+from lsp_prep.stages.geometry.poses import track_poses
+from lsp_prep.stages.geometry.shape import back_project, initial_poses, object_points, triangulate
 
 
 @dataclass
@@ -50,8 +42,11 @@ def fill_poses(
         return rotvec, trans
     t = np.arange(len(valid))
     tq = np.clip(t, good[0], good[-1])
-    rv = Slerp(good, Rotation.from_rotvec(rotvec[good]))(tq).as_rotvec() if len(good) > 1 else (
-        np.repeat(rotvec[good], len(valid), axis=0))  # fmt: skip
+    rv = (
+        Slerp(good, Rotation.from_rotvec(rotvec[good]))(tq).as_rotvec()
+        if len(good) > 1
+        else (np.repeat(rotvec[good], len(valid), axis=0))
+    )
     tr = np.stack([np.interp(t, good, trans[good, k]) for k in range(3)], axis=1)
     return rv, tr
 
@@ -63,19 +58,20 @@ def track_head(
     image_size: tuple[int, int],
     layout: Layout,
     camera: CameraConfig = CameraConfig(),
-    track: TrackConfig = TrackConfig(),
+    geometry: GeometryConfig = GeometryConfig(),
 ) -> HeadTrack:
     """Calibrate and track from LSP-73 landmarks (N, 73, 3) in original pixels (x, y; z is
     MediaPipe's relative depth in the same pixel scale). ``valid`` (N,) marks usable frames."""
     if not valid.any():
         raise InputError("no valid landmarks to track the head with")
     stable = np.asarray(layout.sets["stable"])
-    cal = calibrate_focal(lsp3d[..., :2], lsp3d, valid, image_size=image_size, stable=stable,
-                          config=camera)  # fmt: skip
+    cal = calibrate_focal(
+        lsp3d[..., :2], lsp3d, valid, image_size=image_size, stable=stable, config=camera
+    )
     idx = np.flatnonzero(valid)
     principal = cal.K[:2, 2]
     rv0, t0 = initial_poses(lsp3d[idx][:, stable], cal.shape, focal=cal.focal, principal=principal)
-    rv, tr, rms = track_poses(lsp3d[idx][:, stable, :2], cal.shape, rv0, t0, cal.K, config=track)
+    rv, tr, rms = track_poses(lsp3d[idx][:, stable, :2], cal.shape, rv0, t0, cal.K, config=geometry)
     n = len(valid)
     rot, trans = np.zeros((n, 3)), np.zeros((n, 3))
     rot[idx], trans[idx] = rv, tr
@@ -111,18 +107,18 @@ def refine_head(
     image_size: tuple[int, int],
     layout: Layout,
     camera: CameraConfig = CameraConfig(),
-    track: TrackConfig = TrackConfig(),
+    geometry: GeometryConfig = GeometryConfig(),
     min_features: int = 12,
     calib_frames: int = 120,
     calib_features: int = 120,
 ) -> tuple[HeadTrack, Refinement]:
-    """Calibrate and track again on texture features (see :mod:`lsp_prep.stages.features`).
+    """Calibrate and track again on texture features (see :mod:`lsp_prep.stages.features.measure`).
 
     ``head`` is the landmark track, ``points2d`` (N, P, 2) the features measured in
     original pixels (NaN where not measured), ``points3d`` (P, 3) their first 3D points in
     ``head``'s object frame, ``lsp3d`` (N, 73, 3) the landmarks as for :func:`track_head`.
 
-    1. The focal length: :func:`~lsp_prep.stages.geometry.calibrate.search_focal` on up to
+    1. The focal length: :func:`~lsp_prep.stages.geometry.focal.search_focal` on up to
        ``calib_features`` features in ``calib_frames`` measured frames chosen for pose
        variety, which also refines their 3D points.
     2. The pose of every measured frame: a batched robust fit to those features; then
@@ -145,46 +141,26 @@ def refine_head(
             "come from the landmarks alone, whose rotations are too small by up to 20 %"
         )
         return head, Refinement(np.zeros(n, np.int64), warning)
-    # the focal search on a subset of the features, spread over the list (which is
-    # ordered by corner strength, not by place), then every feature triangulated
-    sub = np.unique(np.linspace(0, len(points3d) - 1, min(len(points3d), calib_features)).round())
-    sub = sub.astype(np.int64)
-    p_sub = points3d[sub]
-    pair = np.unravel_index(np.argmax(np.linalg.norm(p_sub[:, None] - p_sub, axis=-1)),
-                            (len(sub),) * 2)  # fmt: skip
-    a, b = int(pair[0]), int(pair[1])
-    frames = select_frames(head.rotation, idx, calib_frames)
-    f0 = head.calibration.focal
-    cal = search_focal(
-        points2d[frames][:, sub],
-        p_sub,
-        head.rotation[frames],
-        head.translation[frames],
-        f0,
+    cal, sub = _focal_on_features(
+        head,
+        points2d,
+        points3d,
+        idx,
         image_size=image_size,
-        gauge=(a, b, float(np.linalg.norm(p_sub[a] - p_sub[b]))),
-        frames=frames,
-        config=camera,
+        camera=camera,
+        calib_frames=calib_frames,
+        calib_features=calib_features,
     )
-    ratio = cal.focal / f0
-    t_land = _refocus(head.translation, ratio)
+    t_land = refocus(head.translation, cal.focal / head.calibration.focal)
     step = max(1.0, float(np.median(np.diff(idx))))  # idx has at least 8 frames
-    cfg = replace(track, smooth_frames=track.smooth_frames / step)
-    rv, tr, _ = track_poses(points2d[idx][:, sub], cal.shape, head.rotation[idx], t_land[idx],
-                            cal.K, config=cfg)  # fmt: skip
+    cfg = replace(geometry, smooth_frames=geometry.smooth_frames / step)
+    rv, tr, _ = track_poses(
+        points2d[idx][:, sub], cal.shape, head.rotation[idx], t_land[idx], cal.K, config=cfg
+    )
     shape = triangulate(points2d[idx], rv, tr, cal.K)
     keep = np.isfinite(shape).all(1)
     rv, tr, rms = track_poses(points2d[idx][:, keep], shape[keep], rv, tr, cal.K, config=cfg)
-
-    # the other frames: landmark pose times the interpolated correction
-    r_land = Rotation.from_rotvec(head.rotation)
-    corr = Rotation.from_rotvec(rv) * r_land[idx].inv()
-    t = np.arange(n)
-    tq = np.clip(t, idx[0], idx[-1])
-    rot = (Slerp(idx, corr)(tq) * r_land).as_rotvec()
-    dt = tr - t_land[idx]
-    trans = t_land + np.stack([np.interp(t, idx, dt[:, k]) for k in range(3)], axis=1)
-    rot[idx], trans[idx] = rv, tr
+    rot, trans = _corrected_poses(head.rotation, t_land, idx, rv, tr)
 
     # landmarks in the new object frame, on the rays of the detected points
     stable = np.asarray(layout.sets["stable"])
@@ -197,7 +173,7 @@ def refine_head(
     # the nominal unit: the mean shape's outer eye corners EYE_DISTANCE_CM apart (scaling
     # points and translations together leaves every projection unchanged)
     mean = pts[v].mean(axis=0)
-    a, b = EYE_CORNERS
+    a, b = layout.outer_eye_corners
     unit = EYE_DISTANCE_CM / float(np.linalg.norm(mean[a] - mean[b]))
     pts, mean, trans, lm_shape = pts * unit, mean * unit, trans * unit, lm_shape * unit
     cal = replace(cal, shape=cal.shape * unit)
@@ -209,3 +185,124 @@ def refine_head(
     err[idx] = rms
     refined = HeadTrack(cal, rot, trans, pts, mean, pts[:, mouth] - mean[mouth], err)
     return refined, Refinement(np.where(meas, count, 0), "")
+
+
+def _focal_on_features(
+    head: HeadTrack,
+    points2d: np.ndarray,
+    points3d: np.ndarray,
+    idx: np.ndarray,
+    *,
+    image_size: tuple[int, int],
+    camera: CameraConfig,
+    calib_frames: int,
+    calib_features: int,
+) -> tuple[Calibration, np.ndarray]:
+    """The focal search on up to ``calib_features`` features, spread over the list (which
+    is ordered by corner strength, not by place), in up to ``calib_frames`` of the measured
+    frames ``idx`` chosen for pose variety; returns it and the features' indices."""
+    sub = np.unique(np.linspace(0, len(points3d) - 1, min(len(points3d), calib_features)).round())
+    sub = sub.astype(np.int64)
+    p_sub = points3d[sub]
+    pair = np.unravel_index(
+        np.argmax(np.linalg.norm(p_sub[:, None] - p_sub, axis=-1)), (len(sub),) * 2
+    )
+    a, b = int(pair[0]), int(pair[1])
+    frames = select_frames(head.rotation, idx, calib_frames)
+    cal = search_focal(
+        points2d[frames][:, sub],
+        p_sub,
+        head.rotation[frames],
+        head.translation[frames],
+        head.calibration.focal,
+        image_size=image_size,
+        gauge=(a, b, float(np.linalg.norm(p_sub[a] - p_sub[b]))),
+        frames=frames,
+        config=camera,
+    )
+    return cal, sub
+
+
+def _corrected_poses(
+    rot_land: np.ndarray, t_land: np.ndarray, idx: np.ndarray, rv: np.ndarray, tr: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Poses (N, 3), (N, 3) of every frame: the feature poses ``rv``/``tr`` on the measured
+    frames ``idx``, elsewhere the landmark pose times the correction interpolated from the
+    measured frames around it."""
+    n = len(rot_land)
+    r_land = Rotation.from_rotvec(rot_land)
+    corr = Rotation.from_rotvec(rv) * r_land[idx].inv()
+    t = np.arange(n)
+    tq = np.clip(t, idx[0], idx[-1])
+    rot = (Slerp(idx, corr)(tq) * r_land).as_rotvec()
+    dt = tr - t_land[idx]
+    trans = t_land + np.stack([np.interp(t, idx, dt[:, k]) for k in range(3)], axis=1)
+    rot[idx], trans[idx] = rv, tr
+    return rot, trans
+
+
+# ----------------------------------------------------------------- the stage
+
+
+def head_to_arrays(head: HeadTrack) -> dict[str, np.ndarray]:
+    """The arrays the stage cache stores for ``head``."""
+    cal = head.calibration
+    return {
+        "focal": np.array(cal.focal),
+        "K": cal.K,
+        "curve": cal.curve,
+        "identified": np.array(cal.identified),
+        "reason": np.array(cal.reason),
+        "shape": cal.shape,
+        "frames": cal.frames,
+        "rotation": head.rotation,
+        "translation": head.translation,
+        "points3d": head.points3d,
+        "mean_shape": head.mean_shape,
+        "mouth_displacement": head.mouth_displacement,
+        "reprojection_error": head.reprojection_error,
+    }
+
+
+def head_from_arrays(z: dict[str, np.ndarray]) -> HeadTrack:
+    """Inverse of :func:`head_to_arrays`."""
+    cal = Calibration(
+        float(z["focal"]),
+        z["K"],
+        z["curve"],
+        bool(z["identified"]),
+        str(z["reason"]),
+        z["shape"],
+        z["frames"],
+    )
+    return HeadTrack(
+        cal,
+        z["rotation"],
+        z["translation"],
+        z["points3d"],
+        z["mean_shape"],
+        z["mouth_displacement"],
+        z["reprojection_error"],
+    )
+
+
+def geometry_stage(
+    mesh: np.ndarray,
+    valid: np.ndarray,
+    *,
+    frame_size: tuple[int, int],
+    layout: Layout,
+    camera: CameraConfig,
+    geometry: GeometryConfig,
+) -> HeadTrack:
+    """The geometry stage: :func:`track_head` on a clip's Face Mesh track (N, 478, 3) in
+    original pixels, ``valid`` (N,)."""
+    with threadpool_limits(1):  # small matrices: BLAS threads only add overhead
+        return track_head(
+            layout.from_mesh(mesh),
+            valid,
+            image_size=frame_size,
+            layout=layout,
+            camera=camera,
+            geometry=geometry,
+        )

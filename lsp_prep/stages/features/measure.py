@@ -34,14 +34,12 @@ import numpy as np
 from scipy.spatial import Delaunay
 from scipy.spatial.transform import Rotation
 
+from lsp_prep.camera import project_object
 from lsp_prep.errors import InputError
 from lsp_prep.layout import Layout
 
 EYE_MARGIN = (1.3, 2.0)
 """The eyes are masked out with their outline scaled this much (x, y) about its centre."""
-
-N_FACE_MESH = 468
-"""Face Mesh points on the face surface (the iris points 468-477 are left out)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +75,9 @@ class FeatureConfig:
     """Frames with fewer measured features keep their landmark-based pose."""
     calib_frames: int = 120
     """Measured frames, chosen for pose variety, in the focal search on the features."""
+    calib_features: int = 120
+    """Features (spread over the list) in the focal search on the features; every feature
+    is triangulated afterwards."""
 
     def __post_init__(self) -> None:
         if self.every < 1:
@@ -89,6 +90,8 @@ class FeatureConfig:
             raise InputError("features.max_features and features.min_features must be >= 6")
         if self.calib_frames < 8:
             raise InputError(f"features.calib_frames must be >= 8, got {self.calib_frames}")
+        if self.calib_features < 6:
+            raise InputError(f"features.calib_features must be >= 6, got {self.calib_features}")
         if self.max_shift < 1 or self.levels < 0:
             raise InputError("features.max_shift must be >= 1 and features.levels >= 0")
         if self.fb_px <= 0 or self.min_distance <= 0 or not 0 < self.quality < 1:
@@ -120,26 +123,6 @@ def reference_frame(rotvec: np.ndarray, valid: np.ndarray) -> int:
     return int(idx[np.argmin((rot * rot.mean().inv()).magnitude())])
 
 
-def scale_intrinsics(K: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
-    """Intrinsics (..., 3, 3) of an image resized from ``src`` to ``dst`` (width, height),
-    pixel centres aligned."""
-    out = np.array(K, dtype=np.float64, copy=True)
-    for axis in (0, 1):
-        k = dst[axis] / src[axis]
-        out[..., axis, :2] *= k
-        out[..., axis, 2] = (out[..., axis, 2] + 0.5) * k - 0.5
-    return out
-
-
-def _project(
-    points: np.ndarray, rotvec: np.ndarray, trans: np.ndarray, K: np.ndarray
-) -> np.ndarray:
-    """Object points (..., 3) of one pose -> pixels (..., 2)."""
-    cam = Rotation.from_rotvec(rotvec).apply(points.reshape(-1, 3)) + trans
-    uv = cam[:, :2] / cam[:, 2:3] * K[[0, 1], [0, 1]] + K[:2, 2]
-    return uv.reshape(*points.shape[:-1], 2)
-
-
 def upper_face_mask(
     shape: tuple[int, int], lsp2d: np.ndarray, layout: Layout, margin: int
 ) -> np.ndarray:
@@ -147,8 +130,15 @@ def upper_face_mask(
     it. The eyes are left out with a margin for the lids and lashes (they move on their
     own), and the mouth, the chin and the jaw are outside."""
     g = layout.groups
-    upper = [*g["contour"][:3], *g["contour"][-3:], *g["right_brow"], *g["left_brow"],
-             *g["eye_corners"], *g["nose"], *g["glabella"]]  # fmt: skip
+    upper = [
+        *g["contour"][:3],
+        *g["contour"][-3:],
+        *g["right_brow"],
+        *g["left_brow"],
+        *g["eye_corners"],
+        *g["nose"],
+        *g["glabella"],
+    ]
     mask: np.ndarray = np.zeros(shape, np.uint8)
     cv2.fillConvexPoly(mask, cv2.convexHull(np.round(lsp2d[upper]).astype(np.int32)), (255,))
     eye_c, eye_m = g["eye_corners"], g["eye_mids"]
@@ -190,7 +180,7 @@ def build_reference(
             f"of frame {index} (needs {config.min_features})"
         )
     pts = found[:, 0].astype(np.float64)
-    proj = _project(surface, rotvec, trans, K)
+    proj = project_object(surface, rotvec, trans, K)
     tri = Delaunay(proj)
     simplex = tri.find_simplex(pts)
     pts, simplex = pts[simplex >= 0], simplex[simplex >= 0]
@@ -222,8 +212,8 @@ def measure_frame(
     """
     p = len(ref.points2d)
     out = np.full((p, 2), np.nan)
-    src = _project(ref.triangles, *ref_pose)  # (P, 3, 2)
-    dst = _project(ref.triangles, *pose)
+    src = project_object(ref.triangles, *ref_pose)  # (P, 3, 2)
+    dst = project_object(ref.triangles, *pose)
     ds, dd = src[:, 1:] - src[:, :1], dst[:, 1:] - dst[:, :1]  # (P, 2, 2) edge vectors
     det_s = ds[:, 0, 0] * ds[:, 1, 1] - ds[:, 0, 1] * ds[:, 1, 0]
     det_d = dd[:, 0, 0] * dd[:, 1, 1] - dd[:, 0, 1] * dd[:, 1, 0]
@@ -234,9 +224,17 @@ def measure_frame(
     win = config.window
     tile = win * 2**config.levels + 2 * config.max_shift + 4
     out[idx] = _align(
-        frame, ref, src[idx], dst[idx], ref.points2d[idx], tile=tile, levels=config.levels,
-        shift=config.max_shift, fb_px=config.fb_px, window=win,
-    )  # fmt: skip
+        frame,
+        ref,
+        src[idx],
+        dst[idx],
+        ref.points2d[idx],
+        tile=tile,
+        levels=config.levels,
+        shift=config.max_shift,
+        fb_px=config.fb_px,
+        window=win,
+    )
     return out
 
 
@@ -299,9 +297,12 @@ def _align(
     mx = bi[..., 0, 0] * fx + bi[..., 0, 1] * fy + tiles(src[:, 0, 0]).astype(np.float32)
     my = bi[..., 1, 0] * fx + bi[..., 1, 1] * fy + tiles(src[:, 0, 1]).astype(np.float32)
     ref_mosaic = cv2.remap(
-        ref.image, mx.reshape(shape), my.reshape(shape), cv2.INTER_LINEAR,
+        ref.image,
+        mx.reshape(shape),
+        my.reshape(shape),
+        cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
-    )  # fmt: skip
+    )
 
     origin = np.stack([np.arange(n) % cols, np.arange(n) // cols], 1) * tile  # tile origins
     p0 = (origin + pred - corner).astype(np.float32)

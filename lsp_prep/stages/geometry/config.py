@@ -1,0 +1,57 @@
+"""The geometry stage's config sections: ``camera`` (focal-length calibration, also used
+by the features stage's second calibration) and ``geometry`` (per-frame head pose fitting)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lsp_prep.errors import InputError
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """Focal-length calibration."""
+
+    default_fov_deg: float = 55.0
+    """Horizontal field of view used when the clip cannot identify f (a phone or webcam's
+    main camera is 50-65 degrees)."""
+    min_fov_deg: float = 8.0
+    """Narrowest horizontal field of view searched (longest focal length)."""
+    max_fov_deg: float = 120.0
+    """Widest horizontal field of view searched (shortest focal length)."""
+    n_frames: int = 60
+    """Frames used for calibration, chosen for pose variety."""
+    rel_tolerance: float = 0.005
+    """The search stops when the bracket is narrower than this fraction of f."""
+    min_rotation_deg: float = 6.0
+    """Below this spread of head rotation the focal length is not identifiable."""
+    min_contrast: float = 0.03
+    """The error curve must rise by this fraction above its minimum within the searched
+    range, or the clip does not identify f."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_fov_deg < self.default_fov_deg < self.max_fov_deg < 179:
+            raise InputError("camera needs 0 < min_fov_deg < default_fov_deg < max_fov_deg < 179")
+        if self.n_frames < 8:
+            raise InputError(f"camera.n_frames must be >= 8, got {self.n_frames}")
+
+
+@dataclass(frozen=True)
+class GeometryConfig:
+    """Per-frame head pose fitting."""
+
+    huber_px: float = 2.0
+    """Residuals beyond this many pixels get Huber (linear) weight."""
+    iterations: int = 12
+    """Gauss-Newton iterations over all frames."""
+    smooth_frames: float = 1.5
+    """Gaussian sigma (frames) of the temporal prior the poses are pulled towards."""
+    prior_weight: float = 1.0
+    """Weight of that prior: a deviation of 1 degree (or 1 cm) costs this many squared
+    pixels per visible landmark."""
+
+    def __post_init__(self) -> None:
+        if self.huber_px <= 0 or self.iterations < 1:
+            raise InputError("geometry.huber_px must be > 0 and geometry.iterations >= 1")
+        if self.smooth_frames < 0 or self.prior_weight < 0:
+            raise InputError("geometry.smooth_frames and geometry.prior_weight must be >= 0")
