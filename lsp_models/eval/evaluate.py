@@ -436,7 +436,7 @@ def _eval_image(
     config: A.AnimateConfig,
     progress: ProgressFn,
 ) -> ImageEval:
-    from lsp_models.train.render_data import (
+    from lsp_models.train.render_frames import (
         RendererFrames,
         SampleKey,
         load_candidates,

@@ -604,7 +604,7 @@ def raw_centres(person: Person, frames: np.ndarray, pose: np.ndarray) -> np.ndar
 def feature_maps(face2d: np.ndarray, shoulders2d: np.ndarray, *, size: int, crop: int = IMAGE_SIZE):
     """Feature maps (B, size, size) uint8 from crop pixel points (B, 73, 2), (B, P, 2),
     shrunk to ``size`` with pixel centres kept, exactly as the renderer was trained."""
-    from lsp_models.train.render_data import to_size
+    from lsp_models.train.render_frames import to_size
 
     return np.stack(
         [
