@@ -134,7 +134,9 @@ class DatasetReader:
     @property
     def crop_side(self) -> int:
         """Side in pixels of the stored square face crops (root attribute ``image_size``)."""
-        return int(self._file.attrs.get("image_size", self._file["candidates/images"].shape[1]))
+        if "image_size" in self._file.attrs:
+            return int(self._file.attrs["image_size"])
+        return int(self._file["candidates/images"].shape[1])
 
     def config(self) -> dict[str, Any]:
         """The resolved configuration of every prep stage stored with the dataset."""
