@@ -29,17 +29,22 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from lsp_models.infer import animate as A
+from lsp_models.infer.config import AnimateConfig
+from lsp_models.infer.loading import Models, load_person
+from lsp_models.infer.predict import render, resized_candidates
+from lsp_models.infer.stream import AnimationStream
+from lsp_models.infer.video import VideoWriter
 from lsp_models.nets.apc import APC
 from lsp_models.nets.headpose import HeadPoseModel
 from lsp_models.nets.mouth import AudioToMouth
 from lsp_models.nets.renderer import Generator
 from lsp_models.presets import load_preset
+from lsp_prep.constants import SAMPLE_RATE
 
 console = Console()
 PAPER_TOTAL_MS = 27.4
 MOTION = ("mel", "apc", "projection", "mouth", "headpose", "postprocess", "drawing")
-SR = A.SAMPLE_RATE
+SR = SAMPLE_RATE
 
 
 def default_dataset() -> Path:
@@ -51,9 +56,9 @@ def default_dataset() -> Path:
     return final if final.exists() else prep_video(fetch("single_face"), out_dir=out).dataset
 
 
-def random_models(preset: str, dataset: Path, device: torch.device) -> A.Models:
+def random_models(preset: str, dataset: Path, device: torch.device) -> Models:
     """The preset's networks with random weights, normalised like a trained run."""
-    from lsp_models.train.data import load_person
+    from lsp_models.train.data import load_person as load_training_person
     from lsp_models.train.stages import pose_features
 
     torch.manual_seed(0)
@@ -61,11 +66,11 @@ def random_models(preset: str, dataset: Path, device: torch.device) -> A.Models:
     apc = APC(cfg["apc"]).eval().to(device)
     width = 2 * cfg["apc"].hidden
     mouth = AudioToMouth(cfg["mouth"].__class__(**{**cfg["mouth"].__dict__, "audio_dim": width}))
-    hp = HeadPoseModel(cfg["headpose"].__class__(**{**cfg["headpose"].__dict__,
-                                                     "audio_dim": width}))  # fmt: skip
-    person = load_person(dataset)
+    hp_config = cfg["headpose"].__class__(**{**cfg["headpose"].__dict__, "audio_dim": width})
+    hp = HeadPoseModel(hp_config)
+    person = load_training_person(dataset)
     pose = pose_features(person)[person.train]
-    return A.Models(
+    return Models(
         apc=apc,
         mel_mean=np.zeros(80, np.float32),
         mel_std=np.full(80, 3.0, np.float32),
@@ -89,7 +94,7 @@ def speech(seconds: float) -> np.ndarray:
 
 
 def run_stream(models, person, y, *, render: bool, writer=None, chunk_s: float = 1.0):
-    stream = A.AnimationStream(models, person, config=A.AnimateConfig(), seed=0, render=render)
+    stream = AnimationStream(models, person, config=AnimateConfig(), seed=0, render=render)
     chunk, n = int(chunk_s * SR), 0
     pieces = [y[s : s + chunk] for s in range(0, len(y), chunk)]
     for piece in [*pieces, None]:
@@ -109,7 +114,7 @@ def setup_ms(models, person) -> tuple[float, float]:
     start = []
     for _ in range(2):  # the first also reads the dataset's pose track from disk: report warm
         t = time.perf_counter()
-        A.AnimationStream(models, person, config=A.AnimateConfig(), seed=0, render=False)
+        AnimationStream(models, person, config=AnimateConfig(), seed=0, render=False)
         start.append(time.perf_counter() - t)
     return 1e3 * index, 1e3 * start[-1]
 
@@ -122,14 +127,14 @@ def motion_ms(models, person, seconds: float) -> tuple[dict[str, float], int]:
 
 
 def renderer_ms(models, person, frames: int, precision: str) -> float:
-    cfg = A.AnimateConfig(precision=precision)  # type: ignore[arg-type]
+    cfg = AnimateConfig(precision=precision)  # type: ignore[arg-type]
     size = models.image_size
     maps = np.zeros((frames, size, size), np.uint8)
     maps[:, size // 4 : 3 * size // 4, size // 2] = 255
-    cand = torch.from_numpy(A.resized_candidates(person, size)).to(models.device)
-    A.render(models, maps[: cfg.render_batch], cand, config=cfg)  # warm-up
+    cand = torch.from_numpy(resized_candidates(person, size)).to(models.device)
+    render(models, maps[: cfg.render_batch], cand, config=cfg)  # warm-up
     t = time.perf_counter()
-    A.render(models, maps, cand, config=cfg)
+    render(models, maps, cand, config=cfg)
     return 1e3 * (time.perf_counter() - t) / frames
 
 
@@ -138,7 +143,7 @@ def encoding_ms(size: int, frames: int) -> float:
     img = rng.integers(0, 255, (frames, size, size, 3), dtype=np.uint8)
     img[:] = img[:1]  # a steady picture, like a talking head
     with tempfile.TemporaryDirectory() as tmp:
-        w = A.VideoWriter(Path(tmp) / "x.mp4", fps=60, size=size, audio=None)
+        w = VideoWriter(Path(tmp) / "x.mp4", fps=60, size=size, audio=None)
         for i in range(0, frames, 4):
             w.write(img[i : i + 4])
         w.close()
@@ -148,7 +153,7 @@ def encoding_ms(size: int, frames: int) -> float:
 def end_to_end_ms(models, person, seconds: float) -> tuple[float, int]:
     y = speech(seconds)
     with tempfile.TemporaryDirectory() as tmp:
-        w = A.VideoWriter(Path(tmp) / "x.mp4", fps=60, size=models.image_size, audio=None)
+        w = VideoWriter(Path(tmp) / "x.mp4", fps=60, size=models.image_size, audio=None)
         t = time.perf_counter()
         _, n = run_stream(models, person, y, render=True, writer=w)
         w.close()
@@ -159,7 +164,7 @@ def _peak_rss(args) -> float:
     preset, dataset, seconds = args
     torch.set_num_threads(1)
     models = random_models(preset, dataset, torch.device("cpu"))
-    person = A.load_person(dataset)
+    person = load_person(dataset)
     run_stream(models, person, speech(seconds), render=True)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -177,9 +182,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     dataset = args.dataset or default_dataset()
-    person = A.load_person(dataset)
-    table = Table(title=f"lsp animate, ms per 60 FPS frame on {dev} ({torch.get_num_threads()} "
-                  f"threads); {args.seconds:g} s of speech")  # fmt: skip
+    person = load_person(dataset)
+    table = Table(
+        title=f"lsp animate, ms per 60 FPS frame on {dev} ({torch.get_num_threads()} "
+        f"threads); {args.seconds:g} s of speech"
+    )
     table.add_column("stage")
     presets = args.presets.split(",")
     for p in presets:
@@ -210,10 +217,12 @@ def main() -> None:
         rows.setdefault("x real time, motion only", []).append(
             f"{1000 / 60 / sum(motion.values()):.0f}x"
         )
-        notes.append(f"{p}: motion over {n} frames, end-to-end over {n_e2e} frames, "
-                     f"best renderer {best:.1f} ms; once: projection index "
-                     f"({len(models.database)} entries) {index_ms:.0f} ms, stream start "
-                     f"{start_ms:.0f} ms")  # fmt: skip
+        notes.append(
+            f"{p}: motion over {n} frames, end-to-end over {n_e2e} frames, "
+            f"best renderer {best:.1f} ms; once: projection index "
+            f"({len(models.database)} entries) {index_ms:.0f} ms, stream start "
+            f"{start_ms:.0f} ms"
+        )
     for key, vals in rows.items():
         table.add_row(key, *vals)
     table.add_row("paper total, RTX 2080", *[f"{PAPER_TOTAL_MS}"] * len(presets))

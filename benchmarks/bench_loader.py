@@ -34,6 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -49,10 +50,11 @@ cv2.setNumThreads(1)
 torch.set_num_threads(1)
 from pathlib import Path
 from lsp_models.train import render_data as rd
+from lsp_models.train import render_frames as rf
 
 a = json.loads(sys.argv[1])
 path, size, batch, n = Path(a["dataset"]), a["size"], a["batch"], a["batches"]
-frames = rd.training_frames(path)
+frames = rf.training_frames(path)
 config = rd.RenderDataConfig(workers=a["workers"], augment=True)
 
 
@@ -106,7 +108,7 @@ if a["kind"] == "decode":
             img = cv2.imdecode(ds[int(i)], cv2.IMREAD_COLOR_RGB)
         res["wall"], res["cpu"] = time.perf_counter() - t, (cpu_s([]) - c).tolist()
 elif a["kind"] == "inproc":
-    data = rd.RendererFrames(path, image_size=size)
+    data = rf.RendererFrames(path, image_size=size)
     keys = [rd.global_batch(frames, seed=0, step=s, batch_size=batch, config=config)
             for s in range(n + 1)]
     data.__getitems__(keys[0])
@@ -120,7 +122,7 @@ else:
     if a["device"] != "none":
         from lsp_models.nets.renderer import renderer_input, to_unit
         dev = torch.device(a["device"])
-        cand = torch.from_numpy(rd.load_candidates(path, size)).to(dev)
+        cand = torch.from_numpy(rf.load_candidates(path, size)).to(dev)
     it = rd.renderer_batches(path, frames=frames, image_size=size, batch_size=batch, seed=0,
                              start_step=0, max_steps=n + 1, config=config)
 
@@ -192,15 +194,13 @@ def main() -> None:
 
 
 def run(dataset: Path, args: argparse.Namespace) -> None:
-    import h5py
+    from lsp_models.train.render_frames import training_frames
+    from lsp_prep.dataset.reader import DatasetReader
 
-    from lsp_models.train.render_data import training_frames
-
-    with h5py.File(dataset, "r") as f:
-        n_frames, side = len(f["frames"]), int(f.attrs["image_size"])
-        jpeg_kb = sum(len(f["frames"][i]) for i in range(0, n_frames, 10)) / len(
-            range(0, n_frames, 10)
-        )
+    with DatasetReader(dataset) as ds:
+        n_frames, side = ds.shape("frames")[0], ds.crop_side
+        sample = ds.jpegs(np.arange(0, n_frames, 10))
+        jpeg_kb = sum(len(j) for j in sample) / len(sample)
     n_train = len(training_frames(dataset))
     common = dict(
         dataset=str(dataset), batch=args.batch_size, batches=args.batches, device=args.device

@@ -65,7 +65,8 @@ def eval_command(
 
     Writes every number to RUN/eval.json (or --json PATH).
     """
-    from lsp_models.eval.evaluate import POSE_DIMS, POSE_UNITS, evaluate
+    from lsp_models.eval.evaluate import evaluate
+    from lsp_models.eval.metrics import POSE_DIMS, POSE_UNITS
 
     with cli_errors(), stage_progress(progress) as bar:
         r = evaluate(

@@ -47,10 +47,10 @@ def main() -> None:
     t0 = time.perf_counter()
     lsp("prep", str(clip), "-o", str(out / "data"), "--audio", str(voice))
     dataset = out / "data" / f"{clip.stem}.h5"
-    lsp("train", "all", "--run-dir", str(out / "run"), "--dataset", str(dataset),
-        "--preset", "cpu-small")  # fmt: skip
+    run = str(out / "run")
+    lsp("train", "all", "--run-dir", run, "--dataset", str(dataset), "--preset", "cpu-small")
     video = out / "animated.mp4"
-    lsp("animate", "--run-dir", str(out / "run"), "--audio", str(new_speech), "-o", str(video))
+    lsp("animate", "--run-dir", run, "--audio", str(new_speech), "-o", str(video))
     print(f"\n{video} written in {time.perf_counter() - t0:.0f} s from a fresh start")
 
 

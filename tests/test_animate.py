@@ -14,10 +14,26 @@ from scipy.ndimage import gaussian_filter1d
 from typer.testing import CliRunner
 
 from cli.main import app
-from lsp_models.infer import animate as A
+from lsp_models.infer import animate as animate_module
+from lsp_models.infer import video as video_module
+from lsp_models.infer.animate import animate
+from lsp_models.infer.config import AnimateConfig
+from lsp_models.infer.loading import find_dataset, load_models, load_person, pose_history
 from lsp_models.infer.motion import StreamSmoother, pingpong, smooth
+from lsp_models.infer.predict import (
+    feature_maps,
+    n_frames,
+    predict_motion,
+    predict_mouth,
+    render,
+    resized_candidates,
+    sample_poses,
+    speech_features,
+)
+from lsp_models.infer.stream import AnimationStream, MelStream
 from lsp_prep.errors import CheckpointError, InputError, ToolError
-from lsp_prep.media import load_audio
+from lsp_prep.layout import load_layout
+from lsp_prep.media import ffmpeg_exe, load_audio
 from lsp_prep.stages.audio import video_log_mel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -48,15 +64,31 @@ def speech_file(speech, tmp_path_factory) -> Path:
     raw = folder / "cut.f32"
     raw.write_bytes(speech.astype("<f4").tobytes())
     out = folder / "speech.mp3"
-    run_ffmpeg(["-y", "-f", "f32le", "-ar", str(SR), "-ac", "1", "-i", str(raw),
-                "-ar", "44100", "-ac", "2", str(out)])  # fmt: skip
+    run_ffmpeg(
+        [
+            "-y",
+            "-f",
+            "f32le",
+            "-ar",
+            str(SR),
+            "-ac",
+            "1",
+            "-i",
+            str(raw),
+            "-ar",
+            "44100",
+            "-ac",
+            "2",
+            str(out),
+        ]
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def loaded(run_dir, single_face_dataset):
-    models = A.load_models(run_dir, device=torch.device("cpu"))
-    return models, A.load_person(single_face_dataset)
+    models = load_models(run_dir, device=torch.device("cpu"))
+    return models, load_person(single_face_dataset)
 
 
 def video_info(path: Path) -> dict:
@@ -80,8 +112,9 @@ def video_info(path: Path) -> dict:
 def test_smoothing_matches_scipy_and_streams():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(100, 3)).cumsum(0)
-    np.testing.assert_allclose(smooth(x, 5.0), gaussian_filter1d(x, 5.0, axis=0, mode="nearest"),
-                               atol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        smooth(x, 5.0), gaussian_filter1d(x, 5.0, axis=0, mode="nearest"), atol=1e-12
+    )
     for ahead in (None, 7):
         sm = StreamSmoother(5.0, ahead=ahead)
         parts, pos = [], 0
@@ -95,11 +128,11 @@ def test_smoothing_matches_scipy_and_streams():
 
 
 def test_streaming_mel_equals_prep_log_mel(speech):
-    ms, parts, pos = A.MelStream(), [], 0
+    ms, parts, pos = MelStream(), [], 0
     while pos < len(speech):
         parts.append(ms.push(speech[pos : pos + 571]))
         pos += 571
-    n = A.n_frames(len(speech))
+    n = n_frames(len(speech))
     parts.append(ms.finish(2 * n))
     want = video_log_mel(speech, sr=SR, n_video_frames=n).T
     np.testing.assert_allclose(np.concatenate(parts), want, atol=1e-4)
@@ -107,10 +140,10 @@ def test_streaming_mel_equals_prep_log_mel(speech):
 
 def test_mouth_is_aligned_and_full_length(loaded, speech):
     models, _ = loaded
-    cfg = A.AnimateConfig()
-    n = A.n_frames(len(speech))
-    feats = A.speech_features(models, speech, n=n + models.delay, config=cfg)
-    dv = A.predict_mouth(models, feats[:n], lookahead=feats[n:])
+    cfg = AnimateConfig()
+    n = n_frames(len(speech))
+    feats = speech_features(models, speech, n=n + models.delay, config=cfg)
+    dv = predict_mouth(models, feats[:n], lookahead=feats[n:])
     assert dv.shape == (n, 25, 3) == (90, 25, 3)
     with torch.no_grad():
         out, _ = models.mouth(torch.from_numpy(feats)[None])
@@ -128,15 +161,15 @@ def mouth_opening(geometry_points: np.ndarray) -> np.ndarray:
 
 def test_silence_still_mouth_speech_moves(loaded, speech):
     models, person = loaded
-    cfg = A.AnimateConfig()
-    talk = A.predict_motion(models, person, speech, config=cfg, seed=0)
-    quiet = A.predict_motion(models, person, np.zeros_like(speech), config=cfg, seed=0)
+    cfg = AnimateConfig()
+    talk = predict_motion(models, person, speech, config=cfg, seed=0)
+    quiet = predict_motion(models, person, np.zeros_like(speech), config=cfg, seed=0)
     assert talk.n_frames == quiet.n_frames == 90
     moving = mouth_opening(talk.geometry["points3d"]).std()
     still = mouth_opening(quiet.geometry["points3d"][30:]).std()  # after the LSTM settles
     assert still < 0.2 * moving, (still, moving)
     # the rest of the face is replayed from the real track (blinks come from real data)
-    eyes = list(A.load_layout().sets["eyes"])
+    eyes = list(load_layout().sets["eyes"])
     replay = person.replay_points(np.arange(90))
     np.testing.assert_allclose(talk.geometry["points3d"][:, eyes], replay[:, eyes])
 
@@ -181,16 +214,16 @@ def test_manifold_projection_equals_brute_force_and_chunks():
 
 def test_seed_and_temperature(loaded, speech):
     models, person = loaded
-    cfg = A.AnimateConfig()
-    feats = A.speech_features(models, speech, n=90, config=cfg)
-    hist = A.pose_history(models, person.path)
-    a = A.sample_poses(models, feats, history=hist, temperature=0.3, seed=1)
-    b = A.sample_poses(models, feats, history=hist, temperature=0.3, seed=1)
-    c = A.sample_poses(models, feats, history=hist, temperature=0.3, seed=2)
+    cfg = AnimateConfig()
+    feats = speech_features(models, speech, n=90, config=cfg)
+    hist = pose_history(models, person.path)
+    a = sample_poses(models, feats, history=hist, temperature=0.3, seed=1)
+    b = sample_poses(models, feats, history=hist, temperature=0.3, seed=1)
+    c = sample_poses(models, feats, history=hist, temperature=0.3, seed=2)
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 1e-4
-    z1 = A.sample_poses(models, feats, history=hist, temperature=0.0, seed=1)
-    z2 = A.sample_poses(models, feats, history=hist, temperature=0.0, seed=2)
+    z1 = sample_poses(models, feats, history=hist, temperature=0.0, seed=1)
+    z2 = sample_poses(models, feats, history=hist, temperature=0.0, seed=2)
     np.testing.assert_array_equal(z1, z2)
 
 
@@ -200,8 +233,7 @@ def test_pose_from_replays_recorded_poses_and_prep_framing(loaded, single_face_d
     models, person = loaded
     with h5py.File(single_face_dataset) as f:
         wav, boxes = f["audio/waveform"][:], f["crop/boxes"][:]
-    mo = A.predict_motion(models, person, wav, config=A.AnimateConfig(),
-                          pose_from=single_face_dataset)  # fmt: skip
+    mo = predict_motion(models, person, wav, config=AnimateConfig(), pose_from=single_face_dataset)
     assert mo.n_frames == len(boxes)
     np.testing.assert_allclose(mo.geometry["translation"], person.translation, atol=1e-5)
     from scipy.spatial.transform import Rotation
@@ -220,9 +252,9 @@ def test_streaming_equals_offline(loaded, speech, max_lookahead_s):
     (look-ahead ~1 s) and in low-latency mode (no frame waits for more than the mouth
     model's 300 ms plus the mel window)."""
     models, person = loaded
-    cfg = A.AnimateConfig(max_lookahead_s=max_lookahead_s)
-    offline = A.predict_motion(models, person, speech, config=cfg, seed=5, temperature=0.3)
-    stream = A.AnimationStream(models, person, config=cfg, seed=5, temperature=0.3)
+    cfg = AnimateConfig(max_lookahead_s=max_lookahead_s)
+    offline = predict_motion(models, person, speech, config=cfg, seed=5, temperature=0.3)
+    stream = AnimationStream(models, person, config=cfg, seed=5, temperature=0.3)
     rng = np.random.default_rng(0)
     frames, pos, latency = [], 0, []
     while pos < len(speech):
@@ -236,12 +268,13 @@ def test_streaming_equals_offline(loaded, speech, max_lookahead_s):
     for key in ("face2d", "shoulders2d", "points3d", "boxes"):
         got = np.stack([f.geometry[key] for f in frames])
         np.testing.assert_allclose(got, offline.geometry[key], atol=1e-4, err_msg=key)
-    maps = A.feature_maps(offline.geometry["face2d"], offline.geometry["shoulders2d"],
-                          size=models.image_size)  # fmt: skip
+    maps = feature_maps(
+        offline.geometry["face2d"], offline.geometry["shoulders2d"], size=models.image_size
+    )
     fm = np.stack([f.feature_map for f in frames])
     assert (np.abs(fm.astype(int) - maps).max(axis=(1, 2)) <= 1).mean() > 0.95
-    cand = torch.from_numpy(A.resized_candidates(person, models.image_size))
-    want = A.render(models, maps, cand, config=cfg)
+    cand = torch.from_numpy(resized_candidates(person, models.image_size))
+    want = render(models, maps, cand, config=cfg)
     got = np.stack([f.image for f in frames])
     assert np.abs(got.astype(int) - want).max() <= 1
     # every frame waited for no more audio than the declared look-ahead
@@ -250,8 +283,10 @@ def test_streaming_equals_offline(loaded, speech, max_lookahead_s):
         assert stream.lookahead_s <= max_lookahead_s + 0.02  # + the analysis window
     else:
         assert stream.lookahead_s > 0.9  # sigma 10 frames x 4 on translation, then camera
-    print(f"streaming look-ahead {stream.lookahead_s * 1e3:.0f} ms, measured max "
-          f"{max(latency) * 1e3:.0f} ms of audio beyond the frame")  # fmt: skip
+    print(
+        f"streaming look-ahead {stream.lookahead_s * 1e3:.0f} ms, measured max "
+        f"{max(latency) * 1e3:.0f} ms of audio beyond the frame"
+    )
 
 
 # ---------------------------------------------------------------------------- mp4
@@ -260,8 +295,16 @@ def test_streaming_equals_offline(loaded, speech, max_lookahead_s):
 @pytest.mark.parametrize("fps", [60, 30])
 def test_animate_mp4(run_dir, single_face_dataset, speech_file, tmp_path, fps):
     out = tmp_path / "sub" / "talk.mp4"
-    result = A.animate(run_dir=run_dir, audio=speech_file, output=out, dataset=single_face_dataset,
-                       fps=fps, save_intermediates=fps == 60, device="cpu", seed=1)  # fmt: skip
+    result = animate(
+        run_dir=run_dir,
+        audio=speech_file,
+        output=out,
+        dataset=single_face_dataset,
+        fps=fps,
+        save_intermediates=fps == 60,
+        device="cpu",
+        seed=1,
+    )
     info = video_info(out)
     seconds = result.seconds
     assert abs(seconds - 1.5) < 0.03  # mp3 padding aside
@@ -270,8 +313,15 @@ def test_animate_mp4(run_dir, single_face_dataset, speech_file, tmp_path, fps):
     assert abs(info["video_s"] - info["audio_s"]) <= 1 / fps + 0.03
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["config"]["mouth_amp"] == [1.5, 1.5, 1.5] and side["frames"] == result.frames
-    assert set(result.timings) >= {"mel", "apc", "projection", "mouth", "headpose", "renderer",
-                                   "encoding"}  # fmt: skip
+    assert set(result.timings) >= {
+        "mel",
+        "apc",
+        "projection",
+        "mouth",
+        "headpose",
+        "renderer",
+        "encoding",
+    }
     assert (run_dir / "animate.json").is_file()
     if fps == 60:
         z = np.load(out.with_name("talk.npz"))
@@ -283,8 +333,22 @@ def test_animate_mp4(run_dir, single_face_dataset, speech_file, tmp_path, fps):
 def test_cli_animate_and_bad_inputs(run_dir, single_face_dataset, speech_file, tmp_path):
     out = tmp_path / "cli.mp4"
     base = ["animate", "-r", str(run_dir), "--dataset", str(single_face_dataset)]
-    r = runner.invoke(app, [*base, "--audio", str(speech_file), "-o", str(out), "--fps", "30",
-                            "--stream", "--set", "mouth_amp=[2,2,2]", "--no-progress"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            *base,
+            "--audio",
+            str(speech_file),
+            "-o",
+            str(out),
+            "--fps",
+            "30",
+            "--stream",
+            "--set",
+            "mouth_amp=[2,2,2]",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "renderer" in r.output and video_info(out)["frames"] == 45
 
@@ -305,8 +369,20 @@ def test_cli_animate_and_bad_inputs(run_dir, single_face_dataset, speech_file, t
     empty_run = tmp_path / "run2"
     shutil.copytree(run_dir, empty_run)
     shutil.rmtree(empty_run / "headpose")
-    fails(["animate", "-r", str(empty_run), "--dataset", str(single_face_dataset), "--audio",
-           str(speech_file), "-o", str(out)], "run `lsp train headpose` first")  # fmt: skip
+    fails(
+        [
+            "animate",
+            "-r",
+            str(empty_run),
+            "--dataset",
+            str(single_face_dataset),
+            "--audio",
+            str(speech_file),
+            "-o",
+            str(out),
+        ],
+        "run `lsp train headpose` first",
+    )
     fails([*base, "--audio", str(speech_file), "-o", str(out), "--set", "bogus=1"], "bad --set")
     fails([*base, "--audio", str(speech_file), "-o", str(out), "--fps", "25"], "60 or 30")
     old = tmp_path / "old.h5"
@@ -315,40 +391,59 @@ def test_cli_animate_and_bad_inputs(run_dir, single_face_dataset, speech_file, t
 
     with h5py.File(old, "a") as f:
         f.attrs["schema_version"] = 1
-    fails(["animate", "-r", str(run_dir), "--dataset", str(old), "--audio", str(speech_file),
-           "-o", str(out)], "schema version 1")  # fmt: skip
+    fails(
+        [
+            "animate",
+            "-r",
+            str(run_dir),
+            "--dataset",
+            str(old),
+            "--audio",
+            str(speech_file),
+            "-o",
+            str(out),
+        ],
+        "schema version 1",
+    )
 
 
 def test_silent_audio_animates(run_dir, single_face_dataset, tmp_path):
     quiet = tmp_path / "quiet.wav"
     _wav(quiet, np.zeros(SR // 2, np.float32))
     out = tmp_path / "quiet.mp4"
-    result = A.animate(run_dir=run_dir, audio=quiet, output=out, dataset=single_face_dataset,
-                       device="cpu", fps=30)  # fmt: skip
+    result = animate(
+        run_dir=run_dir, audio=quiet, output=out, dataset=single_face_dataset, device="cpu", fps=30
+    )
     assert video_info(out)["frames"] == result.frames == 15
 
 
-def test_ffmpeg_failure_leaves_nothing(run_dir, single_face_dataset, speech_file, tmp_path,
-                                       monkeypatch):  # fmt: skip
+def test_ffmpeg_failure_leaves_nothing(
+    run_dir, single_face_dataset, speech_file, tmp_path, monkeypatch
+):
     fake = tmp_path / "ffmpeg-broken"
     fake.write_text("#!/bin/sh\necho 'Unknown encoder libx264' >&2\nexit 1\n")
     fake.chmod(0o755)
-    real = A.ffmpeg_exe()
+    real = ffmpeg_exe()
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    monkeypatch.setattr(A, "iter_audio", _decode_with(real))
-    monkeypatch.setattr(A, "ffmpeg_exe", lambda: str(fake))
+    monkeypatch.setattr(animate_module, "iter_audio", _decode_with(real))
+    monkeypatch.setattr(video_module, "ffmpeg_exe", lambda: str(fake))
     with pytest.raises(ToolError, match="Unknown encoder libx264"):
-        A.animate(run_dir=run_dir, audio=speech_file, output=out_dir / "x.mp4",
-                  dataset=single_face_dataset, device="cpu")  # fmt: skip
+        animate(
+            run_dir=run_dir,
+            audio=speech_file,
+            output=out_dir / "x.mp4",
+            dataset=single_face_dataset,
+            device="cpu",
+        )
     assert list(out_dir.iterdir()) == []
 
 
 def test_missing_checkpoint_and_dataset(tmp_path, run_dir):
     with pytest.raises(CheckpointError, match="run `lsp train apc` first"):
-        A.load_models(tmp_path, device=torch.device("cpu"))
+        load_models(tmp_path, device=torch.device("cpu"))
     with pytest.raises(InputError, match="--dataset"):
-        A.find_dataset(tmp_path)
+        find_dataset(tmp_path)
 
 
 def _decode_with(exe: str):

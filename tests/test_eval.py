@@ -17,6 +17,9 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from lsp_models.eval import evaluate as E
+from lsp_models.eval import metrics as M
+from lsp_models.eval.data import read_val
+from lsp_models.eval.mouth import mouth_checkpoints, predict_val
 from lsp_prep.errors import CheckpointError, InputError, SchemaError
 from lsp_prep.layout import load_layout
 
@@ -33,28 +36,28 @@ def test_point_distance_of_a_known_offset_is_the_offset_in_mm():
     rng = np.random.default_rng(0)
     target = rng.normal(size=(7, 25, 3))
     pred = target + np.array([0.3, 0.4, 0.0])  # 0.5 cm on every point
-    assert E.point_distance(pred, target) == pytest.approx(5.0)
-    assert E.point_distance(target, target) == 0.0
-    assert math.isnan(E.point_distance(target[:0], target[:0]))
+    assert M.point_distance(pred, target) == pytest.approx(5.0)
+    assert M.point_distance(target, target) == 0.0
+    assert math.isnan(M.point_distance(target[:0], target[:0]))
     with pytest.raises(InputError, match="point_distance"):
-        E.point_distance(pred[:, :3], target)
+        M.point_distance(pred[:, :3], target)
 
 
 def test_mouth_opening_uses_the_inner_lip_midpoints():
     layout = load_layout()
-    up, lo = E.inner_lip_indices(layout)
+    up, lo = M.inner_lip_indices(layout)
     # MediaPipe 13 / 14 are LSP 59 / 62, the middle of the upper and lower inner lip
     assert (layout.mouth[up], layout.mouth[lo]) == (59, 62)
     pts = np.zeros((3, 25, 3))
     pts[:, lo, 1] = [0.0, 0.5, 1.2]  # cm
-    np.testing.assert_allclose(E.mouth_opening(pts, lips=(up, lo)), [0.0, 5.0, 12.0])
+    np.testing.assert_allclose(M.mouth_opening(pts, lips=(up, lo)), [0.0, 5.0, 12.0])
 
 
 def test_correlation():
     a = np.sin(np.linspace(0, 6, 50))
-    assert E.correlation(a, 2 * a + 1) == pytest.approx(1.0)
-    assert E.correlation(a, -a) == pytest.approx(-1.0)
-    assert math.isnan(E.correlation(a, np.ones(50)))
+    assert M.correlation(a, 2 * a + 1) == pytest.approx(1.0)
+    assert M.correlation(a, -a) == pytest.approx(-1.0)
+    assert math.isnan(M.correlation(a, np.ones(50)))
 
 
 def test_pose_statistics_units_and_valid_pairs():
@@ -63,17 +66,17 @@ def test_pose_statistics_units_and_valid_pairs():
     pose[:, 1] = np.arange(n) * math.radians(0.5)  # yaw: 0.5 degree per frame
     pose[:, 3] = 1.0  # x: 1 cm
     pose[:, 5] = np.where(np.arange(n) % 2, 0.2, 0.0)  # z: alternating 0 / 2 mm
-    s = E.pose_statistics(pose)
+    s = M.pose_statistics(pose)
     assert s["mean_abs_velocity"][1] == pytest.approx(0.5)
     assert s["mean"][3] == pytest.approx(10.0) and s["std"][3] == pytest.approx(0.0)
     assert s["mean_abs_velocity"][5] == pytest.approx(2.0)
     assert s["std"][1] == pytest.approx(np.degrees(pose[:, 1]).std())
     valid = np.ones(n, bool)
     valid[5] = False  # frames 4-5 and 5-6 give no velocity; frame 5 no value
-    s = E.pose_statistics(pose, valid)
+    s = M.pose_statistics(pose, valid)
     assert s["mean_abs_velocity"][1] == pytest.approx(0.5)
     assert s["mean"][1] == pytest.approx(np.degrees(pose[valid, 1]).mean())
-    assert np.isnan(E.pose_statistics(pose[:1])["mean_abs_velocity"]).all()
+    assert np.isnan(M.pose_statistics(pose[:1])["mean_abs_velocity"]).all()
 
 
 def test_l1_and_psnr_of_a_known_difference():
@@ -81,8 +84,8 @@ def test_l1_and_psnr_of_a_known_difference():
     a = rng.integers(10, 240, size=(2, 16, 16, 3)).astype(np.uint8)
     b = a.copy()
     b[0] += 5  # every pixel off by 5: MSE 25
-    np.testing.assert_allclose(E.l1_error(b, a), [5.0, 0.0])
-    p = E.psnr(b, a)
+    np.testing.assert_allclose(M.l1_error(b, a), [5.0, 0.0])
+    p = M.psnr(b, a)
     assert p[0] == pytest.approx(10 * math.log10(255**2 / 25))  # 34.15 dB
     assert p[1] == math.inf
 
@@ -109,14 +112,14 @@ def test_ssim_identity_and_against_a_reference():
     rng = np.random.default_rng(2)
     a = rng.integers(0, 256, size=(2, 40, 48, 3)).astype(np.uint8)
     noisy = np.clip(a + rng.normal(0, 20, a.shape), 0, 255).astype(np.uint8)
-    np.testing.assert_allclose(E.ssim(a, a), 1.0, atol=1e-12)
-    s = E.ssim(noisy, a)
+    np.testing.assert_allclose(M.ssim(a, a), 1.0, atol=1e-12)
+    s = M.ssim(noisy, a)
     assert ((s > 0) & (s < 1)).all()
-    np.testing.assert_allclose(s, E.ssim(a, noisy), atol=1e-12)  # symmetric
+    np.testing.assert_allclose(s, M.ssim(a, noisy), atol=1e-12)  # symmetric
     for i in range(2):
         assert s[i] == pytest.approx(_ssim_reference(noisy[i], a[i]), abs=1e-9)
     with pytest.raises(InputError, match="at least 11x11"):
-        E.ssim(a[:, :8, :8], a[:, :8, :8])
+        M.ssim(a[:, :8, :8], a[:, :8, :8])
 
 
 def test_ssim_matches_scikit_image():
@@ -125,10 +128,15 @@ def test_ssim_matches_scikit_image():
     a = rng.integers(0, 256, size=(1, 32, 32, 3)).astype(np.uint8)
     b = np.clip(a + rng.normal(0, 30, a.shape), 0, 255).astype(np.uint8)
     ref = metrics.structural_similarity(
-        b[0], a[0], channel_axis=-1, gaussian_weights=True, sigma=1.5,
-        use_sample_covariance=False, data_range=255,
-    )  # fmt: skip
-    assert E.ssim(b, a)[0] == pytest.approx(ref, abs=1e-6)
+        b[0],
+        a[0],
+        channel_axis=-1,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=255,
+    )
+    assert M.ssim(b, a)[0] == pytest.approx(ref, abs=1e-6)
 
 
 # ----------------------------------------------------------------------------- a tiny run
@@ -145,10 +153,14 @@ def run_dir(trained_run, single_face_dataset, tmp_path_factory) -> Path:
     shutil.copytree(trained_run, run)
     cfg = load_preset("cpu-small")
     db = (run / "features.pt").read_bytes()
-    train_mouth(run_dir=run, dataset=single_face_dataset,
-                model=dataclasses.replace(cfg["mouth"], delay=OTHER_DELAY),
-                config=dataclasses.replace(cfg["mouth_train"], max_steps=20, checkpoint_every=20),
-                device="cpu", name=f"mouth_d{OTHER_DELAY}")  # fmt: skip
+    train_mouth(
+        run_dir=run,
+        dataset=single_face_dataset,
+        model=dataclasses.replace(cfg["mouth"], delay=OTHER_DELAY),
+        config=dataclasses.replace(cfg["mouth_train"], max_steps=20, checkpoint_every=20),
+        device="cpu",
+        name=f"mouth_d{OTHER_DELAY}",
+    )
     assert (run / "features.pt").read_bytes() == db  # a variant leaves the database alone
     return run
 
@@ -197,10 +209,16 @@ def test_mouth_models_of_every_delay(result, run_dir):
     # the same tracked targets and the same train-split mean: one baseline
     assert by_delay[18].baseline_mm == pytest.approx(by_delay[OTHER_DELAY].baseline_mm)
     assert by_delay[18].error_mm != by_delay[OTHER_DELAY].error_mm
-    assert [p.parent.name for p in E.mouth_checkpoints(run_dir)] == ["mouth", "mouth_d6"]
+    assert [p.parent.name for p in mouth_checkpoints(run_dir)] == ["mouth", "mouth_d6"]
 
-    only = E.evaluate(run_dir=run_dir, delays=[OTHER_DELAY], n_pose_samples=1, max_frames=1,
-                      device="cpu", output=run_dir / "only.json")  # fmt: skip
+    only = E.evaluate(
+        run_dir=run_dir,
+        delays=[OTHER_DELAY],
+        n_pose_samples=1,
+        max_frames=1,
+        device="cpu",
+        output=run_dir / "only.json",
+    )
     assert [m.delay for m in only.mouth] == [OTHER_DELAY]
     assert only.mouth[0].error_mm == pytest.approx(by_delay[OTHER_DELAY].error_mm)
     with pytest.raises(InputError, match=r"no mouth model with delay \[3\].*\[6, 18\]"):
@@ -210,16 +228,18 @@ def test_mouth_models_of_every_delay(result, run_dir):
 def test_mouth_prediction_matches_training_validation(run_dir, single_face_dataset):
     """On the frames train_mouth validates (the val split less its last ``delay``), raw APC
     features give exactly the val_mm its checkpoint records: same alignment, same units."""
-    from lsp_models.infer import animate as A
+    from lsp_models.infer.config import AnimateConfig
+    from lsp_models.infer.loading import load_models
+    from lsp_models.infer.predict import features_from_mel
     from lsp_models.train.loop import load_checkpoint
 
-    data = E._read_val(single_face_dataset)
-    models = A.load_models(run_dir, device=torch.device("cpu"), renderer=False)
-    config = dataclasses.replace(A.AnimateConfig(), lle_blend=0.0)
-    pred = E._predict_val(models, A.features_from_mel(models, data.mel, config=config), data.val)
+    data = read_val(single_face_dataset)
+    models = load_models(run_dir, device=torch.device("cpu"), renderer=False)
+    config = dataclasses.replace(AnimateConfig(), lle_blend=0.0)
+    pred = predict_val(models, features_from_mel(models, data.mel, config=config), data.val)
     keep = len(data.val) - models.delay
     ok = data.valid[data.val][:keep]
-    got = E.point_distance(pred[:keep][ok], data.mouth[data.val][:keep][ok].astype(np.float64))
+    got = M.point_distance(pred[:keep][ok], data.mouth[data.val][:keep][ok].astype(np.float64))
     recorded = load_checkpoint(run_dir / "mouth" / "mouth.pt", stage="mouth")["metrics"]
     assert got == pytest.approx(recorded["val_mm"], rel=1e-5)
 
@@ -230,8 +250,19 @@ def test_cli_prints_the_tables(run_dir, tmp_path):
     r = runner.invoke(app, ["eval", "--run-dir", str(run_dir), *args, "--no-progress"])
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())
-    for needle in ("mouth:", "mouth_d6", "baseline", "delay 6", "headpose:", "std smp/rec", "yaw",
-                   "image:", "PSNR (dB)", "SSIM", str(out)):  # fmt: skip
+    for needle in (
+        "mouth:",
+        "mouth_d6",
+        "baseline",
+        "delay 6",
+        "headpose:",
+        "std smp/rec",
+        "yaw",
+        "image:",
+        "PSNR (dB)",
+        "SSIM",
+        str(out),
+    ):
         assert needle in text, needle
     assert json.loads(out.read_text())["image"]["frames"] == 2
 
@@ -270,8 +301,21 @@ def test_bad_datasets(run_dir, single_face_dataset, tmp_path, edit, error, messa
     bad = _edited_dataset(single_face_dataset, tmp_path / "bad.h5", edit)
     with pytest.raises(error, match=message):
         E.evaluate(run_dir=run_dir, dataset=bad, device="cpu", output=tmp_path / "x.json")
-    r = runner.invoke(app, ["eval", "-r", str(run_dir), "--dataset", str(bad), "--device", "cpu",
-                            "--json", str(tmp_path / "x.json"), "--no-progress"])  # fmt: skip
+    r = runner.invoke(
+        app,
+        [
+            "eval",
+            "-r",
+            str(run_dir),
+            "--dataset",
+            str(bad),
+            "--device",
+            "cpu",
+            "--json",
+            str(tmp_path / "x.json"),
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 1 and message in " ".join(r.output.split()), r.output
     assert not (tmp_path / "x.json").exists()
 

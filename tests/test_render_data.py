@@ -12,14 +12,16 @@ import pytest
 import torch
 
 from lsp_models.train.render_data import (
-    MIN_IMAGE_SIZE,
     RenderDataConfig,
-    RendererFrames,
-    SampleKey,
     global_batch,
-    load_candidates,
     photometric,
     renderer_batches,
+)
+from lsp_models.train.render_frames import (
+    MIN_IMAGE_SIZE,
+    RendererFrames,
+    SampleKey,
+    load_candidates,
     similarity,
     to_size,
     training_frames,

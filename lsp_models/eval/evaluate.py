@@ -1,6 +1,8 @@
 """``lsp eval``: how good is a trained person, measured on the dataset's val split.
 
-Three sections, each computed with the functions ``lsp animate`` runs (:mod:`.animate`):
+Three sections, each computed with the functions ``lsp animate`` runs
+(:mod:`lsp_models.infer.predict`), each in its module (``mouth``, ``pose``, ``image``; the
+numbers in ``metrics``):
 
 mouth
     The paper's Table 1 measure: the mean Euclidean distance between predicted and tracked
@@ -41,215 +43,30 @@ the dataset path, frame counts and checkpoint steps.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import math
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from lsp_models.infer import animate as A
-from lsp_prep.dataset import schema
+from lsp_models.eval.data import ValSplit, read_val
+from lsp_models.eval.image import ImageEval, eval_image
+from lsp_models.eval.metrics import POSE_DIMS, POSE_UNITS
+from lsp_models.eval.mouth import MouthEval, eval_mouth, mouth_checkpoints, swap_mouth
+from lsp_models.eval.pose import PoseEval, eval_pose
+from lsp_models.infer.config import resolve_config, write_json
+from lsp_models.infer.loading import Models, find_dataset, load_models
+from lsp_models.infer.predict import features_from_mel
+from lsp_models.train.loop import ProgressFn
 from lsp_prep.errors import InputError
-from lsp_prep.layout import Layout, load_layout
 
-ProgressFn = Callable[[str, int, "int | None"], None]
 EVAL_FILE = "eval.json"
 """RUN/eval.json: the latest evaluation."""
-POSE_DIMS = ("pitch", "yaw", "roll", "x", "y", "z")
-POSE_UNITS = ("deg", "deg", "deg", "mm", "mm", "mm")
-INNER_LIP_MIDPOINTS = (13, 14)
-"""MediaPipe Face Mesh indices of the upper and lower inner-lip midpoints."""
-CM_TO_MM = 10.0
-"""Dataset lengths are nominal cm (9 cm outer-eye distance)."""
-
-
-# ----------------------------------------------------------------------------- metrics
-
-
-def point_distance(pred: np.ndarray, target: np.ndarray) -> float:
-    """Mean Euclidean distance (mm) between points (N, P, 3) given in cm: averaged over
-    frames and points. NaN for N = 0."""
-    if pred.shape != target.shape or pred.shape[-1] != 3:
-        raise InputError(f"point_distance needs equal (N, P, 3) arrays, got {pred.shape}, "
-                         f"{target.shape}")  # fmt: skip
-    if pred.size == 0:
-        return math.nan
-    return float(np.linalg.norm(pred - target, axis=-1).mean() * CM_TO_MM)
-
-
-def inner_lip_indices(layout: Layout) -> tuple[int, int]:
-    """Positions of the upper and lower inner-lip midpoints within the 25 mouth points."""
-    mouth = list(layout.mouth)
-    out = []
-    for mp in INNER_LIP_MIDPOINTS:
-        lsp = np.flatnonzero(layout.mediapipe_index == mp)
-        if len(lsp) != 1 or int(lsp[0]) not in mouth:
-            raise InputError(f"layout {layout.name}: MediaPipe point {mp} is not a mouth point")
-        out.append(mouth.index(int(lsp[0])))
-    return out[0], out[1]
-
-
-def mouth_opening(points: np.ndarray, *, lips: tuple[int, int]) -> np.ndarray:
-    """Mouth opening (N,) mm: distance between the inner-lip midpoints ``lips`` of the
-    mouth points (N, 25, 3) in cm (mean shape + dv_m)."""
-    return np.linalg.norm(points[:, lips[0]] - points[:, lips[1]], axis=-1) * CM_TO_MM
-
-
-def correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation of two series (N,); NaN when either is constant or N < 2."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if len(a) < 2 or a.std() == 0 or b.std() == 0:
-        return math.nan
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def pose_statistics(pose: np.ndarray, valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Statistics of poses (N, 6) (pitch, yaw, roll radians; translation cm) over the
-    ``valid`` frames: ``mean``, ``std`` and ``mean_abs_velocity`` (per frame, over pairs of
-    consecutive valid frames), each (6,) in degrees and mm."""
-    pose = np.asarray(pose, np.float64)
-    ok = np.ones(len(pose), bool) if valid is None else np.asarray(valid, bool)
-    scale = np.array([180 / math.pi] * 3 + [CM_TO_MM] * 3)
-    x = pose * scale
-    pairs = ok[1:] & ok[:-1]
-    vel = np.abs(np.diff(x, axis=0))[pairs]
-    nan = np.full(6, np.nan)
-    return {
-        "mean": x[ok].mean(0) if ok.any() else nan,
-        "std": x[ok].std(0) if ok.any() else nan,
-        "mean_abs_velocity": vel.mean(0) if len(vel) else nan,
-    }
-
-
-def l1_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Mean absolute difference per image (B,) of uint8 images (B, H, W, C), 0-255 scale."""
-    d = np.abs(a.astype(np.float64) - b.astype(np.float64))
-    return d.reshape(len(d), -1).mean(1)
-
-
-def psnr(a: np.ndarray, b: np.ndarray, *, data_range: float = 255.0) -> np.ndarray:
-    """PSNR per image (B,) in dB: ``10 log10(data_range^2 / MSE)``; inf for equal images."""
-    d = a.astype(np.float64) - b.astype(np.float64)
-    mse = (d**2).reshape(len(d), -1).mean(1)
-    with np.errstate(divide="ignore"):
-        return 10 * np.log10(data_range**2 / mse)
-
-
-def gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
-    """Normalised 1-D Gaussian (size,), centred."""
-    x = np.arange(size) - (size - 1) / 2
-    w = np.exp(-(x**2) / (2 * sigma**2))
-    return w / w.sum()
-
-
-def ssim(
-    a: np.ndarray,
-    b: np.ndarray,
-    *,
-    data_range: float = 255.0,
-    win_size: int = 11,
-    sigma: float = 1.5,
-    k1: float = 0.01,
-    k2: float = 0.03,
-) -> np.ndarray:
-    """Structural similarity per image (B,) of images (B, H, W, C) (any dtype, values in
-    ``[0, data_range]``): Wang et al. 2004 with a Gaussian window (``win_size`` taps,
-    ``sigma``), population (co)variances, computed per channel on the "valid" region (no
-    padding: the window never leaves the image) and averaged over the region and the
-    channels. Identical images give 1."""
-    if a.shape != b.shape or a.ndim != 4:
-        raise InputError(f"ssim needs equal (B, H, W, C) arrays, got {a.shape}, {b.shape}")
-    if min(a.shape[1:3]) < win_size:
-        raise InputError(f"ssim needs images of at least {win_size}x{win_size}, got {a.shape}")
-    w = torch.from_numpy(gaussian_window(win_size, sigma))
-    c = a.shape[-1]
-    kx = w.view(1, 1, 1, -1).repeat(c, 1, 1, 1)  # (C, 1, 1, win)
-    ky = w.view(1, 1, -1, 1).repeat(c, 1, 1, 1)  # (C, 1, win, 1)
-
-    def filt(x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, H - win + 1, ...)
-        x = torch.nn.functional.conv2d(x, kx, groups=c)
-        return torch.nn.functional.conv2d(x, ky, groups=c)
-
-    x = torch.from_numpy(np.asarray(a, np.float64)).permute(0, 3, 1, 2)  # (B, C, H, W)
-    y = torch.from_numpy(np.asarray(b, np.float64)).permute(0, 3, 1, 2)
-    mx, my = filt(x), filt(y)
-    vx = filt(x * x) - mx * mx
-    vy = filt(y * y) - my * my
-    cxy = filt(x * y) - mx * my
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return s.mean(dim=(1, 2, 3)).numpy()
-
-
-# ----------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class MouthEval:
-    """One mouth model on the val split (distances in mm)."""
-
-    name: str
-    """Its folder in the run directory (``mouth`` is the one animate uses)."""
-    delay: int
-    step: int
-    frames: int
-    """Valid val frames measured."""
-    error_mm: float
-    """Mean point distance with manifold-projected features (as animate)."""
-    error_raw_mm: float
-    """The same with raw APC features (no projection)."""
-    baseline_mm: float
-    """Predicting the train-split mean for every frame."""
-    opening_corr: float
-    """Pearson correlation over time of predicted and tracked mouth opening."""
-    opening_std_mm: float
-    """Standard deviation of the predicted opening."""
-    tracked_opening_std_mm: float
-
-
-@dataclass(frozen=True)
-class PoseEval:
-    """Head-pose statistics per dimension (:data:`POSE_DIMS`, units :data:`POSE_UNITS`)."""
-
-    frames: int
-    """Val frames sampled."""
-    valid_frames: int
-    """Valid val frames of the recorded track."""
-    seeds: list[int]
-    temperature: float
-    recorded: dict[str, list[float]]
-    sampled: dict[str, list[float]]
-    """Mean over seeds of each seed's statistics (the model's output)."""
-    animated: dict[str, list[float]]
-    """The same after animate's amplification and smoothing."""
-    sampled_per_seed: list[dict[str, list[float]]]
-    std_ratio: list[float]
-    """sampled std / recorded std."""
-    animated_std_ratio: list[float]
-
-
-@dataclass(frozen=True)
-class ImageEval:
-    """Renders from tracked feature maps vs real val frames at the renderer's size."""
-
-    image_size: int
-    frames: int
-    """Frames rendered."""
-    val_frames: int
-    """Valid val frames available (``frames`` of them, evenly strided, were rendered)."""
-    step: int
-    l1: float
-    psnr_db: float
-    ssim: float
-    per_frame: dict[str, list[float]]
-    """``frame`` (dataset index), ``l1``, ``psnr_db``, ``ssim``."""
 
 
 @dataclass(frozen=True)
@@ -294,196 +111,6 @@ def _finite(x: Any) -> Any:
     return x
 
 
-def _lists(stats: dict[str, np.ndarray]) -> dict[str, list[float]]:
-    return {k: [float(v) for v in a] for k, a in stats.items()}
-
-
-# ----------------------------------------------------------------------------- evaluate
-
-
-@dataclass
-class _Val:
-    mel: np.ndarray  # (2N, n_mels)
-    mouth: np.ndarray  # (N, 25, 3) cm, NaN where not valid
-    mean_mouth: np.ndarray  # (25, 3) the mean shape's mouth points
-    valid: np.ndarray  # (N,)
-    val: np.ndarray  # (V,) ascending
-
-
-def _read_val(dataset: Path) -> _Val:
-    from lsp_models.train.data import load_person as load_training_person
-
-    person = load_training_person(dataset)
-    with schema.open_dataset(dataset) as f:
-        if "track/mean_shape" not in f:
-            raise InputError(f"{dataset}: field 'track/mean_shape' is missing: re-run `lsp prep`")
-        mean_shape = f["track/mean_shape"][:].astype(np.float64)
-    val = np.sort(np.asarray(person.val, np.int64))
-    if len(val) == 0:
-        raise InputError(f"{dataset}: the dataset has no val split (split/val is empty)")
-    if not person.valid[val].any():
-        raise InputError(f"{dataset}: none of the {len(val)} val frames has valid landmarks")
-    return _Val(person.mel, person.mouth, mean_shape[load_layout().mouth], person.valid, val)
-
-
-def mouth_checkpoints(run_dir: Path) -> list[Path]:
-    """RUN/mouth/mouth.pt first, then every other RUN/mouth*/mouth.pt by folder name."""
-    found = sorted(Path(run_dir).glob("mouth*/mouth.pt"))
-    return sorted(found, key=lambda p: (p.parent.name != "mouth", p.parent.name))
-
-
-def _load_mouth(path: Path, models: A.Models) -> tuple[A.Models, int]:
-    """``models`` with the mouth model of checkpoint ``path`` swapped in, and its step."""
-    net, target_mean, step = A.load_mouth(
-        path, audio_dim=2 * models.apc.config.hidden, device=models.device
-    )
-    return dataclasses.replace(models, mouth=net, target_mean=target_mean), step
-
-
-def _runs(frames: np.ndarray) -> list[np.ndarray]:
-    """Split ascending frame indices into runs of consecutive frames."""
-    return np.split(frames, np.flatnonzero(np.diff(frames) != 1) + 1)
-
-
-def _predict_val(models: A.Models, feats: np.ndarray, val: np.ndarray) -> np.ndarray:
-    """dv_m (V, 25, 3) for the val frames, each run fed with the next ``delay`` frames'
-    features as look-ahead (the last one repeated past the clip's end)."""
-    d = models.delay
-    out = []
-    for run in _runs(val):
-        after = feats[run[-1] + 1 : run[-1] + 1 + d]
-        pad = np.repeat((after if len(after) else feats[run[-1:]])[-1:], d - len(after), 0)
-        out.append(A.predict_mouth(models, feats[run], lookahead=np.concatenate([after, pad])))
-    return np.concatenate(out)
-
-
-def _eval_mouth(
-    name: str, models: A.Models, step: int, feats: dict[str, np.ndarray], data: _Val
-) -> MouthEval:
-    ok = data.valid[data.val]
-    target = data.mouth[data.val][ok].astype(np.float64)
-    pred = _predict_val(models, feats["projected"], data.val)[ok]
-    raw = _predict_val(models, feats["raw"], data.val)[ok]
-    base = np.broadcast_to(models.target_mean.reshape(-1, 3), target.shape)
-    lips = inner_lip_indices(load_layout())
-    open_pred = mouth_opening(data.mean_mouth + pred, lips=lips)
-    open_true = mouth_opening(data.mean_mouth + target, lips=lips)
-    return MouthEval(
-        name=name,
-        delay=models.delay,
-        step=step,
-        frames=int(ok.sum()),
-        error_mm=point_distance(pred, target),
-        error_raw_mm=point_distance(raw, target),
-        baseline_mm=point_distance(base, target),
-        opening_corr=correlation(open_pred, open_true),
-        opening_std_mm=float(open_pred.std()),
-        tracked_opening_std_mm=float(open_true.std()),
-    )
-
-
-def _mean_stats(stats: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {k: np.mean([s[k] for s in stats], axis=0) for k in stats[0]}
-
-
-def _ratio(a: np.ndarray, b: np.ndarray) -> list[float]:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return [float(v) for v in a / b]
-
-
-def _eval_pose(
-    models: A.Models,
-    dataset: Path,
-    feats: np.ndarray,
-    data: _Val,
-    *,
-    seeds: list[int],
-    temperature: float,
-    config: A.AnimateConfig,
-    progress: ProgressFn,
-) -> PoseEval:
-    val = data.val
-    recorded = pose_statistics(A.recorded_poses(dataset, val), data.valid[val])
-    history = A.pose_history(models, dataset)
-    sampled, animated = [], []
-    progress("headpose", 0, len(seeds))
-    for i, s in enumerate(seeds):
-        pose = A.sample_poses(models, feats[val], history=history, temperature=temperature, seed=s)
-        sampled.append(pose_statistics(pose))
-        animated.append(pose_statistics(A.postprocess_pose(models, pose, config)))
-        progress("headpose", i + 1, len(seeds))
-    s_mean, a_mean = _mean_stats(sampled), _mean_stats(animated)
-    return PoseEval(
-        frames=len(val),
-        valid_frames=int(data.valid[val].sum()),
-        seeds=seeds,
-        temperature=temperature,
-        recorded=_lists(recorded),
-        sampled=_lists(s_mean),
-        animated=_lists(a_mean),
-        sampled_per_seed=[_lists(s) for s in sampled],
-        std_ratio=_ratio(s_mean["std"], recorded["std"]),
-        animated_std_ratio=_ratio(a_mean["std"], recorded["std"]),
-    )
-
-
-def _eval_image(
-    models: A.Models,
-    dataset: Path,
-    *,
-    step: int,
-    max_frames: int | None,
-    config: A.AnimateConfig,
-    progress: ProgressFn,
-) -> ImageEval:
-    from lsp_models.train.render_data import (
-        RendererFrames,
-        SampleKey,
-        load_candidates,
-        training_frames,
-    )
-
-    size = models.image_size
-    frames = training_frames(dataset, "val")
-    if len(frames) == 0:
-        raise InputError(f"{dataset}: no val frame has valid landmarks and a finite track")
-    pick = frames
-    if max_frames is not None and max_frames < len(frames):
-        pick = frames[np.linspace(0, len(frames) - 1, max_frames).round().astype(int)]
-    candidates = torch.from_numpy(load_candidates(dataset, size)).to(models.device)
-    reader = RendererFrames(dataset, image_size=size)
-    l1s, psnrs, ssims = [], [], []
-    progress("render", 0, len(pick))
-    try:
-        for s in range(0, len(pick), config.render_batch):
-            keys = [SampleKey(int(i)) for i in pick[s : s + config.render_batch]]
-            batch = reader.__getitems__(keys)  # not augmented
-            real = batch["real"].numpy()
-            fake = A.render(models, batch["feature_map"].numpy(), candidates, config=config)
-            l1s.append(l1_error(fake, real))
-            psnrs.append(psnr(fake, real))
-            ssims.append(ssim(fake, real))
-            progress("render", s + len(keys), len(pick))
-    finally:
-        reader.close()
-    l1v, pv, sv = (np.concatenate(x) for x in (l1s, psnrs, ssims))
-    return ImageEval(
-        image_size=size,
-        frames=len(pick),
-        val_frames=len(frames),
-        step=step,
-        l1=float(l1v.mean()),
-        psnr_db=float(pv.mean()),
-        ssim=float(sv.mean()),
-        per_frame={
-            "frame": [int(i) for i in pick],
-            "l1": l1v.tolist(),
-            "psnr_db": pv.tolist(),
-            "ssim": sv.tolist(),
-        },
-    )
-
-
 def _steps(run_dir: Path) -> dict[str, int]:
     from lsp_models.train.loop import load_checkpoint
 
@@ -491,6 +118,50 @@ def _steps(run_dir: Path) -> dict[str, int]:
         s: int(load_checkpoint(run_dir / s / f"{s}.pt", stage=s)["step"])
         for s in ("apc", "mouth", "headpose", "renderer")
     }
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Seconds spent in the block, recorded as ``timings[key]``."""
+    t0 = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - t0
+
+
+def _check_args(run_dir: Path, *, n_pose_samples: int, max_frames: int | None) -> None:
+    if n_pose_samples < 1:
+        raise InputError(f"n_pose_samples must be >= 1, got {n_pose_samples}")
+    if max_frames is not None and max_frames < 1:
+        raise InputError(f"max_frames must be >= 1, got {max_frames}")
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: run directory does not exist (train with `lsp train`)")
+
+
+def _eval_mouths(
+    run_dir: Path,
+    models: Models,
+    feats: dict[str, np.ndarray],
+    data: ValSplit,
+    *,
+    delays: list[int] | None,
+    progress: ProgressFn,
+) -> list[MouthEval]:
+    """Every RUN/mouth*/mouth.pt (those of ``delays`` only, when given) on the val split."""
+    paths = mouth_checkpoints(run_dir)
+    mouths = []
+    progress("mouth", 0, len(paths))
+    for i, path in enumerate(paths):
+        swapped, step = swap_mouth(path, models)
+        if delays is None or swapped.delay in delays:
+            mouths.append(eval_mouth(path.parent.name, swapped, step, feats, data))
+        progress("mouth", i + 1, len(paths))
+    missing = sorted(set(delays or []) - {m.delay for m in mouths})
+    if missing:
+        raise InputError(
+            f"{run_dir}: no mouth model with delay {missing} (RUN/mouth*/mouth.pt hold delays "
+            f"{sorted({swap_mouth(p, models)[0].delay for p in paths})})"
+        )
+    return mouths
 
 
 def evaluate(
@@ -521,63 +192,43 @@ def evaluate(
 
     progress = progress or (lambda stage, done, total: None)
     run_dir = Path(run_dir)
-    if n_pose_samples < 1:
-        raise InputError(f"n_pose_samples must be >= 1, got {n_pose_samples}")
-    if max_frames is not None and max_frames < 1:
-        raise InputError(f"max_frames must be >= 1, got {max_frames}")
-    if not run_dir.is_dir():
-        raise InputError(f"{run_dir}: run directory does not exist (train with `lsp train`)")
-    dataset = Path(dataset) if dataset is not None else A.find_dataset(run_dir)
-    data = _read_val(dataset)
+    _check_args(run_dir, n_pose_samples=n_pose_samples, max_frames=max_frames)
+    dataset = Path(dataset) if dataset is not None else find_dataset(run_dir)
+    data = read_val(dataset)
     dev = pick_device(device)
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    models = A.load_models(run_dir, device=dev)
-    steps = _steps(run_dir)
-    config = A.resolve_config(run_dir)
-    feats = {
-        "projected": A.features_from_mel(models, data.mel, config=config),
-        "raw": A.features_from_mel(
-            models, data.mel, config=dataclasses.replace(config, lle_blend=0.0)
-        ),
-    }
-    timings["features"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    paths = mouth_checkpoints(run_dir)
-    mouths = []
-    progress("mouth", 0, len(paths))
-    for i, path in enumerate(paths):
-        swapped, step = _load_mouth(path, models)
-        if delays is None or swapped.delay in delays:
-            mouths.append(_eval_mouth(path.parent.name, swapped, step, feats, data))
-        progress("mouth", i + 1, len(paths))
-    missing = sorted(set(delays or []) - {m.delay for m in mouths})
-    if missing:
-        raise InputError(
-            f"{run_dir}: no mouth model with delay {missing} (RUN/mouth*/mouth.pt hold delays "
-            f"{sorted({_load_mouth(p, models)[0].delay for p in paths})})"
+    with _timed(timings, "features"):
+        models = load_models(run_dir, device=dev)
+        steps = _steps(run_dir)
+        config = resolve_config(run_dir)
+        raw = dataclasses.replace(config, lle_blend=0.0)
+        feats = {
+            "projected": features_from_mel(models, data.mel, config=config),
+            "raw": features_from_mel(models, data.mel, config=raw),
+        }
+    with _timed(timings, "mouth"):
+        mouths = _eval_mouths(run_dir, models, feats, data, delays=delays, progress=progress)
+    with _timed(timings, "headpose"):
+        seeds = [seed + i for i in range(n_pose_samples)]
+        pose = eval_pose(
+            models,
+            dataset,
+            feats["projected"],
+            data,
+            seeds=seeds,
+            temperature=temperature,
+            config=config,
+            progress=progress,
         )
-    timings["mouth"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    pose = _eval_pose(
-        models,
-        dataset,
-        feats["projected"],
-        data,
-        seeds=[seed + i for i in range(n_pose_samples)],
-        temperature=temperature,
-        config=config,
-        progress=progress,
-    )
-    timings["headpose"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    image = _eval_image(models, dataset, step=steps["renderer"], max_frames=max_frames,
-                        config=config, progress=progress)  # fmt: skip
-    timings["render"] = time.perf_counter() - t0
-
+    with _timed(timings, "render"):
+        image = eval_image(
+            models,
+            dataset,
+            step=steps["renderer"],
+            max_frames=max_frames,
+            config=config,
+            progress=progress,
+        )
     out = Path(output) if output is not None else run_dir / EVAL_FILE
     result = EvalResult(
         dataset=dataset.resolve(),
@@ -591,16 +242,5 @@ def evaluate(
         image=image,
         seconds=timings,
     )
-    _write_json(out, result.to_dict())
+    write_json(out, result.to_dict(), allow_nan=False)
     return result
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` atomically (a temporary sibling renamed when complete)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

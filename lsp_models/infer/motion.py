@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lsp_models.infer.config import AnimateConfig
 from lsp_prep.camera import boxes_at, keep_inside, project
+from lsp_prep.constants import FPS
 from lsp_prep.errors import InputError
 from lsp_prep.featuremap import face_points2d
 from lsp_prep.stages.crop import CropConfig
@@ -100,6 +102,24 @@ class StreamSmoother:
         self._buf = self._buf[keep:]
         self._buf_start += keep
         return out
+
+
+def smoothing(config: AnimateConfig, delay: int, camera_sigma: float) -> dict[str, dict]:
+    """The Gaussian filters (``sigma``, ``truncate``, ``ahead`` for :func:`smooth`) of the
+    mouth, rotation, translation and camera paths, with ``config.max_lookahead_s`` applied."""
+    t = config.truncate
+    cam_ahead = int(round(config.camera_lookahead_s * FPS))
+    mouth_ahead = pose_ahead = None
+    if config.max_lookahead_s is not None:
+        budget = max(int(round(config.max_lookahead_s * FPS)), delay)
+        mouth_ahead, pose_ahead = budget - delay, budget // 2
+        cam_ahead = min(cam_ahead, budget - pose_ahead)
+    return {
+        "mouth": {"sigma": config.mouth_sigma, "truncate": t, "ahead": mouth_ahead},
+        "rot": {"sigma": config.rot_sigma, "truncate": t, "ahead": pose_ahead},
+        "trans": {"sigma": config.trans_sigma, "truncate": t, "ahead": pose_ahead},
+        "camera": {"sigma": camera_sigma, "truncate": t, "ahead": cam_ahead},
+    }
 
 
 def pingpong(i: np.ndarray, start: int, length: int) -> np.ndarray:

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from lsp_prep.constants import FPS, MELS_PER_FRAME, SAMPLE_RATE
-from lsp_prep.dataset import schema
-from lsp_prep.errors import InputError, SchemaError, ToolError
+from lsp_prep.dataset.reader import DatasetReader
+from lsp_prep.errors import InputError, ToolError
 from lsp_prep.stages.audio import MelConfig, log_mel
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus")
@@ -113,24 +112,15 @@ REQUIRED = {
 def load_person(path: Path) -> PersonData:
     """Open a prepped dataset for training; SchemaError names a missing field and the prep
     stage that writes it."""
-    with schema.open_dataset(path) as f:
-        for name, stage in REQUIRED.items():
-            if name not in f:
-                raise SchemaError(
-                    f"{path}: field {name!r} is missing (written by prep's {stage} stage): "
-                    "re-run `lsp prep` on the source video"
-                )
+    with DatasetReader(path) as ds:
+        ds.require(REQUIRED)
         return PersonData(
             Path(path),
-            f["audio/mel"][:].astype(np.float32),
-            f["track/mouth_displacement"][:].astype(np.float32),
-            f["track/rotation"][:].astype(np.float32),
-            f["track/translation"][:].astype(np.float32),
-            f["landmarks/valid"][:],
-            f["split/train"][:],
-            f["split/val"][:],
+            ds.read("audio/mel", np.float32),
+            ds.read("track/mouth_displacement", np.float32),
+            ds.read("track/rotation", np.float32),
+            ds.read("track/translation", np.float32),
+            ds.read("landmarks/valid"),
+            ds.read("split/train"),
+            ds.read("split/val"),
         )
-
-
-def open_frames(path: Path) -> h5py.File:
-    return schema.open_dataset(path)

@@ -44,13 +44,11 @@ from lsp_models.train.loop import (
     train,
     world,
 )
-from lsp_models.train.render_data import (
-    RenderDataConfig,
+from lsp_models.train.render_data import RenderDataConfig, photometric, renderer_batches
+from lsp_models.train.render_frames import (
     RendererFrames,
     SampleKey,
     load_candidates,
-    photometric,
-    renderer_batches,
     training_frames,
 )
 from lsp_prep.errors import InputError

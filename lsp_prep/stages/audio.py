@@ -73,14 +73,19 @@ def align_waveform(
 
 
 @lru_cache(maxsize=8)
-def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+def mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """librosa's mel filter bank (n_mels, n_fft // 2 + 1), cached: the one :func:`log_mel`
+    and any incremental log-mel (``lsp_models.infer.stream.MelStream``) must share."""
     import librosa
 
     return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
 
 
 @lru_cache(maxsize=8)
-def _window(n_fft: int, win_length: int) -> np.ndarray:
+def analysis_window(n_fft: int, win_length: int) -> np.ndarray:
+    """Periodic Hann window of ``win_length`` samples centred in ``n_fft`` zeros, (n_fft,)
+    float64, cached: the window of :func:`log_mel` (frame ``k`` reads samples
+    ``centre - n_fft // 2 ..`` of which only this window's non-zero part matters)."""
     from scipy.signal import get_window
 
     w = np.zeros(n_fft, np.float64)
@@ -123,8 +128,8 @@ def log_mel(
     n_copy = min(len(y), len(y_pad) - half)
     y_pad[half : half + n_copy] = y[:n_copy]
     windows = np.lib.stride_tricks.sliding_window_view(y_pad, n_fft)
-    window = _window(n_fft, win_length).astype(np.float32)
-    basis = _mel_basis(sr, n_fft, n_mels, float(fmin), float(fmax)).astype(np.float32)
+    window = analysis_window(n_fft, win_length).astype(np.float32)
+    basis = mel_basis(sr, n_fft, n_mels, float(fmin), float(fmax)).astype(np.float32)
     out = np.empty((n_mels, n_frames), np.float32)
     for s in range(0, n_frames, block):
         frames = windows[centres[s : s + block]] * window  # (B, n_fft)

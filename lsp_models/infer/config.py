@@ -1,0 +1,134 @@
+"""The animate settings: :class:`AnimateConfig` and RUN/animate.json, the person's copy.
+
+``--set key=value`` overrides (JSON values) apply to a copy. JSON outputs of animate and
+eval are written atomically by :func:`write_json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from lsp_prep.dataset.schema import atomic_output
+from lsp_prep.errors import InputError
+
+CONFIG_FILE = "animate.json"
+"""Per-person animation settings in the run directory (written with the defaults on first use)."""
+
+
+@dataclass(frozen=True)
+class AnimateConfig:
+    """Post-processing and rendering settings. Defaults: the official LSP inference configs
+    (most of its five people use these values); smoothing sigmas are in 60 FPS frames."""
+
+    mouth_sigma: float = 2.0
+    """Gaussian sigma (frames) of the mouth displacements in time."""
+    mouth_amp: tuple[float, float, float] = (1.5, 1.5, 1.5)
+    """Amplification of the mouth displacements along object x, y, z."""
+    rot_sigma: float = 5.0
+    """Gaussian sigma (frames) of the head rotation (Euler angles)."""
+    trans_sigma: float = 10.0
+    """Gaussian sigma (frames) of the head translation."""
+    rot_amp: float = 1.0
+    """Amplification of the sampled rotation about the person's mean rotation."""
+    trans_amp: float = 1.0
+    """Amplification of the sampled translation about the person's mean translation."""
+    shoulder_amp: float = 0.5
+    """The shoulder billboard moves by this fraction of the head translation."""
+    truncate: float = 4.0
+    """Gaussian kernels reach ``truncate * sigma`` frames each way (scipy's default)."""
+    camera_lookahead_s: float = 0.3
+    """The crop centre is smoothed like prep's (sigma ``crop.smoothing_s`` of the dataset)
+    but looks at most this far ahead, so streaming latency stays bounded."""
+    max_lookahead_s: float | None = None
+    """Low-latency mode: no frame waits for more than this much audio beyond its own end
+    (at least the mouth model's delay, 0.3 s). The smoothing kernels' future sides are cut
+    to fit (the mouth's after the delay, then half for the pose and half for the camera);
+    their past sides stay whole. None: the official symmetric smoothing (~1 s look-ahead
+    with the default sigmas). Offline and streaming agree either way."""
+    lle_k: int = 10
+    """Nearest neighbours of the manifold projection."""
+    lle_blend: float = 1.0
+    """1: fully projected features (the paper); 0: raw APC features."""
+    render_batch: int = 4
+    """Frames per renderer call."""
+    precision: Literal["float32", "bfloat16"] = "float32"
+    """Renderer arithmetic: bfloat16 autocast is faster on recent CPUs and GPUs."""
+    crf: int = 18
+    """H.264 constant rate factor (lower is better quality)."""
+    preset: str = "veryfast"
+    """x264 speed preset."""
+
+    def __post_init__(self) -> None:
+        for name in ("mouth_sigma", "rot_sigma", "trans_sigma", "camera_lookahead_s"):
+            if not getattr(self, name) >= 0:
+                raise InputError(f"animate.{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_lookahead_s is not None and not self.max_lookahead_s >= 0:
+            raise InputError(f"animate.max_lookahead_s must be >= 0, got {self.max_lookahead_s}")
+        if len(self.mouth_amp) != 3:
+            raise InputError(f"animate.mouth_amp must be 3 numbers, got {self.mouth_amp}")
+        if self.truncate <= 0 or self.lle_k < 1 or self.render_batch < 1:
+            raise InputError("animate.truncate, lle_k and render_batch must be positive")
+        if not 0 <= self.lle_blend <= 1:
+            raise InputError(f"animate.lle_blend must be in [0, 1], got {self.lle_blend}")
+        if self.precision not in ("float32", "bfloat16"):
+            raise InputError(f"animate.precision must be float32 or bfloat16, got {self.precision}")
+        if not 0 <= self.crf <= 51:
+            raise InputError(f"animate.crf must be in [0, 51], got {self.crf}")
+
+    def with_overrides(self, items: list[str]) -> AnimateConfig:
+        """``key=value`` strings (JSON values, e.g. ``mouth_amp=[2,2,2]``) applied to a copy."""
+        names = {f.name for f in dataclasses.fields(self)}
+        values: dict[str, Any] = {}
+        for item in items:
+            key, sep, raw = item.partition("=")
+            key = key.strip().removeprefix("animate.")
+            if not sep or key not in names:
+                raise InputError(
+                    f"bad --set {item!r}: use key=value with key one of {sorted(names)}"
+                )
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            values[key] = tuple(value) if isinstance(value, list) else value
+        return dataclasses.replace(self, **values)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AnimateConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise InputError(f"unknown animate settings {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def resolve_config(run_dir: Path, overrides: list[str] | None = None) -> AnimateConfig:
+    """RUN/animate.json (the person's settings; written with the defaults when missing) with
+    ``--set`` overrides applied."""
+    path = Path(run_dir) / CONFIG_FILE
+    if path.is_file():
+        try:
+            base = AnimateConfig.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise InputError(f"{path}: not a valid animate config ({exc})") from None
+    else:
+        base = AnimateConfig()
+        try:
+            write_json(path, dataclasses.asdict(base))
+        except OSError:
+            pass  # a read-only run directory still animates with the defaults
+    return base.with_overrides(overrides or [])
+
+
+def write_json(path: Path, data: dict[str, Any], *, allow_nan: bool = True) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically (a temporary sibling renamed when
+    complete); its folder is made when missing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=2, allow_nan=allow_nan) + "\n"
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
