@@ -55,14 +55,10 @@ from lsp_models.infer.motion import (
     smooth,
 )
 from lsp_models.nets.apc import APC
-from lsp_models.nets.headpose import (
-    FastHeadPoseSampler,
-    HeadPoseModel,
-    HeadPoseSampler,
-    make_sampler,
-)
+from lsp_models.nets.headpose import HeadPoseModel
 from lsp_models.nets.mouth import AudioToMouth
 from lsp_models.nets.renderer import Generator, from_unit, renderer_input
+from lsp_models.sampling import FastHeadPoseSampler, HeadPoseSampler, make_sampler, sample_fast
 from lsp_models.train.loop import load_checkpoint
 from lsp_prep.constants import FPS, IMAGE_SIZE, MELS_PER_FRAME, SAMPLE_RATE
 from lsp_prep.dataset import schema
@@ -478,7 +474,7 @@ def sample_poses(
     audio = torch.from_numpy(feats.astype(np.float32))[None].to(models.device)
     hist = torch.from_numpy(history)[None].to(models.device)
     # the same sampler as AnimationStream's (make_sampler), so streaming equals offline
-    out = models.headpose.sample_fast(audio, history=hist, temperature=temperature, generator=gen)
+    out = sample_fast(models.headpose, audio, history=hist, temperature=temperature, generator=gen)
     return _denormalise(models, out[0].cpu().numpy())
 
 
