@@ -30,9 +30,10 @@ from rich.console import Console
 from rich.table import Table
 
 from lsp_models.nets.apc import APC, APCConfig
-from lsp_models.nets.headpose import HeadPoseConfig, HeadPoseModel, benchmark_samplers
+from lsp_models.nets.headpose import HeadPoseConfig, HeadPoseModel
 from lsp_models.nets.mouth import AudioToMouth, MouthConfig
 from lsp_models.nets.renderer import Generator, GeneratorConfig
+from lsp_models.sampling import sample, sample_naive
 
 console = Console()
 
@@ -186,6 +187,24 @@ def main() -> None:
         f"head-pose sampler, paper size, 600 frames on CPU: naive {naive:.2f} s, "
         f"cached {cached:.2f} s ({naive / cached:.1f}x)"
     )
+
+
+def benchmark_samplers(
+    config: HeadPoseConfig, T: int, *, batch: int = 1, seed: int = 0
+) -> tuple[float, float]:
+    """Seconds to sample ``T`` frames with ``sample_naive`` and with ``sample`` (CPU, float32,
+    a randomly initialised model; one warm-up frame each first)."""
+    torch.manual_seed(seed)
+    model = HeadPoseModel(config).eval()
+    audio = torch.randn(batch, T, config.audio_dim)
+    history = torch.zeros(batch, config.pose_dim)
+    times = []
+    for fn in (sample_naive, sample):
+        fn(model, audio[:, :1], history=history, generator=torch.Generator().manual_seed(seed))
+        start = time.perf_counter()
+        fn(model, audio, history=history, generator=torch.Generator().manual_seed(seed))
+        times.append(time.perf_counter() - start)
+    return times[0], times[1]
 
 
 if __name__ == "__main__":
