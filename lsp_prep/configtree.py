@@ -164,42 +164,56 @@ def parse_value(raw: str, hint: Any, key: str) -> Any:
         raise InputError(f"{key}={raw}: expected {_describe(hint)}") from None
 
 
-def with_overrides(config: T, items: list[str] | tuple[str, ...], *, see: str = "") -> T:
-    """A copy of ``config`` with ``path.key=value`` overrides applied (path of any depth),
-    each value parsed by its field's annotation; ``see`` is appended to errors (e.g.
-    "see `lsp prep --help`")."""
+def with_overrides(
+    config: T,
+    items: list[str] | tuple[str, ...],
+    *,
+    see: str = "",
+    root: str = "",
+    what: str = "override",
+) -> T:
+    """A copy of ``config`` with ``path.key=value`` overrides applied (path of any depth;
+    a flat config takes ``key=value``), each value parsed by its field's annotation.
+
+    ``root``, when given, is a prefix keys may carry (``animate.crf=20`` for ``root=
+    "animate"``); ``see`` is appended to errors (e.g. "see `lsp prep --help`") and ``what``
+    names the item in them ("bad override ...").
+    """
     if not items:
         return config
     cls = type(config)
     data = to_data(config)
     hint = f" ({see})" if see else ""
+    flat = not any(_dataclass_type(h) for h in _hints(cls).values())
+    form = "key=value" if flat else "section.key=value"
     for item in items:
         key, sep, raw = item.partition("=")
+        if root:
+            key = key.strip().removeprefix(f"{root}.")
         parts = key.strip().split(".")
         node_cls: type = cls
         node = data
         for depth, part in enumerate(parts):
             fields = {f.name for f in dataclasses.fields(node_cls)}  # type: ignore[arg-type]
             sections = [f for f in sorted(fields) if _dataclass_type(_hints(node_cls)[f])]
-            if not sep or len(parts) < 2 or part not in fields:
+            if not sep or part not in fields:
                 where = ".".join(parts[:depth]) or "the config"
-                valid = sorted(fields) if depth else sections
+                valid = sorted(fields) if depth or not sections else sections
                 raise InputError(
-                    f"bad override {item!r}: use section.key=value; {where} has "
-                    f"{', '.join(valid)}{hint}"
+                    f"bad {what} {item!r}: use {form}; {where} has {', '.join(valid)}{hint}"
                 )
             field_hint = _hints(node_cls)[part]
             sub = _dataclass_type(field_hint)
             if depth == len(parts) - 1:
                 if sub is not None:
-                    raise InputError(f"bad override {item!r}: {key.strip()} is a section{hint}")
+                    raise InputError(f"bad {what} {item!r}: {key.strip()} is a section{hint}")
                 try:
                     node[part] = parse_value(raw, field_hint, key.strip())
                 except InputError as exc:
-                    raise InputError(f"bad override: {exc}{hint}") from None
+                    raise InputError(f"bad {what}: {exc}{hint}") from None
             else:
                 if sub is None:
-                    raise InputError(f"bad override {item!r}: {part} is not a section{hint}")
+                    raise InputError(f"bad {what} {item!r}: {part} is not a section{hint}")
                 if node.get(part) is None:
                     node[part] = to_data(sub())
                 node_cls, node = sub, node[part]
