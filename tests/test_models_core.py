@@ -15,8 +15,10 @@ from cli.main import app
 from lsp_models.infer.manifold import project
 from lsp_models.nets.apc import APC, APCConfig
 from lsp_models.nets.mouth import AudioToMouth, MouthConfig
-from lsp_models.train.loop import TrainConfig, load_checkpoint
-from lsp_models.train.stages import train_apc, train_mouth
+from lsp_models.train.apc import train_apc
+from lsp_models.train.checkpoint import load_checkpoint
+from lsp_models.train.loop import TrainConfig
+from lsp_models.train.mouth import train_mouth
 from lsp_prep.errors import CheckpointError, InputError, SchemaError
 
 runner = CliRunner()
@@ -175,9 +177,9 @@ def test_cli_train_help_and_errors(tmp_path):
 
 def test_headpose_trains_on_the_person(run_dir, single_face_dataset):
     from lsp_models.nets.headpose import HeadPoseConfig
-    from lsp_models.train.stages import pose_features, train_headpose
+    from lsp_models.train.headpose import pose_features, train_headpose
 
-    small = HeadPoseConfig.cpu_small()
+    small = HeadPoseConfig.cpu_small(window=64)
     result = train_headpose(
         run_dir=run_dir,
         dataset=single_face_dataset,
@@ -185,7 +187,6 @@ def test_headpose_trains_on_the_person(run_dir, single_face_dataset):
         config=TrainConfig(
             max_steps=60, batch_size=4, lr=3e-3, lr_end=3e-4, checkpoint_every=30, log_every=5
         ),
-        window=64,
     )
     loss = _losses(run_dir / "headpose" / "metrics.jsonl")
     assert loss[-1] < loss[0] - 0.3  # Gaussian NLL per dimension

@@ -485,7 +485,7 @@ def _eval_image(
 
 
 def _steps(run_dir: Path) -> dict[str, int]:
-    from lsp_models.train.loop import load_checkpoint
+    from lsp_models.train.checkpoint import load_checkpoint
 
     return {
         s: int(load_checkpoint(run_dir / s / f"{s}.pt", stage=s)["step"])
@@ -517,7 +517,7 @@ def evaluate(
     command), SchemaError for a dataset of another schema version or missing a field,
     InputError for a dataset without val frames.
     """
-    from lsp_models.train.stages import pick_device
+    from lsp_models.train.device import pick_device
 
     progress = progress or (lambda stage, done, total: None)
     run_dir = Path(run_dir)

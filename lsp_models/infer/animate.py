@@ -55,11 +55,11 @@ from lsp_models.infer.motion import (
     smooth,
 )
 from lsp_models.nets.apc import APC
+from lsp_models.nets.generator import Generator, from_unit, renderer_input
 from lsp_models.nets.headpose import HeadPoseModel
 from lsp_models.nets.mouth import AudioToMouth
-from lsp_models.nets.renderer import Generator, from_unit, renderer_input
 from lsp_models.sampling import FastHeadPoseSampler, HeadPoseSampler, make_sampler, sample_fast
-from lsp_models.train.loop import load_checkpoint
+from lsp_models.train.checkpoint import load_checkpoint
 from lsp_prep.constants import FPS, IMAGE_SIZE, MELS_PER_FRAME, SAMPLE_RATE
 from lsp_prep.dataset import schema
 from lsp_prep.errors import CheckpointError, InputError, SchemaError, ToolError
@@ -218,8 +218,9 @@ def load_models(run_dir: Path, *, device: torch.device, renderer: bool = True) -
     ``lsp train`` command or a version mismatch."""
     from lsp_models.nets.headpose import HeadPoseConfig
     from lsp_models.nets.mouth import MouthConfig
-    from lsp_models.presets import build_config
-    from lsp_models.train.stages import load_apc, load_generator
+    from lsp_models.train.apc import load_apc
+    from lsp_models.train.renderer import load_generator
+    from lsp_prep.configtree import from_data
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -239,9 +240,9 @@ def load_models(run_dir: Path, *, device: torch.device, renderer: bool = True) -
     if not feats_path.is_file():
         raise CheckpointError(f"{feats_path}: no feature database: run `lsp train mouth` first")
     database = torch.load(feats_path, map_location="cpu", weights_only=False)["features"]
-    mouth = AudioToMouth(build_config(MouthConfig, ckpts["mouth"]["model_config"]))
+    mouth = AudioToMouth(from_data(MouthConfig, ckpts["mouth"]["model_config"]))
     mouth.load_state_dict(ckpts["mouth"]["model"])
-    hp = HeadPoseModel(build_config(HeadPoseConfig, ckpts["headpose"]["model_config"]))
+    hp = HeadPoseModel(from_data(HeadPoseConfig, ckpts["headpose"]["model_config"]))
     hp.load_state_dict(ckpts["headpose"]["model"])
     width = 2 * apc.config.hidden
     for name, got in (
@@ -364,9 +365,9 @@ def load_person(path: Path) -> Person:
 
 def find_dataset(run_dir: Path) -> Path:
     """The person's dataset as training recorded it (RUN/run.json)."""
-    from lsp_models.train import stages
+    from lsp_models.train.stage import recorded_dataset
 
-    recorded = stages.recorded_dataset(Path(run_dir))
+    recorded = recorded_dataset(Path(run_dir))
     if recorded is not None and Path(recorded).is_file():
         return Path(recorded)
     where = f" (it records {recorded}, which does not exist)" if recorded else ""
@@ -450,7 +451,7 @@ def pose_history(models: Models, dataset: Path) -> np.ndarray:
     """Warm start of the head-pose sampler: the normalised pose features of the last
     ``receptive_field`` train-split frames of the person's recording, (H, 12)."""
     from lsp_models.train.data import load_person as load_training_person
-    from lsp_models.train.stages import pose_features
+    from lsp_models.train.headpose import pose_features
 
     person = load_training_person(dataset)
     feats = pose_features(person)[person.train]
@@ -536,7 +537,7 @@ def load_mouth(
     """A mouth checkpoint: the model (eval mode), its target mean (75,) and its step.
     CheckpointError when it was trained on another dataset schema or another APC width."""
     from lsp_models.nets.mouth import MouthConfig
-    from lsp_models.presets import build_config
+    from lsp_prep.configtree import from_data
 
     ckpt = load_checkpoint(path, stage="mouth")
     if ckpt.get("schema_version") != schema.SCHEMA_VERSION:
@@ -544,7 +545,7 @@ def load_mouth(
             f"{path}: trained on dataset schema {ckpt.get('schema_version')}, this toolkit "
             f"reads {schema.SCHEMA_VERSION}: re-run `lsp prep` and `lsp train mouth`"
         )
-    net = AudioToMouth(build_config(MouthConfig, ckpt["model_config"]))
+    net = AudioToMouth(from_data(MouthConfig, ckpt["model_config"]))
     if net.config.audio_dim != audio_dim:
         raise CheckpointError(
             f"{path}: expects {net.config.audio_dim}-dim audio features but the run's APC "
@@ -1222,7 +1223,7 @@ def animate(
     and OUTPUT.features.mp4 (the feature maps). OUTPUT.json records the inputs, the
     resolved config and the timings.
     """
-    from lsp_models.train.stages import pick_device
+    from lsp_models.train.device import pick_device
 
     t0 = time.perf_counter()
     if fps not in (30, 60):
