@@ -18,6 +18,7 @@ audio's length. The paper reports 27.4 ms per frame in total on an RTX 2080.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing as mp
 import resource
 import tempfile
@@ -29,16 +30,16 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from lsp_models.config import load_preset
 from lsp_models.infer.config import AnimateConfig
 from lsp_models.infer.loading import Models, load_person
 from lsp_models.infer.predict import render, resized_candidates
 from lsp_models.infer.stream import AnimationStream
 from lsp_models.infer.video import VideoWriter
 from lsp_models.nets.apc import APC
+from lsp_models.nets.generator import Generator
 from lsp_models.nets.headpose import HeadPoseModel
 from lsp_models.nets.mouth import AudioToMouth
-from lsp_models.nets.renderer import Generator
-from lsp_models.presets import load_preset
 from lsp_prep.constants import SAMPLE_RATE
 
 console = Console()
@@ -59,15 +60,14 @@ def default_dataset() -> Path:
 def random_models(preset: str, dataset: Path, device: torch.device) -> Models:
     """The preset's networks with random weights, normalised like a trained run."""
     from lsp_models.train.data import load_person as load_training_person
-    from lsp_models.train.stages import pose_features
+    from lsp_models.train.headpose import pose_features
 
     torch.manual_seed(0)
     cfg = load_preset(preset)
-    apc = APC(cfg["apc"]).eval().to(device)
-    width = 2 * cfg["apc"].hidden
-    mouth = AudioToMouth(cfg["mouth"].__class__(**{**cfg["mouth"].__dict__, "audio_dim": width}))
-    hp_config = cfg["headpose"].__class__(**{**cfg["headpose"].__dict__, "audio_dim": width})
-    hp = HeadPoseModel(hp_config)
+    apc = APC(cfg.apc).eval().to(device)
+    width = 2 * cfg.apc.hidden
+    mouth = AudioToMouth(dataclasses.replace(cfg.mouth, audio_dim=width))
+    hp = HeadPoseModel(dataclasses.replace(cfg.headpose, audio_dim=width))
     person = load_training_person(dataset)
     pose = pose_features(person)[person.train]
     return Models(
@@ -80,7 +80,7 @@ def random_models(preset: str, dataset: Path, device: torch.device) -> Models:
         headpose=hp.eval().to(device),
         pose_mean=pose.mean(0).astype(np.float64),
         pose_std=pose.std(0).astype(np.float64) + 1e-6,
-        generator=Generator(cfg["generator"]).eval().to(device),
+        generator=Generator(cfg.renderer.generator).eval().to(device),
         device=device,
     )
 

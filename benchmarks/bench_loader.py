@@ -120,7 +120,7 @@ elif a["kind"] == "inproc":
 else:
     cand = None
     if a["device"] != "none":
-        from lsp_models.nets.renderer import renderer_input, to_unit
+        from lsp_models.nets.generator import renderer_input, to_unit
         dev = torch.device(a["device"])
         cand = torch.from_numpy(rf.load_candidates(path, size)).to(dev)
     it = rd.renderer_batches(path, frames=frames, image_size=size, batch_size=batch, seed=0,

@@ -29,10 +29,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from lsp_models.config import STAGES
 from lsp_models.nets.apc import APC, APCConfig
-from lsp_models.nets.headpose import HeadPoseConfig, HeadPoseModel, benchmark_samplers
+from lsp_models.nets.generator import Generator, GeneratorConfig
+from lsp_models.nets.headpose import HeadPoseConfig, HeadPoseModel
 from lsp_models.nets.mouth import AudioToMouth, MouthConfig
-from lsp_models.nets.renderer import Generator, GeneratorConfig
+from lsp_models.sampling import sample, sample_naive
 
 console = Console()
 
@@ -49,31 +51,21 @@ def timed(fn, device, repeat: int = 5) -> float:
     return (time.perf_counter() - t) / repeat
 
 
-STAGES = ("apc", "mouth", "headpose", "renderer")
-
-
 def _train_child(stage: str, run_dir: Path, dataset: Path, steps: int, device: str) -> None:
     """Train one stage for ``steps`` steps (run in a child process); print a JSON line."""
-    from lsp_models.presets import load_preset, renderer_config
-    from lsp_models.train import stages
+    import warnings
+
+    from lsp_models.config import load_preset
+    from lsp_models.train.runner import RunInputs, train_stage
 
     cfg = load_preset(
         "cpu-small", [f"{stage}_train.max_steps={steps}", f"{stage}_train.log_every=1"]
     )
     t0 = time.perf_counter()
-    kw = dict(run_dir=run_dir, device=device, resume=False, config=cfg[f"{stage}_train"])
-    if stage == "renderer":
-        stages.train_renderer(
-            dataset=dataset, model=renderer_config(cfg), data=cfg["renderer_data"], **kw
-        )
-    elif stage == "apc":
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            stages.train_apc(dataset=dataset, model=cfg["apc"], **kw)
-    else:
-        getattr(stages, f"train_{stage}")(dataset=dataset, model=cfg[stage], **kw)
+    inputs = RunInputs(run_dir, dataset=dataset, device=device, resume=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # APC on the person's own audio warns
+        train_stage(stage, config=cfg, inputs=inputs)
     wall = time.perf_counter() - t0
     log = [json.loads(x) for x in (run_dir / stage / "metrics.jsonl").read_text().splitlines()]
     step_s = [r["seconds"] for r in log[1:]]  # the first step includes warm-up
@@ -186,6 +178,24 @@ def main() -> None:
         f"head-pose sampler, paper size, 600 frames on CPU: naive {naive:.2f} s, "
         f"cached {cached:.2f} s ({naive / cached:.1f}x)"
     )
+
+
+def benchmark_samplers(
+    config: HeadPoseConfig, T: int, *, batch: int = 1, seed: int = 0
+) -> tuple[float, float]:
+    """Seconds to sample ``T`` frames with ``sample_naive`` and with ``sample`` (CPU, float32,
+    a randomly initialised model; one warm-up frame each first)."""
+    torch.manual_seed(seed)
+    model = HeadPoseModel(config).eval()
+    audio = torch.randn(batch, T, config.audio_dim)
+    history = torch.zeros(batch, config.pose_dim)
+    times = []
+    for fn in (sample_naive, sample):
+        fn(model, audio[:, :1], history=history, generator=torch.Generator().manual_seed(seed))
+        start = time.perf_counter()
+        fn(model, audio, history=history, generator=torch.Generator().manual_seed(seed))
+        times.append(time.perf_counter() - start)
+    return times[0], times[1]
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from cli._common import cli_errors, console, stage_progress
 from lsp_prep.config import PrepConfig
+from lsp_prep.configtree import sections_help
 from lsp_prep.pipeline import prep_video
 
 
@@ -25,9 +26,8 @@ def prep(
         typer.Option(
             "--set",
             help="Override a config value, e.g. --set crop.scale=2.0 or --set "
-            "features.every=1 (sections: ingest, landmarks, crop, mel, camera, track, "
-            "features, shoulders, candidates, split; each option is documented in "
-            "lsp_prep/config.py and the modules it names).",
+            f"features.every=1. Sections: {sections_help(PrepConfig)}; each option is "
+            "documented on its field in the section's dataclass.",
         ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Recompute everything, ignoring caches.")] = False,

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from cli._common import cli_errors, console, stage_progress
+
+if TYPE_CHECKING:
+    from lsp_models.train.stage import StageResult
+
+# lsp_models imports torch (~3 s measured here): every `lsp` command would pay for it at
+# start-up, so the commands import it when they run and the --set help names the sections
+# of lsp_models.config.ModelsConfig in words.
 
 app = typer.Typer(
     help="Train a person's models. Run directory layout: RUN/apc, RUN/mouth, ... each with "
@@ -20,10 +27,19 @@ app = typer.Typer(
 )
 
 RunDir = Annotated[Path, typer.Option("--run-dir", "-r", help="The person's run directory.")]
-Preset = Annotated[str, typer.Option(help="Model sizes: paper (GPU) or cpu-small.")]
+Preset = Annotated[
+    str, typer.Option(help="Model sizes: paper (GPU) or cpu-small (manifests/presets/*.toml).")
+]
 Sets = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a preset value, e.g. --set apc_train.max_steps=50."),
+    typer.Option(
+        "--set",
+        help="Override a preset value, e.g. --set apc_train.max_steps=50 or --set "
+        "renderer.generator.image_size=64. Sections: apc, mouth, headpose (each model), "
+        "apc_train, mouth_train, headpose_train, renderer_train (their optimisation), "
+        "renderer.generator, renderer.discriminator, renderer.loss, renderer.vgg, "
+        "renderer_data; every option is documented on its field (lsp_models/config.py).",
+    ),
 ]
 Device = Annotated[str, typer.Option(help="auto (CUDA if present), cpu, or cuda[:N].")]
 Resume = Annotated[bool, typer.Option(help="Continue from the stage's checkpoint if present.")]
@@ -35,7 +51,7 @@ Precision = Annotated[
 ]
 
 
-def _summary(result) -> None:
+def _summary(result: StageResult) -> None:
     table = Table(title=f"lsp train {result.stage}", title_justify="left")
     table.add_column("checkpoint")
     table.add_column("steps", justify="right")
@@ -47,52 +63,28 @@ def _summary(result) -> None:
         console.print(f"resumed from step {result.resumed_from}")
 
 
-def _run_stage(stage: str, cfg: dict, *, bar, corpus: Path | None = None, dataset: Path | None,
-               vgg_weights: Path | None = None, perceptual: bool = True, name: str = "mouth",
-               **common):  # fmt: skip
-    """One stage with the sections of a loaded preset."""
-    from lsp_models.presets import renderer_config
-    from lsp_models.train import stages
-
-    common.update(config=cfg[f"{stage}_train"], progress=bar)
-    if stage == "apc":
-        return stages.train_apc(
-            corpus=corpus, dataset=None if corpus else dataset, model=cfg["apc"], **common
-        )
-    assert dataset is not None
-    if stage == "mouth":
-        return stages.train_mouth(dataset=dataset, model=cfg["mouth"], name=name, **common)
-    if stage == "headpose":
-        return stages.train_headpose(dataset=dataset, model=cfg["headpose"], **common)
-    return stages.train_renderer(
-        dataset=dataset,
-        model=renderer_config(cfg),
-        data=cfg["renderer_data"],
-        vgg_weights=vgg_weights,
-        perceptual=perceptual,
-        **common,
-    )
-
-
 def _train(
-    names: tuple[str, ...],
+    stages: tuple[str, ...] | None,
     *,
-    run_dir: Path,
     preset: str,
     overrides: list[str] | None,
     precision: str | None,
-    **kwargs,
+    **inputs: Any,
 ) -> None:
-    """Train ``names`` in order for one person, then print each stage's summary."""
-    from lsp_models.presets import load_preset
+    """Train ``stages`` (None: all) in order for one person, then print each stage's
+    summary."""
+    from lsp_models.config import STAGES, load_preset
+    from lsp_models.train.runner import RunInputs, train_stage
 
-    extra = [f"{n}_train.precision={precision}" for n in names] if precision else []
-    results = []
+    stages = stages or STAGES
+    extra = [f"{n}_train.precision={precision}" for n in stages] if precision else []
     with cli_errors(), stage_progress() as bar, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cfg = load_preset(preset, [*(overrides or []), *extra])
-        for stage in names:
-            results.append(_run_stage(stage, cfg, bar=bar, run_dir=run_dir, **kwargs))
+        config = load_preset(preset, [*(overrides or []), *extra])
+        run = RunInputs(**inputs)
+        results = []
+        for stage in stages:
+            results.append(train_stage(stage, config=config, inputs=run, progress=bar))
             for w in caught:
                 console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
             caught.clear()
@@ -132,8 +124,8 @@ def apc(
     precision: Precision = None,
 ) -> None:
     """Train the APC speech-feature model (3-layer GRU predicting the mel 3 frames ahead)."""
-    _train(("apc",), run_dir=run_dir, preset=preset, overrides=overrides, precision=precision,
-           corpus=corpus, dataset=dataset, device=device, resume=resume)  # fmt: skip
+    inputs = dict(run_dir=run_dir, dataset=dataset, corpus=corpus, device=device, resume=resume)
+    _train(("apc",), preset=preset, overrides=overrides, precision=precision, **inputs)
 
 
 @app.command()
@@ -154,8 +146,8 @@ def mouth(
     ] = "mouth",
 ) -> None:
     """Train audio-to-mouth (LSTM on APC features -> 25 mouth points, 300 ms look-ahead)."""
-    _train(("mouth",), run_dir=run_dir, preset=preset, overrides=overrides, precision=precision,
-           dataset=dataset, device=device, resume=resume, name=name)  # fmt: skip
+    inputs = dict(run_dir=run_dir, dataset=dataset, mouth_name=name, device=device, resume=resume)
+    _train(("mouth",), preset=preset, overrides=overrides, precision=precision, **inputs)
 
 
 @app.command()
@@ -169,8 +161,8 @@ def headpose(
     precision: Precision = None,
 ) -> None:
     """Train the probabilistic head-pose model (dilated causal convs, Gaussian NLL)."""
-    _train(("headpose",), run_dir=run_dir, preset=preset, overrides=overrides,
-           precision=precision, dataset=dataset, device=device, resume=resume)  # fmt: skip
+    inputs = dict(run_dir=run_dir, dataset=dataset, device=device, resume=resume)
+    _train(("headpose",), preset=preset, overrides=overrides, precision=precision, **inputs)
 
 
 @app.command()
@@ -187,9 +179,15 @@ def renderer(
 ) -> None:
     """Train the renderer (UNet generator + multi-scale PatchGAN; GAN + L1 + VGG + feature
     matching). Writes sample sheets to RUN/renderer/samples at every checkpoint."""
-    _train(("renderer",), run_dir=run_dir, preset=preset, overrides=overrides,
-           precision=precision, dataset=dataset, vgg_weights=vgg_weights, perceptual=perceptual,
-           device=device, resume=resume)  # fmt: skip
+    inputs = dict(
+        run_dir=run_dir,
+        dataset=dataset,
+        vgg_weights=vgg_weights,
+        perceptual=perceptual,
+        device=device,
+        resume=resume,
+    )
+    _train(("renderer",), preset=preset, overrides=overrides, precision=precision, **inputs)
 
 
 @app.command("all")
@@ -211,17 +209,14 @@ def all_stages(
     precision: Precision = None,
 ) -> None:
     """Train the four stages in order for one person: apc, mouth, headpose, renderer."""
-    _train(
-        ("apc", "mouth", "headpose", "renderer"),
+    inputs = dict(
         run_dir=run_dir,
-        preset=preset,
-        overrides=overrides,
-        precision=precision,
-        corpus=corpus,
         dataset=dataset,
+        corpus=corpus,
         vgg_weights=vgg_weights,
         perceptual=perceptual,
         device=device,
         resume=resume,
     )
+    _train(None, preset=preset, overrides=overrides, precision=precision, **inputs)
     console.print(f"[green]done:[/] {run_dir} holds the person's models; next: lsp animate")

@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from lsp_prep import configtree
 from lsp_prep.constants import FPS, IMAGE_SIZE, SAMPLE_RATE
 from lsp_prep.errors import InputError
 from lsp_prep.stages.audio import MelConfig
@@ -69,52 +68,14 @@ class PrepConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PrepConfig:
         """Build from nested plain data (e.g. a dataset's stored config); unknown keys fail."""
-        kwargs = {}
-        hints = typing.get_type_hints(cls)
-        for section, values in data.items():
-            if section not in hints:
-                raise InputError(f"unknown config section {section!r}")
-            sub = hints[section]
-            names = {f.name for f in dataclasses.fields(sub)}
-            unknown = set(values) - names
-            if unknown:
-                raise InputError(f"unknown option(s) {sorted(unknown)} in section {section!r}")
-            kwargs[section] = sub(**values)
-        return cls(**kwargs)
+        return configtree.from_data(cls, data)
 
     def with_overrides(self, items: list[str]) -> PrepConfig:
         """Apply ``section.key=value`` overrides, values parsed by the field's type."""
-        data = self.to_dict()
-        hints = typing.get_type_hints(type(self))
-        for item in items:
-            key, sep, raw = item.partition("=")
-            section, _, name = key.strip().partition(".")
-            if not sep or section not in data or name not in data[section]:
-                raise InputError(
-                    f"bad override {item!r}: use section.key=value with section in "
-                    f"{sorted(data)} (see `lsp prep --help`)"
-                )
-            ftype = typing.get_type_hints(hints[section])[name]
-            data[section][name] = _parse(raw.strip(), ftype, item)
-        return PrepConfig.from_dict(data)
+        return configtree.with_overrides(self, items, see="see `lsp prep --help`")
 
     def digest(self, *sections: str) -> str:
         """Short stable hash of the named sections (all when none), for stage caches."""
         d = self.to_dict()
         chosen = {k: d[k] for k in (sections or tuple(d))}
         return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _parse(raw: str, ftype: Any, item: str) -> Any:
-    try:
-        if ftype is bool:
-            if raw.lower() not in {"true", "false"}:
-                raise ValueError("expected true or false")
-            return raw.lower() == "true"
-        if ftype in (int, float, str):
-            return ftype(raw)
-        if isinstance(ftype, types.UnionType) or typing.get_origin(ftype) is typing.Literal:
-            return json.loads(raw) if raw[:1] in "[{0123456789-" else raw
-    except ValueError as exc:
-        raise InputError(f"bad override {item!r}: {exc}") from None
-    return json.loads(raw)

@@ -1,4 +1,4 @@
-"""How prep's stages report progress."""
+"""How long-running library functions report progress (prep stages, training, animate)."""
 
 from __future__ import annotations
 

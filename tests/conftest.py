@@ -102,24 +102,27 @@ def trained_run(single_face_dataset, tmp_path_factory) -> Path:
 
     import torch
 
-    from lsp_models.presets import load_preset, renderer_config
-    from lsp_models.train.stages import train_apc, train_headpose, train_mouth, train_renderer
+    from lsp_models.config import load_preset
+    from lsp_models.train.apc import train_apc
+    from lsp_models.train.headpose import train_headpose
+    from lsp_models.train.mouth import train_mouth
+    from lsp_models.train.renderer import train_renderer
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     run = tmp_path_factory.mktemp("trained_run")
-    cfg = load_preset("cpu-small", ["renderer_train.max_steps=4", "renderer_data.workers=0"])
+    sets = ["renderer_train.max_steps=4", "renderer_data.workers=0", "headpose.window=64"]
+    cfg = load_preset("cpu-small", sets)
     short = {"max_steps": 20, "checkpoint_every": 20}
     common = {"run_dir": run, "dataset": single_face_dataset, "device": "cpu"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # APC on the person's own audio warns
-        train_apc(model=cfg["apc"], config=dataclasses.replace(cfg["apc_train"], **short),
+        train_apc(model=cfg.apc, config=dataclasses.replace(cfg.apc_train, **short),
                   **common)  # fmt: skip
-    train_mouth(model=cfg["mouth"], config=dataclasses.replace(cfg["mouth_train"], **short),
+    train_mouth(model=cfg.mouth, config=dataclasses.replace(cfg.mouth_train, **short),
                 **common)  # fmt: skip
-    headpose_cfg = dataclasses.replace(cfg["headpose_train"], **short)
-    train_headpose(model=cfg["headpose"], window=64, config=headpose_cfg, **common)
-    train_renderer(model=renderer_config(cfg), config=cfg["renderer_train"],
-                   data=cfg["renderer_data"], **common)  # fmt: skip
+    headpose_cfg = dataclasses.replace(cfg.headpose_train, **short)
+    train_headpose(model=cfg.headpose, config=headpose_cfg, **common)
+    train_renderer(model=cfg.renderer, config=cfg.renderer_train, data=cfg.renderer_data, **common)
     torch.set_num_threads(before)
     return run

@@ -146,8 +146,8 @@ def test_ssim_matches_scikit_image():
 def run_dir(trained_run, single_face_dataset, tmp_path_factory) -> Path:
     """The shared tiny run (conftest), copied, plus a second mouth model with another delay
     in RUN/mouth_d6 (trained against the same APC)."""
-    from lsp_models.presets import load_preset
-    from lsp_models.train.stages import train_mouth
+    from lsp_models.config import load_preset
+    from lsp_models.train.mouth import train_mouth
 
     run = tmp_path_factory.mktemp("eval") / "run"
     shutil.copytree(trained_run, run)
@@ -156,8 +156,8 @@ def run_dir(trained_run, single_face_dataset, tmp_path_factory) -> Path:
     train_mouth(
         run_dir=run,
         dataset=single_face_dataset,
-        model=dataclasses.replace(cfg["mouth"], delay=OTHER_DELAY),
-        config=dataclasses.replace(cfg["mouth_train"], max_steps=20, checkpoint_every=20),
+        model=dataclasses.replace(cfg.mouth, delay=OTHER_DELAY),
+        config=dataclasses.replace(cfg.mouth_train, max_steps=20, checkpoint_every=20),
         device="cpu",
         name=f"mouth_d{OTHER_DELAY}",
     )
@@ -231,7 +231,7 @@ def test_mouth_prediction_matches_training_validation(run_dir, single_face_datas
     from lsp_models.infer.config import AnimateConfig
     from lsp_models.infer.loading import load_models
     from lsp_models.infer.predict import features_from_mel
-    from lsp_models.train.loop import load_checkpoint
+    from lsp_models.train.checkpoint import load_checkpoint
 
     data = read_val(single_face_dataset)
     models = load_models(run_dir, device=torch.device("cpu"), renderer=False)

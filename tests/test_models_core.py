@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import h5py
@@ -15,8 +16,10 @@ from cli.main import app
 from lsp_models.infer.manifold import project
 from lsp_models.nets.apc import APC, APCConfig
 from lsp_models.nets.mouth import AudioToMouth, MouthConfig
-from lsp_models.train.loop import TrainConfig, load_checkpoint
-from lsp_models.train.stages import train_apc, train_mouth
+from lsp_models.train.apc import train_apc
+from lsp_models.train.checkpoint import load_checkpoint
+from lsp_models.train.loop import TrainConfig
+from lsp_models.train.mouth import train_mouth
 from lsp_prep.errors import CheckpointError, InputError, SchemaError
 
 runner = CliRunner()
@@ -175,9 +178,9 @@ def test_cli_train_help_and_errors(tmp_path):
 
 def test_headpose_trains_on_the_person(run_dir, single_face_dataset):
     from lsp_models.nets.headpose import HeadPoseConfig
-    from lsp_models.train.stages import pose_features, train_headpose
+    from lsp_models.train.headpose import pose_features, train_headpose
 
-    small = HeadPoseConfig.cpu_small()
+    small = HeadPoseConfig.cpu_small(window=64)
     result = train_headpose(
         run_dir=run_dir,
         dataset=single_face_dataset,
@@ -185,7 +188,6 @@ def test_headpose_trains_on_the_person(run_dir, single_face_dataset):
         config=TrainConfig(
             max_steps=60, batch_size=4, lr=3e-3, lr_end=3e-4, checkpoint_every=30, log_every=5
         ),
-        window=64,
     )
     loss = _losses(run_dir / "headpose" / "metrics.jsonl")
     assert loss[-1] < loss[0] - 0.3  # Gaussian NLL per dimension
@@ -197,3 +199,37 @@ def test_headpose_trains_on_the_person(run_dir, single_face_dataset):
     assert feats.shape[1] == 12 and np.isfinite(feats).all()
     r = runner.invoke(app, ["train", "headpose", "--help"])
     assert r.exit_code == 0 and "head-pose" in r.output
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("mouth_train.max_steps=abc", "mouth_train.max_steps=abc: expected an int"),
+        ("mouth_train.precision=fp8", "expected one of fp32, bf16, fp16"),
+        ("renderer_data.augment=yes", "expected true or false"),
+        ("renderer.generator.size=64", "renderer.generator has"),
+        ("generator.image_size=64", "bad override 'generator.image_size=64'"),
+        ("renderer=1", "renderer is a section"),
+    ],
+)
+def test_preset_overrides_are_typed(item, message):
+    from lsp_models.config import load_preset
+
+    with pytest.raises(InputError, match=re.escape(message)):
+        load_preset("cpu-small", [item])
+
+
+def test_presets_are_instances_of_the_config_tree():
+    from lsp_models.config import ModelsConfig, load_preset, preset_names
+    from lsp_prep.configtree import from_data, to_data
+
+    assert {"paper", "cpu-small"} <= set(preset_names())
+    for name in preset_names():
+        cfg = load_preset(name)
+        assert from_data(ModelsConfig, to_data(cfg)) == cfg
+    sets = ["renderer.generator.channels=[16,32,32,32,32]", "headpose.window=64", "apc.hidden=8"]
+    cfg = load_preset("cpu-small", sets)
+    assert cfg.renderer.generator.channels == (16, 32, 32, 32, 32)
+    assert cfg.headpose.window == 64 and cfg.apc.hidden == 8
+    with pytest.raises(InputError, match="valid keys are"):
+        from_data(ModelsConfig, {"mouth": {"hiden": 3}})

@@ -7,13 +7,15 @@ import math
 import pytest
 import torch
 
-from lsp_models.nets.headpose import (
+from benchmarks.bench_models import benchmark_samplers
+from lsp_models.nets.headpose import HeadPoseConfig, HeadPoseModel
+from lsp_models.sampling import (
     FastHeadPoseSampler,
-    HeadPoseConfig,
-    HeadPoseModel,
     HeadPoseSampler,
-    benchmark_samplers,
     make_sampler,
+    sample,
+    sample_fast,
+    sample_naive,
 )
 from lsp_prep.errors import InputError
 
@@ -98,8 +100,8 @@ def test_cached_sampler_equals_naive_sampler(history_len):
     pose, audio = inputs(B, T + 400)
     audio = audio[:, :T]
     history = pose[:, 0] if history_len is None else pose[:, :history_len]
-    fast = model.sample(audio, history=history, generator=torch.Generator().manual_seed(7))
-    slow = model.sample_naive(audio, history=history, generator=torch.Generator().manual_seed(7))
+    fast = sample(model, audio, history=history, generator=torch.Generator().manual_seed(7))
+    slow = sample_naive(model, audio, history=history, generator=torch.Generator().manual_seed(7))
     assert fast.shape == slow.shape == (B, T, SMALL.pose_dim)
     assert (fast - slow).abs().max().item() < 1e-5
     assert fast.std() > 0.1  # the samples are not stuck at a constant
@@ -111,8 +113,8 @@ def test_samplers_agree_in_float32_too():
     audio = torch.randn(1, 60, SMALL.audio_dim)
     history = torch.zeros(1, SMALL.pose_dim)
     args = {"history": history, "temperature": 0.3}
-    fast = model.sample(audio, generator=torch.Generator().manual_seed(3), **args)
-    slow = model.sample_naive(audio, generator=torch.Generator().manual_seed(3), **args)
+    fast = sample(model, audio, generator=torch.Generator().manual_seed(3), **args)
+    slow = sample_naive(model, audio, generator=torch.Generator().manual_seed(3), **args)
     assert (fast - slow).abs().max().item() < 1e-4
 
 
@@ -120,7 +122,7 @@ def test_streaming_steps_equal_sample():
     model = small_model()
     pose, audio = inputs(3, 50)
     history = pose[:, :4]
-    whole = model.sample(audio, history=history, generator=torch.Generator().manual_seed(1))
+    whole = sample(model, audio, history=history, generator=torch.Generator().manual_seed(1))
     sampler = HeadPoseSampler(model, history=history, generator=torch.Generator().manual_seed(1))
     steps = torch.stack([sampler.step(audio[:, t]) for t in range(50)], dim=1)
     assert steps.shape == (3, 50, SMALL.pose_dim)
@@ -137,8 +139,8 @@ def test_fast_sampler_equals_cached_sampler(dtype, temperature):
     pose, audio = pose.to(dtype), audio.to(dtype)
     history = pose[:, :9]
     args = {"history": history, "temperature": temperature}
-    ref = model.sample(audio, generator=torch.Generator().manual_seed(4), **args)
-    fast = model.sample_fast(audio, generator=torch.Generator().manual_seed(4), **args)
+    ref = sample(model, audio, generator=torch.Generator().manual_seed(4), **args)
+    fast = sample_fast(model, audio, generator=torch.Generator().manual_seed(4), **args)
     assert fast.shape == ref.shape == (2, 500, SMALL.pose_dim) and fast.dtype == dtype
     assert (fast - ref).abs().max().item() < 1e-5
     assert ref.std() > 0.1
@@ -148,7 +150,7 @@ def test_fast_sampler_streams_in_chunks_and_keeps_seed_and_mean_path():
     model = small_model()
     pose, audio = inputs(1, 120)
     history = pose[:, :3]
-    whole = model.sample_fast(audio, history=history, generator=torch.Generator().manual_seed(2))
+    whole = sample_fast(model, audio, history=history, generator=torch.Generator().manual_seed(2))
     sampler = make_sampler(model, history=history, generator=torch.Generator().manual_seed(2))
     assert isinstance(sampler, FastHeadPoseSampler)
     cond = model.condition(audio).detach()
@@ -160,15 +162,15 @@ def test_fast_sampler_streams_in_chunks_and_keeps_seed_and_mean_path():
         )
         t += n
     assert torch.equal(torch.cat(pieces, dim=1), whole)
-    again = model.sample_fast(audio, history=history, generator=torch.Generator().manual_seed(2))
-    other = model.sample_fast(audio, history=history, generator=torch.Generator().manual_seed(3))
+    again = sample_fast(model, audio, history=history, generator=torch.Generator().manual_seed(2))
+    other = sample_fast(model, audio, history=history, generator=torch.Generator().manual_seed(3))
     assert torch.equal(again, whole) and (other - whole).abs().max() > 1e-3
     # temperature 0 draws nothing and is the reference's mean path
     g = torch.Generator().manual_seed(5)
     state = g.get_state()
-    mean_fast = model.sample_fast(audio, history=history, temperature=0, generator=g)
+    mean_fast = sample_fast(model, audio, history=history, temperature=0, generator=g)
     assert torch.equal(g.get_state(), state)
-    mean_ref = model.sample(audio, history=history, temperature=0)
+    mean_ref = sample(model, audio, history=history, temperature=0)
     assert (mean_fast - mean_ref).abs().max() < 1e-10
     # step() primes itself on the first frame, like HeadPoseSampler's
     s = FastHeadPoseSampler(model, history=history, generator=torch.Generator().manual_seed(2))
@@ -181,8 +183,8 @@ def test_fast_sampler_handles_other_kernel_sizes():
     model = small_model(kernel_size=3, n_layers=3)
     pose, audio = inputs(2, 80)
     args = {"history": pose[:, :5], "temperature": 0.5}
-    ref = model.sample(audio, generator=torch.Generator().manual_seed(1), **args)
-    fast = model.sample_fast(audio, generator=torch.Generator().manual_seed(1), **args)
+    ref = sample(model, audio, generator=torch.Generator().manual_seed(1), **args)
+    fast = sample_fast(model, audio, generator=torch.Generator().manual_seed(1), **args)
     assert (fast - ref).abs().max().item() < 1e-10
 
 
@@ -204,10 +206,10 @@ def test_sampling_ignores_training_mode_dropout():
     _, audio = inputs(1, 30)
     history = torch.zeros(1, SMALL.pose_dim, dtype=torch.float64)
     model.train()
-    a = model.sample(audio, history=history, temperature=0)
-    b = model.sample_naive(audio, history=history, temperature=0)
+    a = sample(model, audio, history=history, temperature=0)
+    b = sample_naive(model, audio, history=history, temperature=0)
     model.eval()
-    c = model.sample(audio, history=history, temperature=0)
+    c = sample(model, audio, history=history, temperature=0)
     assert torch.allclose(a, c) and torch.allclose(b, c)
 
 
@@ -220,7 +222,7 @@ def test_temperature_zero_is_the_mean_path_and_spread_grows_with_temperature():
 
     def run(temperature: float, seed: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
-        return model.sample(audio, history=history, temperature=temperature, generator=g)
+        return sample(model, audio, history=history, temperature=temperature, generator=g)
 
     mean_a, mean_b = run(0.0, 1), run(0.0, 2)
     assert torch.equal(mean_a, mean_b)  # deterministic, whatever the generator
@@ -320,11 +322,11 @@ def test_bad_sampling_inputs_are_refused():
     _, audio = inputs(1, 10)
     history = torch.zeros(1, SMALL.pose_dim, dtype=torch.float64)
     with pytest.raises(InputError, match="temperature must be a number >= 0"):
-        model.sample(audio, history=history, temperature=-1.0)
+        sample(model, audio, history=history, temperature=-1.0)
     with pytest.raises(InputError, match="history must be"):
-        model.sample(audio, history=torch.zeros(1, 6, dtype=torch.float64))
+        sample(model, audio, history=torch.zeros(1, 6, dtype=torch.float64))
     with pytest.raises(InputError, match="audio must be"):
-        model.sample(audio[..., :3], history=history)
+        sample(model, audio[..., :3], history=history)
 
 
 def test_benchmark_samplers_returns_two_timings():
@@ -339,7 +341,7 @@ def test_samplers_agree_on_cuda():
     pose, audio = pose.cuda(), audio.cuda()
     history = pose[:, :3]
     g = [torch.Generator(device="cuda").manual_seed(5) for _ in range(2)]
-    fast = model.sample(audio, history=history, generator=g[0])
-    slow = model.sample_naive(audio, history=history, generator=g[1])
+    fast = sample(model, audio, history=history, generator=g[0])
+    slow = sample_naive(model, audio, history=history, generator=g[1])
     assert fast.device.type == "cuda"
     assert (fast - slow).abs().max().item() < 1e-5

@@ -11,12 +11,10 @@ import pytest
 import torch
 
 from lsp_models.nets import vgg as vgg_module
+from lsp_models.nets.discriminator import DiscriminatorConfig, MultiScaleDiscriminator
+from lsp_models.nets.generator import Generator, GeneratorConfig
 from lsp_models.nets.renderer import (
-    DiscriminatorConfig,
-    Generator,
-    GeneratorConfig,
     LossConfig,
-    MultiScaleDiscriminator,
     RendererConfig,
     discriminator_losses,
     generator_losses,

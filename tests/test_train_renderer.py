@@ -14,8 +14,10 @@ import torch
 from typer.testing import CliRunner
 
 from cli.main import app
-from lsp_models.train.loop import TrainConfig, load_checkpoint
-from lsp_models.train.stages import load_generator, recorded_dataset, train_renderer
+from lsp_models.train.checkpoint import load_checkpoint
+from lsp_models.train.loop import TrainConfig
+from lsp_models.train.renderer import load_generator, train_renderer
+from lsp_models.train.stage import recorded_dataset
 from lsp_prep.errors import CheckpointError, InputError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -24,18 +26,18 @@ runner = CliRunner()
 
 # A renderer small enough for a few dozen CPU steps: 64x64, 5 levels down to 2x2.
 TINY = [
-    "generator.image_size=64",
-    "generator.channels=[16,32,32,32,32]",
-    "generator.norm_groups=8",
-    "discriminator.ndf=16",
-    "discriminator.max_channels=32",
+    "renderer.generator.image_size=64",
+    "renderer.generator.channels=[16,32,32,32,32]",
+    "renderer.generator.norm_groups=8",
+    "renderer.discriminator.ndf=16",
+    "renderer.discriminator.max_channels=32",
     "renderer_data.workers=0",
 ]
 SETS = [arg for s in TINY for arg in ("--set", s)]
 
 
 def _tiny(steps: int, **train) -> tuple:
-    from lsp_models.presets import load_preset, renderer_config
+    from lsp_models.config import load_preset
 
     cfg = load_preset("cpu-small", TINY)
     config = TrainConfig(
@@ -52,7 +54,7 @@ def _tiny(steps: int, **train) -> tuple:
             **train,
         }
     )
-    return renderer_config(cfg), config, cfg["renderer_data"]
+    return cfg.renderer, config, cfg.renderer_data
 
 
 def _train(run_dir: Path, dataset: Path, steps: int, *, train: dict | None = None, **kw):
@@ -196,8 +198,8 @@ def test_train_all_runs_the_four_stages(single_face_dataset, tmp_path):
     run = tmp_path / "run"
     steps = [f"--set={s}_train.max_steps=6" for s in ("apc", "mouth", "headpose", "renderer")]
     small = ["--set=apc.hidden=16", "--set=mouth.window=60", "--set=renderer_train.batch_size=2"]
-    args = ["train", "all", "-r", str(run), "--dataset", str(single_face_dataset),
-            "--device", "cpu", "--no-perceptual", *steps, *small, *SETS]  # fmt: skip
+    data = ["--dataset", str(single_face_dataset), "--device", "cpu", "--no-perceptual"]
+    args = ["train", "all", "-r", str(run), *data, *steps, *small, *SETS]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     assert "larger speech corpus" in r.output  # APC on the person's own audio warns

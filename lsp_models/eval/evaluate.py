@@ -62,8 +62,8 @@ from lsp_models.eval.pose import PoseEval, eval_pose
 from lsp_models.infer.config import resolve_config, write_json
 from lsp_models.infer.loading import Models, find_dataset, load_models
 from lsp_models.infer.predict import features_from_mel
-from lsp_models.train.loop import ProgressFn
 from lsp_prep.errors import InputError
+from lsp_prep.progress import ProgressFn
 
 EVAL_FILE = "eval.json"
 """RUN/eval.json: the latest evaluation."""
@@ -112,7 +112,7 @@ def _finite(x: Any) -> Any:
 
 
 def _steps(run_dir: Path) -> dict[str, int]:
-    from lsp_models.train.loop import load_checkpoint
+    from lsp_models.train.checkpoint import load_checkpoint
 
     return {
         s: int(load_checkpoint(run_dir / s / f"{s}.pt", stage=s)["step"])
@@ -188,7 +188,7 @@ def evaluate(
     command), SchemaError for a dataset of another schema version or missing a field,
     InputError for a dataset without val frames.
     """
-    from lsp_models.train.stages import pick_device
+    from lsp_models.train.device import pick_device
 
     progress = progress or (lambda stage, done, total: None)
     run_dir = Path(run_dir)

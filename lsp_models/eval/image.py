@@ -12,7 +12,6 @@ from lsp_models.eval.metrics import l1_error, psnr, ssim
 from lsp_models.infer.config import AnimateConfig
 from lsp_models.infer.loading import Models
 from lsp_models.infer.predict import render
-from lsp_models.train.loop import ProgressFn
 from lsp_models.train.render_frames import (
     RendererFrames,
     SampleKey,
@@ -20,6 +19,7 @@ from lsp_models.train.render_frames import (
     training_frames,
 )
 from lsp_prep.errors import InputError
+from lsp_prep.progress import ProgressFn
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from lsp_models.eval.metrics import pose_statistics
 from lsp_models.infer.config import AnimateConfig
 from lsp_models.infer.loading import Models, pose_history, recorded_poses
 from lsp_models.infer.predict import postprocess_pose, sample_poses
-from lsp_models.train.loop import ProgressFn
+from lsp_prep.progress import ProgressFn
 
 
 @dataclass(frozen=True)

@@ -40,11 +40,11 @@ from lsp_models.infer.config import AnimateConfig, resolve_config, write_json
 from lsp_models.infer.loading import find_dataset, load_models, load_person
 from lsp_models.infer.stream import AnimatedFrame, AnimationStream
 from lsp_models.infer.video import VideoWriter, check_audio, check_output, iter_audio
-from lsp_models.train.loop import ProgressFn
 from lsp_prep.constants import FPS, SAMPLE_RATE
 from lsp_prep.dataset.reader import DatasetReader
 from lsp_prep.dataset.schema import atomic_output
 from lsp_prep.errors import InputError
+from lsp_prep.progress import ProgressFn
 
 
 @dataclass
@@ -92,7 +92,7 @@ def animate(
     and OUTPUT.features.mp4 (the feature maps). OUTPUT.json records the inputs, the
     resolved config and the timings.
     """
-    from lsp_models.train.stages import pick_device
+    from lsp_models.train.device import pick_device
 
     t0 = time.perf_counter()
     output, audio = Path(output), Path(audio)

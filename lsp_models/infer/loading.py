@@ -15,10 +15,10 @@ import torch
 from lsp_models.infer.manifold import Manifold
 from lsp_models.infer.motion import CameraRig, longest_valid_run, pingpong
 from lsp_models.nets.apc import APC
+from lsp_models.nets.generator import Generator
 from lsp_models.nets.headpose import HeadPoseModel
 from lsp_models.nets.mouth import AudioToMouth
-from lsp_models.nets.renderer import Generator
-from lsp_models.train.loop import load_checkpoint
+from lsp_models.train.checkpoint import load_checkpoint
 from lsp_prep.camera import to_original
 from lsp_prep.constants import IMAGE_SIZE
 from lsp_prep.dataset.reader import DatasetReader
@@ -80,9 +80,9 @@ def mouth_from_checkpoint(
     """The mouth model (eval mode, on ``device``) of a loaded checkpoint and its target mean
     (75,); CheckpointError when it expects other than ``audio_dim``-dim audio features."""
     from lsp_models.nets.mouth import MouthConfig
-    from lsp_models.presets import build_config
+    from lsp_prep.configtree import from_data
 
-    net = AudioToMouth(build_config(MouthConfig, ckpt["model_config"]))
+    net = AudioToMouth(from_data(MouthConfig, ckpt["model_config"]))
     if net.config.audio_dim != audio_dim:
         raise CheckpointError(
             f"{path}: expects {net.config.audio_dim}-dim audio features but the run's APC "
@@ -107,8 +107,9 @@ def load_models(run_dir: Path, *, device: torch.device, renderer: bool = True) -
     """Load every stage's checkpoint from RUN; CheckpointError names the missing stage's
     ``lsp train`` command or a version mismatch."""
     from lsp_models.nets.headpose import HeadPoseConfig
-    from lsp_models.presets import build_config
-    from lsp_models.train.stages import load_apc, load_generator
+    from lsp_models.train.apc import load_apc
+    from lsp_models.train.renderer import load_generator
+    from lsp_prep.configtree import from_data
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -123,7 +124,7 @@ def load_models(run_dir: Path, *, device: torch.device, renderer: bool = True) -
     mouth, target_mean = mouth_from_checkpoint(
         ckpts["mouth"], run_dir / "mouth" / "mouth.pt", audio_dim=width, device=device
     )
-    hp = HeadPoseModel(build_config(HeadPoseConfig, ckpts["headpose"]["model_config"]))
+    hp = HeadPoseModel(from_data(HeadPoseConfig, ckpts["headpose"]["model_config"]))
     hp.load_state_dict(ckpts["headpose"]["model"])
     for name, got in (("headpose", hp.config.audio_dim), ("features.pt", database.shape[1])):
         if got != width:
@@ -246,9 +247,9 @@ def load_person(path: Path) -> Person:
 
 def find_dataset(run_dir: Path) -> Path:
     """The person's dataset as training recorded it (RUN/run.json)."""
-    from lsp_models.train import stages
+    from lsp_models.train.stage import recorded_dataset
 
-    recorded = stages.recorded_dataset(Path(run_dir))
+    recorded = recorded_dataset(Path(run_dir))
     if recorded is not None and Path(recorded).is_file():
         return Path(recorded)
     where = f" (it records {recorded}, which does not exist)" if recorded else ""
@@ -262,7 +263,7 @@ def pose_history(models: Models, dataset: Path) -> np.ndarray:
     """Warm start of the head-pose sampler: the normalised pose features of the last
     ``receptive_field`` train-split frames of the person's recording, (H, 12)."""
     from lsp_models.train.data import load_person as load_training_person
-    from lsp_models.train.stages import pose_features
+    from lsp_models.train.headpose import pose_features
 
     person = load_training_person(dataset)
     feats = pose_features(person)[person.train]

@@ -30,7 +30,8 @@ from lsp_models.infer.motion import (
     smooth,
     smoothing,
 )
-from lsp_models.nets.renderer import from_unit, renderer_input
+from lsp_models.nets.generator import from_unit, renderer_input
+from lsp_models.sampling import sample_fast
 from lsp_models.train.render_frames import to_size
 from lsp_prep.camera import crop_intrinsics, euler_xyz_to_rotvec
 from lsp_prep.constants import FPS, IMAGE_SIZE, MELS_PER_FRAME, SAMPLE_RATE
@@ -125,7 +126,7 @@ def sample_poses(
     audio = torch.from_numpy(feats.astype(np.float32))[None].to(models.device)
     hist = torch.from_numpy(history)[None].to(models.device)
     # the same sampler as AnimationStream's (make_sampler), so streaming equals offline
-    out = models.headpose.sample_fast(audio, history=hist, temperature=temperature, generator=gen)
+    out = sample_fast(models.headpose, audio, history=hist, temperature=temperature, generator=gen)
     return denormalise(models, out[0].cpu().numpy())
 
 

@@ -33,7 +33,7 @@ from lsp_models.infer.predict import (
     render,
     resized_candidates,
 )
-from lsp_models.nets.headpose import FastHeadPoseSampler, HeadPoseSampler, make_sampler
+from lsp_models.sampling import FastHeadPoseSampler, HeadPoseSampler, make_sampler
 from lsp_prep.constants import FPS, MELS_PER_FRAME, SAMPLE_RATE
 from lsp_prep.errors import InputError
 from lsp_prep.stages.audio import MelConfig, analysis_window, mel_basis

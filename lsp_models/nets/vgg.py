@@ -31,6 +31,7 @@ import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +103,7 @@ class VGG19Features(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         for item in _TRUNK:
-            if item == "M":
+            if isinstance(item, str):  # "M"
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             else:
                 _, c_in, c_out = item
@@ -110,6 +111,7 @@ class VGG19Features(nn.Module):
         self.features = nn.Sequential(*layers)
         assert len(self.features) == NUM_LAYERS
         mean = torch.tensor(CAFFE_MEAN_BGR, dtype=torch.float32).view(1, 3, 1, 1)
+        self.mean_bgr: torch.Tensor
         self.register_buffer("mean_bgr", mean, persistent=False)
         self.requires_grad_(False)
 
@@ -135,7 +137,8 @@ class VGG19Features(nn.Module):
         h = self.preprocess(x)  # (B, 3, H, W)
         wanted = set(layers)
         out: list[torch.Tensor] = []
-        for i, layer in enumerate(self.features[: layers[-1] + 1]):
+        trunk = cast(nn.Sequential, self.features[: layers[-1] + 1])
+        for i, layer in enumerate(trunk):
             h = layer(h)
             if i in wanted:
                 out.append(h)
@@ -196,7 +199,7 @@ def load_vgg19(path: Path | None = None) -> VGG19Features:
     model = VGG19Features()
     for name, index in CONV_INDEX.items():
         conv = model.features[index]
-        assert isinstance(conv, nn.Conv2d)
+        assert isinstance(conv, nn.Conv2d) and conv.bias is not None
         keys = (f"{name}_W_q", f"{name}_W_table", f"{name}_b")
         missing = [k for k in keys if not isinstance(state.get(k), torch.Tensor)]
         if missing:

@@ -7,8 +7,9 @@ losses whose ``"total"`` is minimised, and :func:`train` runs Adam (0.9, 0.999) 
 learning rate decaying linearly from ``lr`` to ``lr_end``, writes metrics as JSON lines and
 saves an atomic checkpoint every ``checkpoint_every`` steps and at the end.
 
-Data parallel. Under ``torchrun`` (``WORLD_SIZE`` > 1) :func:`setup_distributed` joins the
-process group (NCCL on GPUs, gloo on CPU) and :func:`train` wraps the step's objective in
+Data parallel. Under ``torchrun`` (``WORLD_SIZE`` > 1) the stage joins the process group
+(:func:`lsp_models.train.device.join_process_group`: NCCL on GPUs, gloo on CPU) and
+:func:`train` wraps the step's objective in
 DistributedDataParallel: one forward computes every loss of the step, so the GAN's two
 networks are synchronised by one all-reduce as well. Each process takes rows
 :func:`rank_slice` of the global batch, so N processes with ``batch_size`` B follow the same
@@ -17,9 +18,7 @@ optimisation path as one process with B (up to float summation order).
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,11 +29,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lsp_prep import __version__
-from lsp_prep.dataset.schema import SCHEMA_VERSION
-from lsp_prep.errors import CheckpointError, InputError
-
-CHECKPOINT_VERSION = 1
+from lsp_prep.errors import InputError
+from lsp_prep.progress import ProgressFn
 
 
 @dataclass(frozen=True)
@@ -92,20 +88,6 @@ def learning_rate(step: int, config: TrainConfig) -> float:
     return config.lr + (config.lr_end - config.lr) * frac
 
 
-def setup_distributed(device: torch.device) -> torch.device:
-    """Join the torchrun process group when ``WORLD_SIZE`` > 1; return this process's device
-    (``cuda:LOCAL_RANK`` when ``device`` is CUDA). A no-op for a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return device
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return device
-
-
 def world() -> tuple[int, int]:
     """(rank, world size) of this process; (0, 1) outside a process group."""
     if dist.is_available() and dist.is_initialized():
@@ -141,65 +123,7 @@ def unwrap(model: nn.Module) -> nn.Module:
     return inner if isinstance(inner, nn.Module) else model
 
 
-def save_checkpoint(
-    path: Path,
-    *,
-    stage: str,
-    state: TrainState,
-    model_config: Any,
-    train_config: TrainConfig,
-    extra: dict | None = None,
-) -> Path:
-    """Write a checkpoint atomically: weights of the unwrapped model, both configs, step,
-    metrics, optimizer state and the versions that produced it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "checkpoint_version": CHECKPOINT_VERSION,
-        "stage": stage,
-        "lsp_version": __version__,
-        "schema_version": SCHEMA_VERSION,
-        "model_class": type(unwrap(state.model)).__name__,
-        "model_config": dataclasses.asdict(model_config),
-        "train_config": dataclasses.asdict(train_config),
-        "step": state.step,
-        "metrics": state.metrics,
-        "model": unwrap(state.model).state_dict(),
-        "optimizer": state.optimizer.state_dict(),
-        "extra": extra or {},
-    }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def load_checkpoint(path: Path, *, stage: str) -> dict:
-    """Read a checkpoint of ``stage``; CheckpointError when missing, of another stage, or of
-    an unknown version."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no checkpoint: run `lsp train {stage}` first")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from None
-    if not isinstance(ckpt, dict) or "checkpoint_version" not in ckpt:
-        raise CheckpointError(f"{path}: not an LSP checkpoint")
-    if ckpt["checkpoint_version"] != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint version {ckpt['checkpoint_version']}, this toolkit reads "
-            f"{CHECKPOINT_VERSION}: retrain with `lsp train {stage}`"
-        )
-    if ckpt["stage"] != stage:
-        raise CheckpointError(
-            f"{path}: a checkpoint of stage {ckpt['stage']!r}, expected {stage!r}"
-        )
-    return ckpt
-
-
 LossFn = Callable[[Any], dict[str, torch.Tensor]]
-ProgressFn = Callable[[str, int, "int | None"], None]
 
 
 def train(

@@ -1,0 +1,99 @@
+"""``lsp train mouth``: audio-to-mouth on the person's train split."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lsp_models.nets.mouth import AudioToMouth, MouthConfig
+from lsp_models.train.apc import build_feature_database, person_apc_features
+from lsp_models.train.device import join_process_group, pick_device
+from lsp_models.train.loop import TrainConfig, rank_slice, world
+from lsp_models.train.stage import StageResult, record_dataset, run_stage
+from lsp_prep.errors import InputError
+from lsp_prep.progress import ProgressFn
+
+
+def train_mouth(
+    *,
+    run_dir: Path,
+    dataset: Path,
+    model: MouthConfig = MouthConfig(),
+    config: TrainConfig = TrainConfig(),
+    device: str = "auto",
+    resume: bool = True,
+    progress: ProgressFn | None = None,
+    name: str = "mouth",
+) -> StageResult:
+    """Train audio-to-mouth on the person's train split; report val error beside the
+    predict-the-mean baseline.
+
+    ``name`` is the checkpoint's folder: RUN/mouth/ is the model animate uses; another
+    name (e.g. ``mouth_d0`` with ``model.delay=0``) trains a variant beside it, which
+    ``lsp eval`` reports per delay, and leaves the feature database alone.
+    """
+    if not name.startswith("mouth") or "/" in name or "\\" in name:
+        raise InputError(f"mouth model name {name!r} must start with 'mouth' (e.g. mouth_d0)")
+    person, feats = person_apc_features(run_dir, dataset)  # (N, 2H) APC features
+    record_dataset(run_dir, dataset)
+    model = dataclasses.replace(model, audio_dim=feats.shape[1])
+    target = np.nan_to_num(person.mouth.reshape(len(person.mouth), -1))  # (N, 75)
+    target_mean = target[person.train].mean(0)
+    dev = join_process_group(pick_device(device))
+    torch.manual_seed(config.seed)
+    net = AudioToMouth(model).to(dev)
+    train_idx = person.train
+    w = min(model.window, len(train_idx))
+    if w <= model.delay:
+        raise InputError(
+            f"{dataset}: the train split has {len(train_idx)} frames, fewer than the "
+            f"{model.delay + 1} the mouth model's delay needs"
+        )
+
+    def batch_fn(step: int):
+        rng = np.random.default_rng([config.seed, step])
+        starts = train_idx[0] + rng.integers(0, len(train_idx) - w + 1, config.batch_size)
+        starts = starts[rank_slice(config.batch_size)]
+        a = np.stack([feats[s : s + w] for s in starts])
+        y = np.stack([target[s : s + w] - target_mean for s in starts])
+        return torch.from_numpy(a).to(dev), torch.from_numpy(y).to(dev)
+
+    def loss_fn(batch):
+        losses = net.losses(*batch)
+        return {**losses, "total": losses["l2"]}
+
+    def evaluate() -> dict[str, float]:
+        """Val error (mean point distance, cm and mm) against the mean-prediction baseline."""
+        val = person.val
+        net.eval()
+        with torch.no_grad():
+            pred, _ = net(torch.from_numpy(feats[val][None]).to(dev))
+        net.train()
+        d = model.delay
+        p = pred[0].cpu().numpy()[d:] + target_mean
+        t = target[val][: len(val) - d]
+        ok = person.valid[val][: len(val) - d]
+        dist = np.linalg.norm((p - t).reshape(len(p), -1, 3), axis=-1)[ok].mean()
+        base = np.linalg.norm((target_mean - t).reshape(len(t), -1, 3), axis=-1)[ok].mean()
+        return {"val_mm": float(dist * 10), "baseline_mm": float(base * 10)}
+
+    result = run_stage(
+        "mouth",
+        net,
+        run_dir=run_dir,
+        model_config=model,
+        config=config,
+        batch_fn=batch_fn,
+        loss_fn=loss_fn,
+        extra={"target_mean": target_mean},
+        resume=resume,
+        progress=progress,
+        before_save=lambda s: s.metrics.update(evaluate()),
+        folder=name,
+    )
+    if world()[0] == 0 and name == "mouth":
+        build_feature_database(run_dir, person)
+    return dataclasses.replace(result, metrics={**result.metrics, **evaluate()})
