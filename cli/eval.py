@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from cli._common import cli_errors, console, stage_progress
+from lsp_models.constants import OFFICIAL_TEMPERATURE
 
 
 def _num(x: float | None, fmt: str = ".2f") -> str:
@@ -34,7 +35,7 @@ def eval_command(
     seed: Annotated[int, typer.Option(help="First head-pose sampling seed.")] = 0,
     temperature: Annotated[
         float, typer.Option(help="Head-pose sampling temperature (animate's default).")
-    ] = 0.3,
+    ] = OFFICIAL_TEMPERATURE,
     delays: Annotated[
         list[int] | None,
         typer.Option(

@@ -23,9 +23,6 @@ from torch import Tensor, nn
 from lsp_models.nets.headpose import GatedLayer, HeadPoseConfig, HeadPoseModel
 from lsp_prep.errors import InputError
 
-OFFICIAL_TEMPERATURE = 0.3
-"""The sigma scale the official inference samples head pose with (animate's default)."""
-
 
 @torch.no_grad()
 def sample(

@@ -1,6 +1,7 @@
 """The animate settings: :class:`AnimateConfig` and RUN/animate.json, the person's copy.
 
-``--set key=value`` overrides (JSON values) apply to a copy. JSON outputs of animate and
+``--set key=value`` overrides (typed by the field, :mod:`lsp_prep.configtree`) apply to
+a copy. JSON outputs of animate and
 eval are written atomically by :func:`write_json`.
 """
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from lsp_prep import configtree
 from lsp_prep.dataset.schema import atomic_output
 from lsp_prep.errors import InputError
 
@@ -80,30 +82,16 @@ class AnimateConfig:
             raise InputError(f"animate.crf must be in [0, 51], got {self.crf}")
 
     def with_overrides(self, items: list[str]) -> AnimateConfig:
-        """``key=value`` strings (JSON values, e.g. ``mouth_amp=[2,2,2]``) applied to a copy."""
-        names = {f.name for f in dataclasses.fields(self)}
-        values: dict[str, Any] = {}
-        for item in items:
-            key, sep, raw = item.partition("=")
-            key = key.strip().removeprefix("animate.")
-            if not sep or key not in names:
-                raise InputError(
-                    f"bad --set {item!r}: use key=value with key one of {sorted(names)}"
-                )
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
-            values[key] = tuple(value) if isinstance(value, list) else value
-        return dataclasses.replace(self, **values)
+        """``key=value`` strings (``animate.`` prefix allowed; values typed by the field, e.g.
+        ``mouth_amp=[2,2,2]``) applied to a copy."""
+        return configtree.with_overrides(
+            self, items, root="animate", what="--set", see="see `lsp animate --help`"
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AnimateConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise InputError(f"unknown animate settings {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        """From plain data (RUN/animate.json); unknown keys are refused."""
+        return configtree.from_data(cls, data, where="animate")
 
 
 def resolve_config(run_dir: Path, overrides: list[str] | None = None) -> AnimateConfig:
@@ -113,7 +101,7 @@ def resolve_config(run_dir: Path, overrides: list[str] | None = None) -> Animate
     if path.is_file():
         try:
             base = AnimateConfig.from_dict(json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError) as exc:
+        except (json.JSONDecodeError, TypeError, InputError) as exc:
             raise InputError(f"{path}: not a valid animate config ({exc})") from None
     else:
         base = AnimateConfig()
