@@ -88,10 +88,24 @@ def train_table(dataset: Path | None, steps: int, device: str) -> None:
             table.add_column(col, justify="left" if col == "stage" else "right")
         for stage in STAGES:
             out = subprocess.run(
-                [sys.executable, __file__, "--train-child", stage, "--dataset", str(dataset),
-                 "--run-dir", str(run), "--steps", str(steps), "--device", device],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    __file__,
+                    "--train-child",
+                    stage,
+                    "--dataset",
+                    str(dataset),
+                    "--run-dir",
+                    str(run),
+                    "--steps",
+                    str(steps),
+                    "--device",
+                    device,
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if out.returncode:
                 raise SystemExit(f"{stage} failed:\n{out.stderr[-3000:]}")
             r = json.loads(out.stdout.strip().splitlines()[-1])

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from cli._common import cli_errors, console, stage_progress
+
+if TYPE_CHECKING:
+    from lsp_models.eval.evaluate import EvalResult
 from lsp_models.constants import OFFICIAL_TEMPERATURE
 
 
@@ -67,7 +70,6 @@ def eval_command(
     Writes every number to RUN/eval.json (or --json PATH).
     """
     from lsp_models.eval.evaluate import evaluate
-    from lsp_models.eval.metrics import POSE_DIMS, POSE_UNITS
 
     with cli_errors(), stage_progress(progress) as bar:
         r = evaluate(
@@ -83,6 +85,19 @@ def eval_command(
             progress=bar,
         )
 
+    console.print(mouth_table(r))
+    console.print(pose_table(r))
+    console.print(
+        "rec: recorded track; smp: the model's samples; anim: after animate's amplification "
+        "and smoothing; |vel|: mean absolute change per frame",
+        highlight=False,
+    )
+    console.print(image_table(r))
+    console.print(f"dataset {r.dataset}; report {r.output}", highlight=False)
+
+
+def mouth_table(r: EvalResult) -> Table:
+    """Mouth error per model, beside the predict-the-mean baseline."""
     mouths = sorted(r.mouth, key=lambda m: (m.delay, m.name))
     t = Table(
         title=f"mouth: {r.valid_val_frames} valid of {r.val_frames} val frames (mm, object space)",
@@ -106,7 +121,12 @@ def eval_command(
     ]
     for name, cells in rows:
         t.add_row(name, *cells)
-    console.print(t)
+    return t
+
+
+def pose_table(r: EvalResult) -> Table:
+    """Head-pose statistics: recorded, sampled and animated."""
+    from lsp_models.eval.metrics import POSE_DIMS, POSE_UNITS
 
     p = r.pose
     t = Table(
@@ -125,13 +145,11 @@ def eval_command(
             t.add_row(f"{label} {who}", *(_num(v, fmt) for v in values[key]))
         if key == "std":
             t.add_row("std smp/rec", *(_num(v) for v in p.std_ratio))
-    console.print(t)
-    console.print(
-        "rec: recorded track; smp: the model's samples; anim: after animate's amplification "
-        "and smoothing; |vel|: mean absolute change per frame",
-        highlight=False,
-    )
+    return t
 
+
+def image_table(r: EvalResult) -> Table:
+    """Renderer L1, PSNR and SSIM on val frames."""
     im = r.image
     t = Table(
         title=f"image: renders from tracked feature maps vs real frames "
@@ -141,5 +159,4 @@ def eval_command(
     for col in ("renderer step", "L1 (0-255)", "PSNR (dB)", "SSIM"):
         t.add_column(col, justify="right")
     t.add_row(str(im.step), _num(im.l1), _num(im.psnr_db), _num(im.ssim, ".4f"))
-    console.print(t)
-    console.print(f"dataset {r.dataset}; report {r.output}", highlight=False)
+    return t

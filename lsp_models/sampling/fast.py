@@ -1,14 +1,5 @@
-"""Running the head-pose model autoregressively: three samplers with the same draws.
-
-``sample_naive`` recomputes the whole causal network over the last ``receptive_field``
-inputs for every frame; ``sample`` (and the streaming :class:`HeadPoseSampler` it is built
-on) keeps WaveNet's "fast generation" queues, the last ``(kernel_size - 1) * dilation``
-inputs of every layer, so a frame costs one pass through the layers at one time step. With
-the same generator both give the same poses. :class:`FastHeadPoseSampler` (``sample_fast``,
-``make_sampler``; what ``lsp animate`` uses on the CPU) runs that same step in a few numpy
-calls per layer: equal to ``sample`` up to rounding order, with the same draws, and several
-times cheaper per frame at batch 1.
-"""
+"""The same step as :class:`~lsp_models.sampling.cached.HeadPoseSampler` in a few numpy calls
+per layer: what ``lsp animate`` samples with on the CPU."""
 
 from __future__ import annotations
 
@@ -20,152 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lsp_models.nets.headpose import GatedLayer, HeadPoseConfig, HeadPoseModel
+from lsp_models.nets.headpose import GatedLayer, HeadPoseModel
+from lsp_models.sampling.draws import check_temperature, warm_start
 from lsp_prep.errors import InputError
-
-
-@torch.no_grad()
-def sample(
-    model: HeadPoseModel,
-    audio: Tensor,
-    *,
-    history: Tensor,
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Sample a pose sequence for ``audio`` (B, T, A), frame by frame (fast, cached).
-
-    ``history`` is the pose feature before the first frame: (B, P), or (B, H, P) oldest
-    first. It is replicated back to fill the receptive field, with ``audio[:, 0]`` as
-    the audio of those frames (the official inference's warm start). Each sampled
-    12-dim feature is fed back as it is, velocities included; a caller that wants
-    consistent velocities recomputes them from the poses afterwards. ``temperature``
-    scales sigma (0 gives the mean path; the official inference uses 0.3).
-    ``generator`` must live on ``audio``'s device; one (B, P) normal draw per frame.
-
-    Returns: (B, T, P) sampled pose features of frames 0 .. T - 1.
-    """
-    _check_audio(audio, model.config)
-    sampler = HeadPoseSampler(model, history=history, temperature=temperature, generator=generator)
-    return _run_sampler(sampler, model, audio)
-
-
-@torch.no_grad()
-def sample_fast(
-    model: HeadPoseModel,
-    audio: Tensor,
-    *,
-    history: Tensor,
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Same contract and same draws as ``sample``, through ``make_sampler``: on the CPU
-    the numpy ``FastHeadPoseSampler`` (equal up to rounding order, several times
-    cheaper per frame), elsewhere ``HeadPoseSampler`` itself."""
-    _check_audio(audio, model.config)
-    sampler = make_sampler(model, history=history, temperature=temperature, generator=generator)
-    return _run_sampler(sampler, model, audio)
-
-
-@torch.no_grad()
-def sample_naive(
-    model: HeadPoseModel,
-    audio: Tensor,
-    *,
-    history: Tensor,
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Same contract and same draws as ``sample``, but each frame reruns the whole
-    network over its last ``receptive_field`` inputs: the reference ``sample`` is
-    checked against, and the baseline of ``benchmark_samplers``."""
-    B, T, _ = _check_audio(audio, model.config)
-    R = model.receptive_field
-    pose_in = audio.new_empty(B, R - 1 + T, model.config.pose_dim)  # input stream
-    pose_in[:, :R] = warm_start(history, R, model.config)
-    audio_in = torch.cat([audio[:, :1].expand(B, R - 1, -1), audio], dim=1)  # (B, R-1+T, A)
-    out = audio.new_empty(B, T, model.config.pose_dim)
-    for t in range(T):  # frame t is stream index R - 1 + t
-        mean, nls = model.predict(pose_in[:, t : t + R], audio_in[:, t : t + R], dropout=False)
-        out[:, t] = draw(mean[:, -1], nls[:, -1], temperature, generator)
-        if t + 1 < T:
-            pose_in[:, R + t] = out[:, t]
-    return out
-
-
-def _check_temperature(temperature: object) -> None:
-    if not (isinstance(temperature, (int, float)) and temperature >= 0):
-        raise InputError(f"temperature must be a number >= 0, got {temperature!r}")
-
-
-class HeadPoseSampler:
-    """Streaming sampler: holds every layer's queue and the last pose; ``step`` one frame.
-
-    ``step(audio_t (B, A)) -> pose_t (B, P)``. The queues are filled from the warm start
-    (``history`` replicated back, the first frame's audio) on the first ``step`` or an
-    explicit ``prime``. Dropout is never applied, whatever the model's mode.
-    """
-
-    def __init__(
-        self,
-        model: HeadPoseModel,
-        *,
-        history: Tensor,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        _check_temperature(temperature)
-        self.model = model
-        self.temperature = float(temperature)
-        self.generator = generator
-        self.n = 0  # frames produced so far
-        self._stream = warm_start(history, model.receptive_field, model.config)  # (B, R, P)
-        self._pose_prev = self._stream[:, -1]  # (B, P)
-        self._queues: list[Tensor] | None = None
-
-    @torch.no_grad()
-    def prime(self, audio_0: Tensor) -> None:
-        """Fill the queues from the warm start, with ``audio_0`` (B, A) as its audio."""
-        model, stream = self.model, self._stream
-        B, R, _ = stream.shape
-        assert audio_0.shape == (B, model.config.audio_dim), (
-            f"audio_0 should be {(B, model.config.audio_dim)}, got {tuple(audio_0.shape)}"
-        )
-        cond = model.condition(audio_0)[:, None].expand(B, R - 1, -1, -1)  # (B, R-1, L, 2G)
-        x = model.pose_in(stream[:, :-1])  # (B, R-1, R_ch): frames -R+1 .. -1
-        self._queues = []
-        for i, layer in enumerate(model.layers):
-            self._queues.append(x[:, x.shape[1] - layer.history :].clone())  # (B, history, R_ch)
-            x, _ = layer(x, cond[:, :, i])
-
-    @torch.no_grad()
-    def step(self, audio_t: Tensor) -> Tensor:
-        """audio_t (B, A), the audio feature of the next frame -> its sampled pose (B, P)."""
-        if self._queues is None:
-            self.prime(audio_t)
-        return self.step_cond(self.model.condition(audio_t))
-
-    @torch.no_grad()
-    def step_cond(self, cond_t: Tensor) -> Tensor:
-        """``step`` from precomputed conditioning cond_t (B, n_layers_total, 2G)."""
-        assert self._queues is not None, "call prime() (or step()) first"
-        model = self.model
-        x = model.pose_in(self._pose_prev)  # (B, R)
-        skip: Tensor | None = None
-        for i, (layer, queue) in enumerate(zip(model.layers, self._queues, strict=True)):
-            x, s = cast(GatedLayer, layer).step(x, cond_t[:, i], queue, self.n)  # (B, R), (B, S)
-            skip = s if skip is None else skip + s
-        assert skip is not None
-        mean, nls = model.head(skip)  # (B, P) each
-        pose = draw(mean, nls, self.temperature, self.generator)
-        self._pose_prev = pose
-        self.n += 1
-        return pose
-
-    @torch.no_grad()
-    def steps(self, cond: Tensor) -> Tensor:
-        """``step_cond`` for each of T frames: cond (B, T, n_layers_total, 2G) -> (B, T, P)."""
-        return torch.stack([self.step_cond(cond[:, t]) for t in range(cond.shape[1])], dim=1)
 
 
 class FastHeadPoseSampler:
@@ -200,9 +48,9 @@ class FastHeadPoseSampler:
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> None:
-        _check_temperature(temperature)
+        check_temperature(temperature)
         param = next(model.parameters())
-        if not _fast_ok(model):
+        if not fast_ok(model):
             raise InputError(
                 f"FastHeadPoseSampler needs a float32 or float64 model on the CPU, got "
                 f"{param.dtype} on {param.device}: use HeadPoseSampler (or make_sampler)"
@@ -314,7 +162,7 @@ class FastHeadPoseSampler:
         # (T, B, L, 2G): the dilated conv's bias and the halved gate folded in, once
         c = (cond.detach().numpy().transpose(1, 0, 2, 3) + self._bdil) * self._half
         out = np.empty((T, B, P), self._np_dtype)
-        with _one_blas_thread():
+        with one_blas_thread():
             for t in range(T):
                 out[t] = self._step(c[t])
         return torch.from_numpy(out.transpose(1, 0, 2).copy())
@@ -364,7 +212,7 @@ def _blas_controller() -> Any:
     return ThreadpoolController()
 
 
-def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
+def one_blas_thread() -> contextlib.AbstractContextManager[Any]:
     """numpy's BLAS on one thread inside: a batch-1 step's matrix-vector products are a few
     microseconds, and waking a second BLAS thread for each costs more than it saves (paper
     size 2x slower on 2 busy cores). A no-op without threadpoolctl."""
@@ -374,67 +222,7 @@ def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
     return controller.limit(limits=1, user_api="blas")
 
 
-def make_sampler(
-    model: HeadPoseModel,
-    *,
-    history: Tensor,
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> HeadPoseSampler | FastHeadPoseSampler:
-    """The cheapest streaming sampler for the model: ``FastHeadPoseSampler`` on the CPU in
-    float32/float64, ``HeadPoseSampler`` otherwise (on a GPU a step is kernel launches either
-    way). Both have ``prime``, ``step``, ``step_cond`` and ``steps``."""
-    kw: dict[str, Any] = {"history": history, "temperature": temperature, "generator": generator}
-    return FastHeadPoseSampler(model, **kw) if _fast_ok(model) else HeadPoseSampler(model, **kw)
-
-
-def _fast_ok(model: HeadPoseModel) -> bool:
+def fast_ok(model: HeadPoseModel) -> bool:
+    """Whether :class:`FastHeadPoseSampler` can run ``model``: on the CPU in float32/64."""
     param = next(model.parameters())
     return param.device.type == "cpu" and param.dtype in (torch.float32, torch.float64)
-
-
-def _run_sampler(
-    sampler: HeadPoseSampler | FastHeadPoseSampler, model: HeadPoseModel, audio: Tensor
-) -> Tensor:
-    """Prime ``sampler`` with audio (B, T, A)'s first frame and sample all: (B, T, P)."""
-    cond = model.condition(audio)  # (B, T, L, 2G), one matmul for the whole clip
-    sampler.prime(audio[:, 0])
-    return sampler.steps(cond)
-
-
-def warm_start(history: Tensor, receptive_field: int, config: HeadPoseConfig) -> Tensor:
-    """The pose inputs of the ``receptive_field`` frames ending at frame 0: (B, R, P).
-
-    history (B, P) or (B, H, P), oldest first: its last pose is frame 0's input (the pose of
-    frame -1); older inputs are earlier history, then its first pose repeated.
-    """
-    if history.dim() == 2:
-        history = history[:, None]
-    if history.dim() != 3 or history.shape[-1] != config.pose_dim or history.shape[1] < 1:
-        raise InputError(
-            f"history must be (B, {config.pose_dim}) or (B, H, {config.pose_dim}) with H >= 1, "
-            f"got {tuple(history.shape)}"
-        )
-    history = history[:, -receptive_field:]
-    pad = receptive_field - history.shape[1]
-    return torch.cat([history[:, :1].expand(-1, pad, -1), history], dim=1)
-
-
-def draw(
-    mean: Tensor, neg_log_sigma: Tensor, temperature: float, generator: torch.Generator | None
-) -> Tensor:
-    """One sample of Normal(mean, temperature * sigma); temperature 0 returns the mean and
-    draws nothing. mean, neg_log_sigma (B, P) -> (B, P)."""
-    if temperature == 0:
-        return mean.clone()
-    eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
-    return mean + temperature * (-neg_log_sigma).exp() * eps
-
-
-def _check_audio(audio: Tensor, config: HeadPoseConfig) -> tuple[int, int, int]:
-    if audio.dim() != 3 or audio.shape[-1] != config.audio_dim or audio.shape[1] < 1:
-        raise InputError(
-            f"audio must be (B, T, {config.audio_dim}) with T >= 1, got {tuple(audio.shape)}"
-        )
-    B, T, A = audio.shape
-    return B, T, A

@@ -1,0 +1,52 @@
+"""What every head-pose sampler shares: the warm start, one Gaussian draw, argument checks."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lsp_models.nets.headpose import HeadPoseConfig
+from lsp_prep.errors import InputError
+
+
+def check_temperature(temperature: object) -> None:
+    if not (isinstance(temperature, (int, float)) and temperature >= 0):
+        raise InputError(f"temperature must be a number >= 0, got {temperature!r}")
+
+
+def warm_start(history: Tensor, receptive_field: int, config: HeadPoseConfig) -> Tensor:
+    """The pose inputs of the ``receptive_field`` frames ending at frame 0: (B, R, P).
+
+    history (B, P) or (B, H, P), oldest first: its last pose is frame 0's input (the pose of
+    frame -1); older inputs are earlier history, then its first pose repeated.
+    """
+    if history.dim() == 2:
+        history = history[:, None]
+    if history.dim() != 3 or history.shape[-1] != config.pose_dim or history.shape[1] < 1:
+        raise InputError(
+            f"history must be (B, {config.pose_dim}) or (B, H, {config.pose_dim}) with H >= 1, "
+            f"got {tuple(history.shape)}"
+        )
+    history = history[:, -receptive_field:]
+    pad = receptive_field - history.shape[1]
+    return torch.cat([history[:, :1].expand(-1, pad, -1), history], dim=1)
+
+
+def draw(
+    mean: Tensor, neg_log_sigma: Tensor, temperature: float, generator: torch.Generator | None
+) -> Tensor:
+    """One sample of Normal(mean, temperature * sigma); temperature 0 returns the mean and
+    draws nothing. mean, neg_log_sigma (B, P) -> (B, P)."""
+    if temperature == 0:
+        return mean.clone()
+    eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+    return mean + temperature * (-neg_log_sigma).exp() * eps
+
+
+def check_audio(audio: Tensor, config: HeadPoseConfig) -> tuple[int, int, int]:
+    if audio.dim() != 3 or audio.shape[-1] != config.audio_dim or audio.shape[1] < 1:
+        raise InputError(
+            f"audio must be (B, T, {config.audio_dim}) with T >= 1, got {tuple(audio.shape)}"
+        )
+    B, T, A = audio.shape
+    return B, T, A
