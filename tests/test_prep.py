@@ -397,15 +397,11 @@ def test_shoulder_override_is_used(media, tmp_path, cut_clip):
         assert f["shoulders"].attrs["source"] == "user"
 
 
-def test_dataset_of_the_previous_schema_is_refused(single_face_dataset, tmp_path):
-    import shutil
-
-    old = tmp_path / "old.h5"
-    shutil.copy(single_face_dataset, old)
-    with h5py.File(old, "a") as f:
+def test_dataset_of_the_previous_schema_is_refused(synthetic_copy):
+    with h5py.File(synthetic_copy, "a") as f:
         f.attrs["schema_version"] = 1
     with pytest.raises(schema.SchemaError, match="re-run `lsp prep`"):
-        schema.open_dataset(old)
+        schema.open_dataset(synthetic_copy)
 
 
 def test_stage_table_owns_every_config_section_once():
