@@ -89,10 +89,10 @@ def test_renderer_trains_on_real_frames(single_face_dataset, tmp_path):
     assert ckpt["step"] == 40 and ckpt["extra"]["image_size"] == 64
 
 
-def test_renderer_without_vgg_weights_fails_clearly(lsp, single_face_dataset, tmp_path):
+def test_renderer_without_vgg_weights_fails_clearly(lsp, synthetic_dataset, tmp_path):
     missing = tmp_path / "missing.bin"
     with pytest.raises(CheckpointError, match=r"VGG19 weights .* not found.*--vgg-weights"):
-        _train(tmp_path, single_face_dataset, 2, vgg_weights=missing)
+        _train(tmp_path, synthetic_dataset, 2, vgg_weights=missing)
     assert not (tmp_path / "renderer" / "renderer.pt").exists()
     r = lsp(
         "train",
@@ -100,25 +100,23 @@ def test_renderer_without_vgg_weights_fails_clearly(lsp, single_face_dataset, tm
         "-r",
         str(tmp_path),
         "--dataset",
-        str(single_face_dataset),
+        str(synthetic_dataset),
         "--vgg-weights",
         str(tmp_path / "missing.bin"),
         *SETS,
     )
     assert r.exit_code == 1 and "--vgg-weights" in r.output
     # explicitly without the perceptual loss it trains, and logs vgg as 0
-    result = _train(tmp_path, single_face_dataset, 2, vgg_weights=missing, perceptual=False)
+    result = _train(tmp_path, synthetic_dataset, 2, vgg_weights=missing, perceptual=False)
     assert result.steps == 2
     assert _log(tmp_path / "renderer" / "metrics.jsonl")[-1]["vgg"] == 0
 
 
-def test_precision_flags(single_face_dataset, tmp_path):
-    result = _train(tmp_path, single_face_dataset, 3, train={"precision": "bf16"}, perceptual=False)
+def test_precision_flags(synthetic_dataset, tmp_path):
+    result = _train(tmp_path, synthetic_dataset, 3, train={"precision": "bf16"}, perceptual=False)
     assert all(np.isfinite(v) for v in result.metrics.values())
     with pytest.raises(InputError, match="fp16 needs a CUDA GPU"):
-        _train(
-            tmp_path / "b", single_face_dataset, 3, train={"precision": "fp16"}, perceptual=False
-        )
+        _train(tmp_path / "b", synthetic_dataset, 3, train={"precision": "fp16"}, perceptual=False)
 
 
 def _lsp(*args: str, nproc: int = 1, cwd: Path) -> subprocess.CompletedProcess:
