@@ -94,6 +94,9 @@ def test_parameter_counts():
     assert 50_000 < small < 200_000
 
 
+# slow: the naive reference re-runs the whole window for each of 300 frames (~3 s a case on
+# 2 cores); test_samplers_agree_in_float32_too keeps a short naive comparison in the fast tier
+@pytest.mark.slow
 @pytest.mark.parametrize("history_len", [None, 5, 400])
 def test_cached_sampler_equals_naive_sampler(history_len):
     model = small_model()
