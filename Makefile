@@ -1,12 +1,13 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   install, then a real clip -> lsp prep -> lsp train all -> lsp animate -> out/
 #   make test   install and run the test suite
+#   make test-fast   the fast tier only (pytest -m "not slow", under a minute)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,9 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_prep.py

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import av
@@ -11,9 +12,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.ndimage import gaussian_filter1d
-from typer.testing import CliRunner
 
-from cli.main import app
 from lsp_models.infer import animate as animate_module
 from lsp_models.infer import video as video_module
 from lsp_models.infer.animate import animate
@@ -38,14 +37,7 @@ from lsp_prep.stages.audio import video_log_mel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-runner = CliRunner()
 SR = 16000
-
-
-@pytest.fixture(scope="module")
-def run_dir(trained_run) -> Path:
-    """Every stage of cpu-small trained for a few steps on the real clip (conftest)."""
-    return trained_run
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +78,8 @@ def speech_file(speech, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def loaded(run_dir, single_face_dataset):
-    models = load_models(run_dir, device=torch.device("cpu"))
+def loaded(trained_run, single_face_dataset):
+    models = load_models(trained_run, device=torch.device("cpu"))
     return models, load_person(single_face_dataset)
 
 
@@ -293,10 +285,11 @@ def test_streaming_equals_offline(loaded, speech, max_lookahead_s):
 
 
 @pytest.mark.parametrize("fps", [60, 30])
-def test_animate_mp4(run_dir, single_face_dataset, speech_file, tmp_path, fps):
+def test_animate_mp4(trained_run, single_face_dataset, speech_file, tmp_path, fps):
     out = tmp_path / "sub" / "talk.mp4"
+    start = time.perf_counter()
     result = animate(
-        run_dir=run_dir,
+        run_dir=trained_run,
         audio=speech_file,
         output=out,
         dataset=single_face_dataset,
@@ -322,7 +315,8 @@ def test_animate_mp4(run_dir, single_face_dataset, speech_file, tmp_path, fps):
         "renderer",
         "encoding",
     }
-    assert (run_dir / "animate.json").is_file()
+    assert 0 < sum(result.timings.values()) <= time.perf_counter() - start
+    assert (trained_run / "animate.json").is_file()
     if fps == 60:
         z = np.load(out.with_name("talk.npz"))
         assert z["face2d"].shape == (result.frames, 73, 2)
@@ -330,30 +324,27 @@ def test_animate_mp4(run_dir, single_face_dataset, speech_file, tmp_path, fps):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
 
 
-def test_cli_animate_and_bad_inputs(run_dir, single_face_dataset, speech_file, tmp_path):
+def test_cli_animate_and_bad_inputs(lsp, trained_run, single_face_dataset, speech_file, tmp_path):
     out = tmp_path / "cli.mp4"
-    base = ["animate", "-r", str(run_dir), "--dataset", str(single_face_dataset)]
-    r = runner.invoke(
-        app,
-        [
-            *base,
-            "--audio",
-            str(speech_file),
-            "-o",
-            str(out),
-            "--fps",
-            "30",
-            "--stream",
-            "--set",
-            "mouth_amp=[2,2,2]",
-            "--no-progress",
-        ],
+    base = ["animate", "-r", str(trained_run), "--dataset", str(single_face_dataset)]
+    r = lsp(
+        *base,
+        "--audio",
+        str(speech_file),
+        "-o",
+        str(out),
+        "--fps",
+        "30",
+        "--stream",
+        "--set",
+        "mouth_amp=[2,2,2]",
+        "--no-progress",
     )
     assert r.exit_code == 0, r.output
     assert "renderer" in r.output and video_info(out)["frames"] == 45
 
     def fails(args: list[str], message: str) -> None:
-        r = runner.invoke(app, args)
+        r = lsp(*args)
         assert r.exit_code == 1 and message in " ".join(r.output.split()), r.output
 
     tiny = tmp_path / "tiny.wav"
@@ -367,7 +358,7 @@ def test_cli_animate_and_bad_inputs(run_dir, single_face_dataset, speech_file, t
     blocker.write_text("x")
     fails([*base, "--audio", str(speech_file), "-o", str(blocker / "o.mp4")], "not a writable")
     empty_run = tmp_path / "run2"
-    shutil.copytree(run_dir, empty_run)
+    shutil.copytree(trained_run, empty_run)
     shutil.rmtree(empty_run / "headpose")
     fails(
         [
@@ -395,7 +386,7 @@ def test_cli_animate_and_bad_inputs(run_dir, single_face_dataset, speech_file, t
         [
             "animate",
             "-r",
-            str(run_dir),
+            str(trained_run),
             "--dataset",
             str(old),
             "--audio",
@@ -407,18 +398,23 @@ def test_cli_animate_and_bad_inputs(run_dir, single_face_dataset, speech_file, t
     )
 
 
-def test_silent_audio_animates(run_dir, single_face_dataset, tmp_path):
+def test_silent_audio_animates(trained_run, single_face_dataset, tmp_path):
     quiet = tmp_path / "quiet.wav"
     _wav(quiet, np.zeros(SR // 2, np.float32))
     out = tmp_path / "quiet.mp4"
     result = animate(
-        run_dir=run_dir, audio=quiet, output=out, dataset=single_face_dataset, device="cpu", fps=30
+        run_dir=trained_run,
+        audio=quiet,
+        output=out,
+        dataset=single_face_dataset,
+        device="cpu",
+        fps=30,
     )
     assert video_info(out)["frames"] == result.frames == 15
 
 
 def test_ffmpeg_failure_leaves_nothing(
-    run_dir, single_face_dataset, speech_file, tmp_path, monkeypatch
+    trained_run, single_face_dataset, speech_file, tmp_path, monkeypatch
 ):
     fake = tmp_path / "ffmpeg-broken"
     fake.write_text("#!/bin/sh\necho 'Unknown encoder libx264' >&2\nexit 1\n")
@@ -430,7 +426,7 @@ def test_ffmpeg_failure_leaves_nothing(
     monkeypatch.setattr(video_module, "ffmpeg_exe", lambda: str(fake))
     with pytest.raises(ToolError, match="Unknown encoder libx264"):
         animate(
-            run_dir=run_dir,
+            run_dir=trained_run,
             audio=speech_file,
             output=out_dir / "x.mp4",
             dataset=single_face_dataset,
@@ -439,7 +435,7 @@ def test_ffmpeg_failure_leaves_nothing(
     assert list(out_dir.iterdir()) == []
 
 
-def test_missing_checkpoint_and_dataset(tmp_path, run_dir):
+def test_missing_checkpoint_and_dataset(tmp_path, trained_run):
     with pytest.raises(CheckpointError, match="run `lsp train apc` first"):
         load_models(tmp_path, device=torch.device("cpu"))
     with pytest.raises(InputError, match="--dataset"):

@@ -13,9 +13,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.ndimage import gaussian_filter
-from typer.testing import CliRunner
 
-from cli.main import app
 from lsp_models.eval import evaluate as E
 from lsp_models.eval import metrics as M
 from lsp_models.eval.data import read_val
@@ -25,7 +23,6 @@ from lsp_prep.layout import load_layout
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-runner = CliRunner()
 OTHER_DELAY = 6
 
 
@@ -143,7 +140,7 @@ def test_ssim_matches_scikit_image():
 
 
 @pytest.fixture(scope="module")
-def run_dir(trained_run, single_face_dataset, tmp_path_factory) -> Path:
+def eval_run(trained_run, single_face_dataset, tmp_path_factory) -> Path:
     """The shared tiny run (conftest), copied, plus a second mouth model with another delay
     in RUN/mouth_d6 (trained against the same APC)."""
     from lsp_models.config import load_preset
@@ -166,13 +163,13 @@ def run_dir(trained_run, single_face_dataset, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def result(run_dir) -> E.EvalResult:
-    return E.evaluate(run_dir=run_dir, n_pose_samples=2, max_frames=6, device="cpu")
+def result(eval_run) -> E.EvalResult:
+    return E.evaluate(run_dir=eval_run, n_pose_samples=2, max_frames=6, device="cpu")
 
 
-def test_evaluate_writes_every_section(result, run_dir, single_face_dataset):
-    report = json.loads((run_dir / E.EVAL_FILE).read_text())
-    assert result.output == run_dir / E.EVAL_FILE
+def test_evaluate_writes_every_section(result, eval_run, single_face_dataset):
+    report = json.loads((eval_run / E.EVAL_FILE).read_text())
+    assert result.output == eval_run / E.EVAL_FILE
     assert {"mouth", "pose", "image", "steps", "dataset", "val_frames", "units"} <= set(report)
     assert Path(report["dataset"]) == Path(single_face_dataset).resolve()
     assert report["steps"] == {"apc": 20, "mouth": 20, "headpose": 20, "renderer": 4}
@@ -202,30 +199,30 @@ def test_evaluate_writes_every_section(result, run_dir, single_face_dataset):
     assert report["image"]["psnr_db"] == pytest.approx(im.psnr_db)
 
 
-def test_mouth_models_of_every_delay(result, run_dir):
+def test_mouth_models_of_every_delay(result, eval_run):
     by_delay = {m.delay: m for m in result.mouth}
     assert set(by_delay) == {18, OTHER_DELAY}
     assert by_delay[OTHER_DELAY].name == f"mouth_d{OTHER_DELAY}"
     # the same tracked targets and the same train-split mean: one baseline
     assert by_delay[18].baseline_mm == pytest.approx(by_delay[OTHER_DELAY].baseline_mm)
     assert by_delay[18].error_mm != by_delay[OTHER_DELAY].error_mm
-    assert [p.parent.name for p in mouth_checkpoints(run_dir)] == ["mouth", "mouth_d6"]
+    assert [p.parent.name for p in mouth_checkpoints(eval_run)] == ["mouth", "mouth_d6"]
 
     only = E.evaluate(
-        run_dir=run_dir,
+        run_dir=eval_run,
         delays=[OTHER_DELAY],
         n_pose_samples=1,
         max_frames=1,
         device="cpu",
-        output=run_dir / "only.json",
+        output=eval_run / "only.json",
     )
     assert [m.delay for m in only.mouth] == [OTHER_DELAY]
     assert only.mouth[0].error_mm == pytest.approx(by_delay[OTHER_DELAY].error_mm)
     with pytest.raises(InputError, match=r"no mouth model with delay \[3\].*\[6, 18\]"):
-        E.evaluate(run_dir=run_dir, delays=[3], device="cpu", output=run_dir / "x.json")
+        E.evaluate(run_dir=eval_run, delays=[3], device="cpu", output=eval_run / "x.json")
 
 
-def test_mouth_prediction_matches_training_validation(run_dir, single_face_dataset):
+def test_mouth_prediction_matches_training_validation(eval_run, single_face_dataset):
     """On the frames train_mouth validates (the val split less its last ``delay``), raw APC
     features give exactly the val_mm its checkpoint records: same alignment, same units."""
     from lsp_models.infer.config import AnimateConfig
@@ -234,20 +231,20 @@ def test_mouth_prediction_matches_training_validation(run_dir, single_face_datas
     from lsp_models.train.checkpoint import load_checkpoint
 
     data = read_val(single_face_dataset)
-    models = load_models(run_dir, device=torch.device("cpu"), renderer=False)
+    models = load_models(eval_run, device=torch.device("cpu"), renderer=False)
     config = dataclasses.replace(AnimateConfig(), lle_blend=0.0)
     pred = predict_val(models, features_from_mel(models, data.mel, config=config), data.val)
     keep = len(data.val) - models.delay
     ok = data.valid[data.val][:keep]
     got = M.point_distance(pred[:keep][ok], data.mouth[data.val][:keep][ok].astype(np.float64))
-    recorded = load_checkpoint(run_dir / "mouth" / "mouth.pt", stage="mouth")["metrics"]
+    recorded = load_checkpoint(eval_run / "mouth" / "mouth.pt", stage="mouth")["metrics"]
     assert got == pytest.approx(recorded["val_mm"], rel=1e-5)
 
 
-def test_cli_prints_the_tables(run_dir, tmp_path):
+def test_cli_prints_the_tables(lsp, eval_run, tmp_path):
     out = tmp_path / "report.json"
     args = ["--max-frames", "2", "--seeds", "1", "--device", "cpu", "--json", str(out)]
-    r = runner.invoke(app, ["eval", "--run-dir", str(run_dir), *args, "--no-progress"])
+    r = lsp("eval", "--run-dir", str(eval_run), *args, "--no-progress")
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())
     for needle in (
@@ -297,36 +294,33 @@ def _version(f: h5py.File) -> None:
         (_version, SchemaError, "999"),
     ],
 )
-def test_bad_datasets(run_dir, single_face_dataset, tmp_path, edit, error, message):
+def test_bad_datasets(lsp, eval_run, single_face_dataset, tmp_path, edit, error, message):
     bad = _edited_dataset(single_face_dataset, tmp_path / "bad.h5", edit)
     with pytest.raises(error, match=message):
-        E.evaluate(run_dir=run_dir, dataset=bad, device="cpu", output=tmp_path / "x.json")
-    r = runner.invoke(
-        app,
-        [
-            "eval",
-            "-r",
-            str(run_dir),
-            "--dataset",
-            str(bad),
-            "--device",
-            "cpu",
-            "--json",
-            str(tmp_path / "x.json"),
-            "--no-progress",
-        ],
+        E.evaluate(run_dir=eval_run, dataset=bad, device="cpu", output=tmp_path / "x.json")
+    r = lsp(
+        "eval",
+        "-r",
+        str(eval_run),
+        "--dataset",
+        str(bad),
+        "--device",
+        "cpu",
+        "--json",
+        str(tmp_path / "x.json"),
+        "--no-progress",
     )
     assert r.exit_code == 1 and message in " ".join(r.output.split()), r.output
     assert not (tmp_path / "x.json").exists()
 
 
-def test_missing_checkpoint_names_the_train_command(run_dir, tmp_path):
+def test_missing_checkpoint_names_the_train_command(lsp, eval_run, tmp_path):
     partial = tmp_path / "run"
-    shutil.copytree(run_dir, partial, ignore=shutil.ignore_patterns("renderer", "eval.json"))
+    shutil.copytree(eval_run, partial, ignore=shutil.ignore_patterns("renderer", "eval.json"))
     with pytest.raises(CheckpointError, match="lsp train renderer"):
         E.evaluate(run_dir=partial, device="cpu")
-    r = runner.invoke(app, ["eval", "-r", str(partial), "--device", "cpu", "--no-progress"])
+    r = lsp("eval", "-r", str(partial), "--device", "cpu", "--no-progress")
     assert r.exit_code == 1 and "lsp train renderer" in r.output, r.output
     assert not (partial / E.EVAL_FILE).exists()
-    r = runner.invoke(app, ["eval", "-r", str(tmp_path / "nowhere"), "--no-progress"])
+    r = lsp("eval", "-r", str(tmp_path / "nowhere"), "--no-progress")
     assert r.exit_code == 1 and "does not exist" in r.output, r.output

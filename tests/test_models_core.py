@@ -10,9 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from cli.main import app
 from lsp_models.infer.manifold import project
 from lsp_models.nets.apc import APC, APCConfig
 from lsp_models.nets.mouth import AudioToMouth, MouthConfig
@@ -22,7 +20,6 @@ from lsp_models.train.loop import TrainConfig
 from lsp_models.train.mouth import train_mouth
 from lsp_prep.errors import CheckpointError, InputError, SchemaError
 
-runner = CliRunner()
 TINY_APC = APCConfig(hidden=32)
 TINY_MOUTH = MouthConfig(hidden=32, mlp=(32, 32), window=60, delay=18)
 
@@ -71,7 +68,7 @@ def test_projection_reproduces_database_points_and_weights_sum_to_one():
 
 
 @pytest.fixture(scope="module")
-def run_dir(single_face_dataset, tmp_path_factory):
+def apc_run(single_face_dataset, tmp_path_factory):
     """APC trained briefly on the person's own audio (as without a corpus)."""
     run = tmp_path_factory.mktemp("run")
     with pytest.warns(UserWarning, match="larger speech corpus"):
@@ -90,27 +87,27 @@ def _losses(path):
     return [json.loads(line)["total"] for line in path.read_text().splitlines()]
 
 
-def test_apc_loss_goes_down(run_dir):
-    loss = _losses(run_dir / "apc" / "metrics.jsonl")
+def test_apc_loss_goes_down(apc_run):
+    loss = _losses(apc_run / "apc" / "metrics.jsonl")
     assert np.mean(loss[-2:]) < 0.8 * np.mean(loss[:2])
-    ckpt = load_checkpoint(run_dir / "apc" / "apc.pt", stage="apc")
+    ckpt = load_checkpoint(apc_run / "apc" / "apc.pt", stage="apc")
     assert ckpt["step"] == 40 and ckpt["model_config"]["hidden"] == 32
     assert APC(APCConfig(**ckpt["model_config"])).load_state_dict(ckpt["model"])
 
 
-def test_mouth_trains_and_beats_nothing_worse_than_baseline(run_dir, single_face_dataset):
+def test_mouth_trains_and_beats_nothing_worse_than_baseline(apc_run, single_face_dataset):
     result = train_mouth(
-        run_dir=run_dir,
+        run_dir=apc_run,
         dataset=single_face_dataset,
         model=TINY_MOUTH,
         config=TrainConfig(
             max_steps=60, batch_size=4, lr=3e-3, lr_end=3e-4, checkpoint_every=30, log_every=5
         ),
     )
-    loss = _losses(run_dir / "mouth" / "metrics.jsonl")
+    loss = _losses(apc_run / "mouth" / "metrics.jsonl")
     assert np.mean(loss[-2:]) < 0.7 * np.mean(loss[:2])
     assert {"val_mm", "baseline_mm"} <= set(result.metrics)
-    assert (run_dir / "features.pt").exists()
+    assert (apc_run / "features.pt").exists()
 
 
 def test_resume_equals_uninterrupted(single_face_dataset, tmp_path):
@@ -143,7 +140,7 @@ def test_resume_equals_uninterrupted(single_face_dataset, tmp_path):
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
 
 
-def test_bad_training_inputs(tmp_path, single_face_dataset, run_dir):
+def test_bad_training_inputs(tmp_path, single_face_dataset, apc_run):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError, match="no audio files"):
@@ -155,7 +152,7 @@ def test_bad_training_inputs(tmp_path, single_face_dataset, run_dir):
     with pytest.raises(InputError, match="none of the 2 audio files"):
         train_apc(run_dir=tmp_path / "r", corpus=junk, model=TINY_APC)
     with pytest.raises(CheckpointError, match="stage 'apc', expected 'mouth'"):
-        load_checkpoint(run_dir / "apc" / "apc.pt", stage="mouth")
+        load_checkpoint(apc_run / "apc" / "apc.pt", stage="mouth")
     with pytest.raises(CheckpointError, match="run `lsp train apc` first"):
         train_mouth(run_dir=tmp_path / "nothing", dataset=single_face_dataset, model=TINY_MOUTH)
     old = tmp_path / "old.h5"
@@ -163,33 +160,33 @@ def test_bad_training_inputs(tmp_path, single_face_dataset, run_dir):
     with h5py.File(old, "a") as f:
         del f["track/mouth_displacement"]
     with pytest.raises(SchemaError, match="prep's geometry stage"):
-        train_mouth(run_dir=run_dir, dataset=old, model=TINY_MOUTH)
+        train_mouth(run_dir=apc_run, dataset=old, model=TINY_MOUTH)
 
 
-def test_cli_train_help_and_errors(tmp_path):
+def test_cli_train_help_and_errors(lsp, tmp_path):
     for args in (["train", "--help"], ["train", "apc", "--help"], ["train", "mouth", "--help"]):
-        r = runner.invoke(app, args)
+        r = lsp(*args)
         assert r.exit_code == 0 and "Usage" in r.output
-    r = runner.invoke(app, ["train", "apc", "-r", str(tmp_path), "--corpus", str(tmp_path / "x")])
+    r = lsp("train", "apc", "-r", str(tmp_path), "--corpus", str(tmp_path / "x"))
     assert r.exit_code == 1 and "corpus folder does not exist" in r.output
-    r = runner.invoke(app, ["train", "apc", "-r", str(tmp_path), "--preset", "huge"])
+    r = lsp("train", "apc", "-r", str(tmp_path), "--preset", "huge")
     assert r.exit_code == 1 and "unknown preset 'huge'" in r.output
 
 
-def test_headpose_trains_on_the_person(run_dir, single_face_dataset):
+def test_headpose_trains_on_the_person(lsp, apc_run, single_face_dataset):
     from lsp_models.nets.headpose import HeadPoseConfig
     from lsp_models.train.headpose import pose_features, train_headpose
 
     small = HeadPoseConfig.cpu_small(window=64)
     result = train_headpose(
-        run_dir=run_dir,
+        run_dir=apc_run,
         dataset=single_face_dataset,
         model=small,
         config=TrainConfig(
             max_steps=60, batch_size=4, lr=3e-3, lr_end=3e-4, checkpoint_every=30, log_every=5
         ),
     )
-    loss = _losses(run_dir / "headpose" / "metrics.jsonl")
+    loss = _losses(apc_run / "headpose" / "metrics.jsonl")
     assert loss[-1] < loss[0] - 0.3  # Gaussian NLL per dimension
     ckpt = load_checkpoint(result.checkpoint, stage="headpose")
     assert ckpt["model_config"]["audio_dim"] == 2 * TINY_APC.hidden
@@ -197,7 +194,7 @@ def test_headpose_trains_on_the_person(run_dir, single_face_dataset):
 
     feats = pose_features(load_person(single_face_dataset))
     assert feats.shape[1] == 12 and np.isfinite(feats).all()
-    r = runner.invoke(app, ["train", "headpose", "--help"])
+    r = lsp("train", "headpose", "--help")
     assert r.exit_code == 0 and "head-pose" in r.output
 
 

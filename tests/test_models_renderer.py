@@ -153,6 +153,7 @@ def synthetic_pair(astronaut: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return cond, real
 
 
+@pytest.mark.slow
 def test_cpu_small_gan_objective_reduces_l1(vgg, astronaut):
     torch.manual_seed(0)
     cfg = RendererConfig(generator=SMALL_G, discriminator=SMALL_D)

@@ -6,9 +6,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import app
 from lsp_prep import cache
 from lsp_prep.config import PrepConfig
 from lsp_prep.dataset import schema
@@ -16,12 +14,6 @@ from lsp_prep.errors import InputError
 from lsp_prep.media import sha256_file
 from lsp_prep.pipeline import prep_video
 from lsp_prep.stages import track as track_stage
-
-runner = CliRunner()
-
-
-def run(*args: str):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def assert_clean_failure(result, out_dir, *fragments: str):
@@ -103,9 +95,10 @@ def test_manifest_lists_the_clip(single_face_dataset):
     assert row["dataset_sha256"] == sha256_file(single_face_dataset)
 
 
-def test_carphone_with_separate_audio(media, tmp_path):
+@pytest.mark.slow
+def test_carphone_with_separate_audio(lsp, media, tmp_path):
     out = tmp_path / "out"
-    r = run("prep", media["carphone"], "-o", out, "--audio", media["speech"])
+    r = lsp("prep", media["carphone"], "-o", out, "--audio", media["speech"])
     assert r.exit_code == 0, r.output
     dataset = out / f"{media['carphone'].stem}.h5"
     dims = schema.validate(dataset)
@@ -115,23 +108,25 @@ def test_carphone_with_separate_audio(media, tmp_path):
         assert f["landmarks/valid"][:].mean() > 0.9
 
 
-def test_second_run_reuses_and_force_recomputes(media, tmp_path, cut_clip):
+@pytest.mark.slow
+def test_second_run_reuses_and_force_recomputes(lsp, media, tmp_path, cut_clip):
     clip = cut_clip(media["single_face"], 1.5)
     out = tmp_path / "out"
     first = prep_video(clip, out_dir=out)
     mtime = first.dataset.stat().st_mtime_ns
-    r = run("prep", clip, "-o", out)
+    r = lsp("prep", clip, "-o", out)
     assert r.exit_code == 0 and "reused" in r.output
     assert first.dataset.stat().st_mtime_ns == mtime
-    r = run("prep", clip, "-o", out, "--force")
+    r = lsp("prep", clip, "-o", out, "--force")
     assert r.exit_code == 0 and "written" in r.output
     assert first.dataset.stat().st_mtime_ns != mtime
     # a changed setting is a different dataset: recomputed, not reused
-    r = run("prep", clip, "-o", out, "--set", "ingest.jpeg_quality=70")
+    r = lsp("prep", clip, "-o", out, "--set", "ingest.jpeg_quality=70")
     assert r.exit_code == 0 and "written" in r.output
     assert len(pd.read_csv(out / "manifest.csv")) == 1
 
 
+@pytest.mark.slow
 def test_interrupted_prep_resumes_without_redoing_tracking(media, tmp_path, cut_clip, monkeypatch):
     clip = cut_clip(media["single_face"], 1.5)
     out = tmp_path / "out"
@@ -154,6 +149,7 @@ def test_interrupted_prep_resumes_without_redoing_tracking(media, tmp_path, cut_
     assert not (out / "cut.h5.partial").exists() and not (out / cache.CACHE_DIR).exists()
 
 
+@pytest.mark.slow
 def test_rotation_metadata_is_honoured(media, tmp_path, cut_clip):
     """A phone video stored landscape with a 90 degree display rotation is prepped upright."""
     from lsp_prep.media import probe, run_ffmpeg
@@ -199,58 +195,59 @@ def test_rotation_metadata_is_honoured(media, tmp_path, cut_clip):
 # ---------------------------------------------------------------- bad input
 
 
-def test_missing_file(tmp_path):
+def test_missing_file(lsp, tmp_path):
     out = tmp_path / "out"
-    assert_clean_failure(run("prep", tmp_path / "nope.mp4", "-o", out), out, "no such file")
+    assert_clean_failure(lsp("prep", tmp_path / "nope.mp4", "-o", out), out, "no such file")
 
 
-def test_not_a_video(tmp_path):
+def test_not_a_video(lsp, tmp_path):
     bogus = tmp_path / "notes.mp4"
     bogus.write_text("this is not a video\n" * 50)
     out = tmp_path / "out"
-    assert_clean_failure(run("prep", bogus, "-o", out), out, "not a video")
+    assert_clean_failure(lsp("prep", bogus, "-o", out), out, "not a video")
 
 
-def test_image_is_not_a_video(media, tmp_path):
+def test_image_is_not_a_video(lsp, media, tmp_path):
     out = tmp_path / "out"
-    assert_clean_failure(run("prep", media["astronaut"], "-o", out), out, "no video stream")
+    assert_clean_failure(lsp("prep", media["astronaut"], "-o", out), out, "no video stream")
 
 
-def test_audio_only_file_has_no_video_stream(speech_wav, tmp_path):
+def test_audio_only_file_has_no_video_stream(lsp, speech_wav, tmp_path):
     out = tmp_path / "out"
-    assert_clean_failure(run("prep", speech_wav, "-o", out), out, "no video stream")
+    assert_clean_failure(lsp("prep", speech_wav, "-o", out), out, "no video stream")
 
 
-def test_no_audio_stream_suggests_audio_option(media, tmp_path):
+def test_no_audio_stream_suggests_audio_option(lsp, media, tmp_path):
     out = tmp_path / "out"
     assert_clean_failure(
-        run("prep", media["carphone"], "-o", out), out, "no audio stream", "--audio"
+        lsp("prep", media["carphone"], "-o", out), out, "no audio stream", "--audio"
     )
 
 
-def test_no_face_anywhere(media, tmp_path):
+@pytest.mark.slow
+def test_no_face_anywhere(lsp, media, tmp_path):
     out = tmp_path / "out"
-    assert_clean_failure(run("prep", media["no_face"], "-o", out), out, "no face found")
+    assert_clean_failure(lsp("prep", media["no_face"], "-o", out), out, "no face found")
 
 
-def test_too_short(media, tmp_path, cut_clip):
+def test_too_short(lsp, media, tmp_path, cut_clip):
     clip = cut_clip(media["single_face"], 0.5)
     out = tmp_path / "out"
-    assert_clean_failure(run("prep", clip, "-o", out), out, "at least 1 s")
+    assert_clean_failure(lsp("prep", clip, "-o", out), out, "at least 1 s")
 
 
-def test_output_dir_not_writable(media, tmp_path):
+def test_output_dir_not_writable(lsp, media, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     out = blocker / "sub"
-    r = run("prep", media["single_face"], "-o", out)
+    r = lsp("prep", media["single_face"], "-o", out)
     assert r.exit_code == 1 and "not writable" in r.output and "choose another -o" in r.output
 
 
-def test_bad_override(media, tmp_path):
-    r = run("prep", media["single_face"], "-o", tmp_path, "--set", "crop.zoom=3")
+def test_bad_override(lsp, media, tmp_path):
+    r = lsp("prep", media["single_face"], "-o", tmp_path, "--set", "crop.zoom=3")
     assert r.exit_code == 1 and "bad override 'crop.zoom=3'" in r.output
-    r = run("prep", media["single_face"], "-o", tmp_path, "--set", "crop.scale=0.5")
+    r = lsp("prep", media["single_face"], "-o", tmp_path, "--set", "crop.scale=0.5")
     assert r.exit_code == 1 and "crop.scale must be > 1" in r.output
 
 
@@ -259,11 +256,11 @@ def test_library_raises_instead_of_exiting(tmp_path):
         prep_video(tmp_path / "missing.mp4", out_dir=tmp_path)
 
 
-def test_help_for_every_command():
+def test_help_for_every_command(lsp):
     for args in (["--help"], ["prep", "--help"]):
-        r = run(*args)
+        r = lsp(*args)
         assert r.exit_code == 0 and "Usage" in r.output
-    assert "--force" in run("prep", "--help").output
+    assert "--force" in lsp("prep", "--help").output
 
 
 def _speech(media, seconds: float) -> np.ndarray:
@@ -272,6 +269,7 @@ def _speech(media, seconds: float) -> np.ndarray:
     return load_audio(media["speech"], sr=16000)[: int(seconds * 16000)]
 
 
+@pytest.mark.slow
 def test_several_faces_locks_on_the_largest_central_one(media, tmp_path):
     """Two people move in the frame: every tracked frame follows the target, never the other."""
     from lsp_prep.camera import to_original
@@ -299,7 +297,8 @@ def test_several_faces_locks_on_the_largest_central_one(media, tmp_path):
     assert (d_other > d_target).all()
 
 
-def test_face_in_too_few_frames(media, tmp_path):
+@pytest.mark.slow
+def test_face_in_too_few_frames(lsp, media, tmp_path):
     """2.4 s with a face followed by 4 s without one: refused, nothing written."""
     from lsp_prep.media import run_ffmpeg
 
@@ -327,22 +326,21 @@ def test_face_in_too_few_frames(media, tmp_path):
         ]
     )
     out = tmp_path / "out"
-    assert_clean_failure(run("prep", clip, "-o", out), out, "face usable in only", "cut the clip")
+    assert_clean_failure(lsp("prep", clip, "-o", out), out, "face usable in only", "cut the clip")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("fps", "size", "container"),
     [(25, (641, 361), "mkv"), (30, (640, 360), "mov"), (60, (480, 272), "mp4")],
 )
-def test_resampled_to_60_fps_by_timestamps(media, tmp_path, fps, size, container):
+def test_resampled_to_60_fps_by_timestamps(media, portrait, tmp_path, fps, size, container):
     """A synthetic clip with known, fast head motion at 25/30/60 fps and odd sizes: frame i
     of the dataset shows the source frame on screen at i/60 s, in any container."""
     from lsp_prep.camera import to_original
     from lsp_prep.stages.crop import face_extent
-    from lsp_synth.portraits import astronaut_portrait
     from lsp_synth.render2d import Motion, render_talking_clip
 
-    portrait = astronaut_portrait()
     motion = Motion(shift_px=(50.0, 25.0), shift_hz=(0.6, 0.45), roll_deg=4.0, scale=0.03)
     clip = tmp_path / f"moving.{container}"
     truth = render_talking_clip(
@@ -378,13 +376,14 @@ def test_resampled_to_60_fps_by_timestamps(media, tmp_path, fps, size, container
     assert np.percentile(err, 95) < 2.5, np.percentile(err, 95)
 
 
-def test_shoulder_override_outside_the_image(media, tmp_path, cut_clip):
+def test_shoulder_override_outside_the_image(lsp, media, tmp_path, cut_clip):
     clip = cut_clip(media["single_face"], 1.5)
     out = tmp_path / "out"
-    r = run("prep", clip, "-o", out, "--set", "shoulders.points=[[100, 400], [600, 450]]")
+    r = lsp("prep", clip, "-o", out, "--set", "shoulders.points=[[100, 400], [600, 450]]")
     assert_clean_failure(r, out, "outside", "512")
 
 
+@pytest.mark.slow
 def test_shoulder_override_is_used(media, tmp_path, cut_clip):
     clip = cut_clip(media["single_face"], 1.5)
     result = prep_video(
@@ -397,15 +396,11 @@ def test_shoulder_override_is_used(media, tmp_path, cut_clip):
         assert f["shoulders"].attrs["source"] == "user"
 
 
-def test_dataset_of_the_previous_schema_is_refused(single_face_dataset, tmp_path):
-    import shutil
-
-    old = tmp_path / "old.h5"
-    shutil.copy(single_face_dataset, old)
-    with h5py.File(old, "a") as f:
+def test_dataset_of_the_previous_schema_is_refused(synthetic_copy):
+    with h5py.File(synthetic_copy, "a") as f:
         f.attrs["schema_version"] = 1
     with pytest.raises(schema.SchemaError, match="re-run `lsp prep`"):
-        schema.open_dataset(old)
+        schema.open_dataset(synthetic_copy)
 
 
 def test_stage_table_owns_every_config_section_once():

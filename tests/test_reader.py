@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import h5py
 import numpy as np
 import pytest
 
+from lsp_prep.config import PrepConfig
 from lsp_prep.dataset import schema
 from lsp_prep.dataset.reader import DatasetReader
 from lsp_prep.errors import InputError, SchemaError
@@ -42,6 +44,25 @@ def test_reads_typed_arrays_and_attributes(tmp_path):
             ds.require({"track/points3d": "geometry"})
         with pytest.raises(InputError, match="split must be one of"):
             ds.split("test")
+
+
+def test_reads_what_the_writer_wrote(synthetic_dataset):
+    """A whole dataset from the writer (conftest's synthetic one) reads back field by field."""
+    with DatasetReader(synthetic_dataset) as ds:
+        assert ds.crop_side == 64 and ds.shape("landmarks/lsp73") == (36, 73, 2)
+        ds.require(["track/points3d", "shoulders/points2d", "candidates/images"])
+        assert ds.config()["crop"] == PrepConfig().to_dict()["crop"]
+        val = ds.split("val")
+        assert val.dtype == np.int64 and val.max() == 35 and ds.split("train").max() < val.min()
+        frame = cv2.imdecode(ds.jpegs(val[:1])[0], cv2.IMREAD_COLOR)
+        assert frame.shape == (64, 64, 3)
+
+
+def test_truncated_dataset_fails_in_one_line(synthetic_copy):
+    synthetic_copy.write_bytes(synthetic_copy.read_bytes()[:20_000])
+    with pytest.raises(InputError, match="re-run `lsp prep`") as info:
+        DatasetReader(synthetic_copy)
+    assert "\n" not in str(info.value) and str(synthetic_copy) in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""The renderer's training data loader on a real prepped clip (single_face.mp4)."""
+"""The renderer's training data loader on a real prepped clip (single_face.mp4); checks that
+need no real frames run on the synthetic dataset (conftest)."""
 
 from __future__ import annotations
 
@@ -246,10 +247,10 @@ def test_training_frames_skip_invalid(single_face_dataset, tmp_path):
         training_frames(path, "test")
 
 
-def test_early_stop_shuts_workers_down(single_face_dataset):
+def test_early_stop_shuts_workers_down(synthetic_dataset):
     gen = renderer_batches(
-        single_face_dataset,
-        frames=training_frames(single_face_dataset),
+        synthetic_dataset,
+        frames=training_frames(synthetic_dataset),
         image_size=64,
         batch_size=2,
         seed=0,
@@ -300,6 +301,6 @@ def test_bad_config(kw, match):
         RenderDataConfig(**kw)
 
 
-def test_bad_candidate_size(single_face_dataset):
+def test_bad_candidate_size(synthetic_dataset):
     with pytest.raises(InputError, match="never enlarged"):
-        load_candidates(single_face_dataset, 1024)
+        load_candidates(synthetic_dataset, 1024)

@@ -1,9 +1,11 @@
-"""The dataset contract: validate() catches what a reader would trip over."""
+"""The dataset contract: validate() catches what a reader would trip over.
+
+The contract tests edit a copy of the synthetic dataset (conftest, written by the dataset
+writer); only the size budget needs the real prepped clip."""
 
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import h5py
@@ -12,13 +14,6 @@ import pytest
 
 from lsp_prep.dataset import schema
 from lsp_prep.errors import SchemaError
-
-
-@pytest.fixture
-def dataset_copy(single_face_dataset, tmp_path) -> Path:
-    dst = tmp_path / "copy.h5"
-    shutil.copy(single_face_dataset, dst)
-    return dst
 
 
 def _edit(path, fn):
@@ -45,16 +40,39 @@ def _edit(path, fn):
         (lambda f: f.attrs.__setitem__("n_frames", 3), "attribute n_frames=3"),
     ],
 )
-def test_validate_reports_problems(dataset_copy, edit, message):
-    _edit(dataset_copy, edit)
+def test_validate_reports_problems(synthetic_copy, edit, message):
+    _edit(synthetic_copy, edit)
     with pytest.raises(SchemaError, match=re.escape(message)):
-        schema.validate(dataset_copy)
+        schema.validate(synthetic_copy)
 
 
-def test_open_dataset_refuses_other_versions(dataset_copy):
-    _edit(dataset_copy, lambda f: f.attrs.__setitem__("schema_version", 99))
+def test_synthetic_dataset_is_valid(synthetic_dataset):
+    dims = schema.validate(synthetic_dataset)
+    assert dims["N"] == 36 and dims["M"] == 72
+
+
+def test_validate_lists_every_problem_at_once(synthetic_copy):
+    def two_problems(f):
+        f.__delitem__("split/val")
+        f.attrs.__delitem__("source_sha256")
+
+    _edit(synthetic_copy, two_problems)
+    with pytest.raises(SchemaError) as info:
+        schema.validate(synthetic_copy)
+    assert "missing field 'split/val'" in str(info.value)
+    assert "missing root attribute 'source_sha256'" in str(info.value)
+
+
+def test_truncated_dataset_is_named(synthetic_copy):
+    synthetic_copy.write_bytes(synthetic_copy.read_bytes()[:4000])
+    with pytest.raises(SchemaError, match="not an HDF5 file"):
+        schema.validate(synthetic_copy)
+
+
+def test_open_dataset_refuses_other_versions(synthetic_copy):
+    _edit(synthetic_copy, lambda f: f.attrs.__setitem__("schema_version", 99))
     with pytest.raises(SchemaError, match="version 99"):
-        schema.open_dataset(dataset_copy)
+        schema.open_dataset(synthetic_copy)
 
 
 def test_not_hdf5(tmp_path):

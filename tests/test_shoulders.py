@@ -46,12 +46,7 @@ def _errors(truth: synth.Truth, tracks) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def portrait() -> portraits.Portrait:
-    return portraits.astronaut_portrait()
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory, portrait) -> tuple[synth.Truth, list[np.ndarray]]:
+def talking_clip(tmp_path_factory, portrait) -> tuple[synth.Truth, list[np.ndarray]]:
     """The astronaut moving a few px/frame: 3 s at 30 fps, 640x360; truth and RGB frames."""
     path = tmp_path_factory.mktemp("shoulders") / "clip.mp4"
     truth = synth.render_talking_clip(
@@ -63,22 +58,22 @@ def clip(tmp_path_factory, portrait) -> tuple[synth.Truth, list[np.ndarray]]:
 
 
 @pytest.fixture(scope="module")
-def chosen(clip):
-    _, frames = clip
+def chosen(talking_clip):
+    _, frames = talking_clip
     return choose_points(frames[0], config=ShoulderConfig())
 
 
 # --------------------------------------------------------------------------- choice
 
 
-def test_automatic_points_lie_on_the_torso_below_the_chin(clip, chosen) -> None:
-    truth, _ = clip
+def test_automatic_points_lie_on_the_torso_below_the_chin(talking_clip, chosen, portrait) -> None:
+    truth, _ = talking_clip
     assert chosen.source == "pose" and chosen.body_found
     assert chosen.points.shape == (8, 2) and chosen.points.dtype == np.float32
     assert chosen.textured.all(), chosen.warnings  # the space suit has plenty of texture
     photo = _photo_points(truth, chosen.points)
     chin = portraits.ASTRONAUT_FACE_BOX[3]
-    ph, pw = portraits.astronaut_portrait().image.shape[:2]
+    ph, pw = portrait.image.shape[:2]
     feather = 0.08 * min(ph, pw)  # the photo's border fades into the background there
     assert np.all(photo[:, 1] > chin + 10), photo  # below the chin ...
     assert np.all(photo[:, 1] < ph - feather - 11), photo  # ... inside the photo, windows too
@@ -121,8 +116,8 @@ def test_close_up_without_shoulders_still_gives_points_and_says_so(portrait) -> 
     assert not got.textured.all()
 
 
-def test_user_points_are_used_as_given(clip) -> None:
-    _, frames = clip
+def test_user_points_are_used_as_given(talking_clip) -> None:
+    _, frames = talking_clip
     pts = ((10.0, 300.5), (639.0, 359.0), (0.0, 0.0))
     got = choose_points(frames[0], config=ShoulderConfig(points=pts))
     assert got.source == "user" and got.region is None
@@ -137,8 +132,8 @@ def test_user_points_are_used_as_given(clip) -> None:
         (((5.0, 360.0),), r"y in \[0, 359\]"),
     ],
 )
-def test_user_point_outside_the_image_is_refused(clip, points, message) -> None:
-    _, frames = clip
+def test_user_point_outside_the_image_is_refused(talking_clip, points, message) -> None:
+    _, frames = talking_clip
     with pytest.raises(InputError, match=message):
         choose_points(frames[0], config=ShoulderConfig(points=points))
 
@@ -172,8 +167,8 @@ def test_config_points_from_json_lists_become_tuples() -> None:
 # --------------------------------------------------------------------------- tracking
 
 
-def test_tracks_follow_the_truth(clip, chosen) -> None:
-    truth, frames = clip
+def test_tracks_follow_the_truth(talking_clip, chosen) -> None:
+    truth, frames = talking_clip
     calls: list[tuple[str, int, int | None]] = []
     tracks = track_points(
         iter(frames), chosen.points, config=ShoulderConfig(), progress=lambda *a: calls.append(a)
@@ -193,16 +188,16 @@ def test_tracks_follow_the_truth(clip, chosen) -> None:
     assert calls[-1] == ("shoulders", 90, 90) and calls[0][2] is None  # an iterator: no len
 
 
-def test_rgb_and_bgr_frames_give_the_same_tracks(clip, chosen) -> None:
-    _, frames = clip
+def test_rgb_and_bgr_frames_give_the_same_tracks(talking_clip, chosen) -> None:
+    _, frames = talking_clip
     rgb = track_points(frames[:12], chosen.points)
     bgr = track_points((f[:, :, ::-1] for f in frames[:12]), chosen.points, bgr=True)
     np.testing.assert_array_equal(rgb.valid, bgr.valid)
     np.testing.assert_allclose(rgb.points2d, bgr.points2d, atol=1e-4)
 
 
-def test_occluded_points_are_invalid_and_come_back(clip, chosen) -> None:
-    truth, frames = clip
+def test_occluded_points_are_invalid_and_come_back(talking_clip, chosen) -> None:
+    truth, frames = talking_clip
     expected = truth.map_points(_photo_points(truth, chosen.points))  # (N, P, 2)
     covered = [0, 1]  # the two leftmost points
     start, stop = 30, 45  # 0.5 s
@@ -233,6 +228,7 @@ def test_occluded_points_are_invalid_and_come_back(clip, chosen) -> None:
     assert gap.max() < 3.0, gap.max()
 
 
+@pytest.mark.slow
 def test_points_leaving_the_frame_are_invalid_not_clamped(tmp_path: Path, portrait) -> None:
     size = (400, 360)  # the 300 px wide photo swings 120 px to either side: out and back
     motion = synth.Motion(
@@ -277,8 +273,8 @@ def test_points_leaving_the_frame_are_invalid_not_clamped(tmp_path: Path, portra
     assert came_back.sum() > 10 and tracks.valid[came_back].mean() > 0.9
 
 
-def test_without_reseeding_a_lost_point_stays_lost(clip, chosen) -> None:
-    _, frames = clip
+def test_without_reseeding_a_lost_point_stays_lost(talking_clip, chosen) -> None:
+    _, frames = talking_clip
     hidden = [f.copy() for f in frames[:20]]
     x, y = chosen.points[0]
     for f in hidden[5:8]:
@@ -324,14 +320,14 @@ def test_memory_stays_flat_in_clip_length() -> None:
         ),
     ],
 )
-def test_bad_init(clip, init, message) -> None:
-    _, frames = clip
+def test_bad_init(talking_clip, init, message) -> None:
+    _, frames = talking_clip
     with pytest.raises(InputError, match=message):
         track_points(frames[:3], init)
 
 
-def test_frames_of_another_size_or_none_are_refused(clip, chosen) -> None:
-    _, frames = clip
+def test_frames_of_another_size_or_none_are_refused(talking_clip, chosen) -> None:
+    _, frames = talking_clip
     with pytest.raises(InputError, match="frame 1 is 320x180, frame 0 was 640x360"):
         track_points([frames[0], cv2.resize(frames[1], (320, 180))], chosen.points)
     with pytest.raises(InputError, match="no frames"):

@@ -27,11 +27,6 @@ def cached_media() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def portrait(cached_media: dict[str, Path]) -> portraits.Portrait:
-    return portraits.astronaut_portrait()
-
-
-@pytest.fixture(scope="session")
 def detector():
     """MediaPipe's full-range face detector: (H, W, 3) RGB -> list of (x0, y0, x1, y1)."""
     mp_solutions = pytest.importorskip("mediapipe").solutions
@@ -99,6 +94,7 @@ def test_fetch_unknown_name(name: str) -> None:
 # ---------------------------------------------------------------- clips
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("size", "fps", "with_audio"),
     [((640, 360), 30.0, False), ((321, 181), 25.0, True), ((160, 90), 30000 / 1001, True)],
@@ -144,6 +140,7 @@ def test_rendered_clip_has_requested_properties(
     assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]  # no temporary files left
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rotation", [90, 180, 270])
 def test_rotation_metadata(tmp_path: Path, portrait: portraits.Portrait, rotation: int) -> None:
     import av
@@ -177,6 +174,7 @@ def test_bad_rotation(tmp_path: Path, portrait: portraits.Portrait, rotation: in
         )
 
 
+@pytest.mark.slow
 def test_truth_follows_detected_face(
     tmp_path: Path, portrait: portraits.Portrait, detector
 ) -> None:
@@ -194,6 +192,7 @@ def test_truth_follows_detected_face(
     assert len(errors) == 15 and max(errors) < 6.0, errors
 
 
+@pytest.mark.slow
 def test_two_faces_boxes_match_detections(tmp_path: Path, cached_media, detector) -> None:
     n_frames = 90
     truth = synth.two_faces_clip(tmp_path / "two.mp4", duration_s=3.0, fps=30)
@@ -214,6 +213,7 @@ def test_two_faces_boxes_match_detections(tmp_path: Path, cached_media, detector
     assert found == {"target": checked, "distractor": checked}
 
 
+@pytest.mark.slow
 def test_mux_audio_offset(tmp_path: Path, portrait: portraits.Portrait) -> None:
     sr = 16000
     synth.render_talking_clip(

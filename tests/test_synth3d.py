@@ -40,8 +40,8 @@ class Clip:
 
 
 @pytest.fixture(scope="module")
-def model(media) -> synth_mesh.FaceModel:
-    return synth_mesh.face_model(portraits.astronaut_portrait().image)
+def model(portrait: portraits.Portrait) -> synth_mesh.FaceModel:
+    return synth_mesh.face_model(portrait.image)
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +214,7 @@ def test_speech_envelope(speech: np.ndarray) -> None:
 # ----------------------------------------------------------------------------- renders
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["small_clip", "full_clip"])
 def test_clip_size_duration(which: str, request) -> None:
     clip: Clip = request.getfixturevalue(which)
@@ -276,6 +277,7 @@ def test_no_audio_keeps_the_mouth_at_rest(full_clip: Clip, model: synth_mesh.Fac
     assert np.allclose(t.mouth_open, 0) and np.allclose(t.points_obj, model.vertices)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["small_clip", "full_clip"])
 def test_shoulder_points(which: str, request) -> None:
     clip: Clip = request.getfixturevalue(which)

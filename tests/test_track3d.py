@@ -19,16 +19,15 @@ from lsp_prep.layout import load_layout
 
 
 @pytest.fixture(scope="module")
-def rendered(media, tmp_path_factory):
+def rendered(media, portrait, tmp_path_factory):
     from lsp_prep.media import load_audio
     from lsp_prep.pipeline import prep_video
     from lsp_synth import render3d as synth3d
     from lsp_synth.mesh import face_model
     from lsp_synth.pinhole import Camera
-    from lsp_synth.portraits import astronaut_portrait
 
     tmp = tmp_path_factory.mktemp("render3d")
-    model = face_model(astronaut_portrait().image)
+    model = face_model(portrait.image)
     camera = Camera(focal=500.0, size=(640, 360))
     speech = load_audio(media["speech"], sr=16000)[8 * 16000 : 13 * 16000]
     truth = synth3d.render_head_clip(

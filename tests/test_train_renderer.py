@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from cli.main import app
 from lsp_models.train.checkpoint import load_checkpoint
 from lsp_models.train.loop import TrainConfig
 from lsp_models.train.renderer import load_generator, train_renderer
@@ -22,7 +20,6 @@ from lsp_prep.errors import CheckpointError, InputError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-runner = CliRunner()
 
 # A renderer small enough for a few dozen CPU steps: 64x64, 5 levels down to 2x2.
 TINY = [
@@ -92,39 +89,34 @@ def test_renderer_trains_on_real_frames(single_face_dataset, tmp_path):
     assert ckpt["step"] == 40 and ckpt["extra"]["image_size"] == 64
 
 
-def test_renderer_without_vgg_weights_fails_clearly(single_face_dataset, tmp_path):
+def test_renderer_without_vgg_weights_fails_clearly(lsp, synthetic_dataset, tmp_path):
     missing = tmp_path / "missing.bin"
     with pytest.raises(CheckpointError, match=r"VGG19 weights .* not found.*--vgg-weights"):
-        _train(tmp_path, single_face_dataset, 2, vgg_weights=missing)
+        _train(tmp_path, synthetic_dataset, 2, vgg_weights=missing)
     assert not (tmp_path / "renderer" / "renderer.pt").exists()
-    r = runner.invoke(
-        app,
-        [
-            "train",
-            "renderer",
-            "-r",
-            str(tmp_path),
-            "--dataset",
-            str(single_face_dataset),
-            "--vgg-weights",
-            str(tmp_path / "missing.bin"),
-            *SETS,
-        ],
+    r = lsp(
+        "train",
+        "renderer",
+        "-r",
+        str(tmp_path),
+        "--dataset",
+        str(synthetic_dataset),
+        "--vgg-weights",
+        str(tmp_path / "missing.bin"),
+        *SETS,
     )
     assert r.exit_code == 1 and "--vgg-weights" in r.output
     # explicitly without the perceptual loss it trains, and logs vgg as 0
-    result = _train(tmp_path, single_face_dataset, 2, vgg_weights=missing, perceptual=False)
+    result = _train(tmp_path, synthetic_dataset, 2, vgg_weights=missing, perceptual=False)
     assert result.steps == 2
     assert _log(tmp_path / "renderer" / "metrics.jsonl")[-1]["vgg"] == 0
 
 
-def test_precision_flags(single_face_dataset, tmp_path):
-    result = _train(tmp_path, single_face_dataset, 3, train={"precision": "bf16"}, perceptual=False)
+def test_precision_flags(synthetic_dataset, tmp_path):
+    result = _train(tmp_path, synthetic_dataset, 3, train={"precision": "bf16"}, perceptual=False)
     assert all(np.isfinite(v) for v in result.metrics.values())
     with pytest.raises(InputError, match="fp16 needs a CUDA GPU"):
-        _train(
-            tmp_path / "b", single_face_dataset, 3, train={"precision": "fp16"}, perceptual=False
-        )
+        _train(tmp_path / "b", synthetic_dataset, 3, train={"precision": "fp16"}, perceptual=False)
 
 
 def _lsp(*args: str, nproc: int = 1, cwd: Path) -> subprocess.CompletedProcess:
@@ -194,13 +186,13 @@ def test_two_process_ddp_equals_one_process(single_face_dataset, tmp_path):
     assert bad.returncode != 0 and "batch_size 3 must be divisible by" in bad.stderr
 
 
-def test_train_all_runs_the_four_stages(single_face_dataset, tmp_path):
+def test_train_all_runs_the_four_stages(lsp, single_face_dataset, tmp_path):
     run = tmp_path / "run"
     steps = [f"--set={s}_train.max_steps=6" for s in ("apc", "mouth", "headpose", "renderer")]
     small = ["--set=apc.hidden=16", "--set=mouth.window=60", "--set=renderer_train.batch_size=2"]
     data = ["--dataset", str(single_face_dataset), "--device", "cpu", "--no-perceptual"]
     args = ["train", "all", "-r", str(run), *data, *steps, *small, *SETS]
-    r = runner.invoke(app, args)
+    r = lsp(*args)
     assert r.exit_code == 0, r.output
     assert "larger speech corpus" in r.output  # APC on the person's own audio warns
     for stage in ("apc", "mouth", "headpose", "renderer"):
@@ -209,5 +201,5 @@ def test_train_all_runs_the_four_stages(single_face_dataset, tmp_path):
         assert (run / stage / "metrics.jsonl").is_file()
     assert (run / "features.pt").is_file() and recorded_dataset(run) is not None
     # a second run resumes every stage at its end: nothing left to do
-    r = runner.invoke(app, args)
+    r = lsp(*args)
     assert r.exit_code == 0 and r.output.count("resumed from step 6") == 4
