@@ -199,8 +199,9 @@ def real_rows(table: Table, out: Path) -> None:
             got[name] = real_scores(result.dataset) | {"seconds": np.array(time.perf_counter() - t)}
         base = got["pexels"]
         for name, g in got.items():
-            v = g["valid"] & base["valid"]
             mirror = reenc = ""
+            if name.startswith("pexels_"):  # the same frames as pexels
+                v = g["valid"] & base["valid"]
             if name == "pexels_mirror":
                 e = consistency(base["rotation"], g["rotation"], mirror=True)[v]
                 mirror = f"{np.median(e):.2f} / {np.percentile(e, 90):.2f}"
