@@ -119,6 +119,19 @@ def test_gate_keeps_good_refined_poses_and_refuses_bad_ones_without_a_jump():
     assert not none.accepted.any() and np.array_equal(none.rotation, fallback[0])
 
 
+def test_gate_refuses_a_refined_pose_that_turns_too_far_from_the_landmarks():
+    shape, rot, trans, points = _scene()
+    idx = np.arange(0, 120, 4)
+    turned = (
+        Rotation.from_euler("x", 7, degrees=True) * Rotation.from_rotvec(rot[idx])
+    ).as_rotvec()
+    kw = dict(margin=100.0, margin_px=100.0, max_gap=8, ramp=4)
+    refined = (idx, turned, trans[idx])
+    assert gate_poses(points, shape, K, (rot, trans), refined, **kw).accepted[idx].all()
+    g = gate_poses(points, shape, K, (rot, trans), refined, max_turn_deg=6.0, **kw)
+    assert not g.accepted.any()
+
+
 def test_dataset_stores_the_pose_source_and_the_misfit_it_documents(single_face_dataset):
     import h5py
 

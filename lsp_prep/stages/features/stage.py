@@ -153,6 +153,8 @@ def refine_clip(
             gate=GateConfig(
                 margin=config.gate_margin,
                 margin_px=config.gate_margin_px,
+                max_turn_deg=config.gate_turn_deg,
+                min_accepted=config.gate_min_accepted,
                 max_gap=2 * config.every,
                 ramp=config.blend_frames,
             ),

@@ -108,7 +108,8 @@ class Refinement:
     """(N,) int8: where each frame's pose comes from (``SOURCE_*`` of
     :mod:`lsp_prep.stages.geometry.quality`)."""
     warning: str
-    """Non-empty when the texture could not be used and the landmark track was kept."""
+    """Non-empty when the texture could not be used, or its poses were refused, and the
+    landmark track was kept."""
 
 
 def refine_head(
@@ -144,7 +145,9 @@ def refine_head(
        that explains the stable landmarks about as well as the landmark pose does; frames
        between accepted ones take the correction interpolated between them, blended in
        over ``gate.ramp`` frames at the ends of each span; every other frame keeps its
-       landmark pose, so no correction is extrapolated beyond what was measured.
+       landmark pose, so no correction is extrapolated beyond what was measured. When
+       fewer than ``gate.min_accepted`` of the measured frames pass, the landmark track
+       is kept whole, with a warning.
     4. Object-space landmarks: Face Mesh's per-frame shapes mapped onto the stable points
        triangulated with the new poses, then moved onto the rays of the detected 2D
        landmarks, so that the pose projects them exactly where they were seen.
@@ -183,6 +186,13 @@ def refine_head(
     v = np.flatnonzero(valid)
     lm2d = np.where(valid[:, None, None], lsp3d[:, stable, :2], np.nan)
     g = _gate(lm2d, valid, head.rotation, t_land, (idx, rv, tr), cal.K, geometry, gate)
+    if g.accepted.sum() < gate.min_accepted * len(idx):
+        warning = (
+            f"the texture features' poses disagreed with the landmarks on "
+            f"{len(idx) - int(g.accepted.sum())} of {len(idx)} measured frames; head poses "
+            "come from the landmarks alone"
+        )
+        return head, Refinement(np.zeros(n, np.int64), np.zeros(n, np.int8), warning)
     rot, trans = g.rotation, g.translation
 
     # landmarks in the new object frame, on the rays of the detected points
@@ -236,6 +246,7 @@ def _gate(
         refined,
         margin=gate.margin,
         margin_px=gate.margin_px,
+        max_turn_deg=gate.max_turn_deg,
         max_gap=gate.max_gap,
         ramp=gate.ramp,
     )

@@ -33,6 +33,14 @@ class GateConfig:
     true pose's misfit is ~1.9 times the landmark fit's (benchmarks/accuracy_track3d.py)."""
     margin_px: float = 0.3
     """... plus this many pixels (original video)."""
+    max_turn_deg: float = 6.0
+    """... and turns at most this far from the landmark pose. Face Mesh leans towards a
+    frontal face by a few degrees (on rigid renders the correct pose is within 4.2 degrees
+    of the landmark pose in 90 % of frames); a larger correction is more often a feature
+    track that lost the face (pexels re-encoded: median 6.9 degrees)."""
+    min_accepted: float = 0.5
+    """Below this fraction of the measured frames passing the gate, the refinement (and
+    its focal length) is refused as a whole and the landmark track kept."""
     max_gap: int = 8
     """Accepted frames at most this many frames apart form one span; the frames between
     them take the interpolated correction."""
@@ -138,6 +146,7 @@ def gate_poses(
     *,
     margin: float,
     margin_px: float,
+    max_turn_deg: float = 180.0,
     max_gap: int,
     ramp: int,
 ) -> Gate:
@@ -149,14 +158,17 @@ def gate_poses(
     to them with that shape and ``K``, ``refined`` = (idx, rv, tr) the refined poses of the
     measured frames ``idx``. A measured frame is accepted when its refined pose's
     :func:`rigid_misfit` is at most ``(1 + margin)`` times the landmark pose's plus
-    ``margin_px``; the correction of the accepted frames is interpolated between them
+    ``margin_px`` and it turns at most ``max_turn_deg`` from the landmark pose; the
+    correction of the accepted frames is interpolated between them
     within spans (:func:`accepted_weight`) and blended in with its weight.
     """
     rot_l, t_l = fallback
     idx, rv, tr = refined
     m_land = rigid_misfit(rot_l[idx], t_l[idx], shape, K, landmarks[idx])
     m_ref = rigid_misfit(rv, tr, shape, K, landmarks[idx])
+    turn = (Rotation.from_rotvec(rv) * Rotation.from_rotvec(rot_l[idx]).inv()).magnitude()
     ok = m_ref <= m_land * (1.0 + margin) + margin_px  # NaN (no landmarks) fails
+    ok &= np.degrees(turn) <= max_turn_deg
     accepted = np.zeros(len(rot_l), bool)
     accepted[idx[ok]] = True
     weight = accepted_weight(accepted, max_gap=max_gap, ramp=ramp)
