@@ -256,7 +256,9 @@ def _run_stages(
             ),
         )
     warnings += [f"{video}: {w}" for w in shoulders.pop("warnings", np.array([])).tolist()]
-    clip = Clip(mesh_crop, lsp73, masks, head, k_crop, refined.n_features, shoulders)
+    clip = Clip(
+        mesh_crop, lsp73, masks, head, k_crop, refined.n_features, refined.source, shoulders
+    )
     return clip, warnings
 
 
@@ -282,7 +284,7 @@ def _features(
     config, layout = job.config, load_layout()
     size = config.ingest.image_size
     if not config.features.enabled:
-        return Refined(head, np.zeros(len(mesh), np.int64), [])
+        return Refined(head, np.zeros(len(mesh), np.int64), np.zeros(len(mesh), np.int8), [])
     k_crop = crop_intrinsics(head.calibration.K, boxes, size)
     feats, _ = job.cached(
         "features",

@@ -22,9 +22,10 @@ import numpy as np
 from lsp_prep.constants import MELS_PER_FRAME, N_LSP_POINTS, N_MELS, N_MESH_POINTS
 from lsp_prep.errors import SchemaError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Bumped whenever a field changes meaning, shape or units. 2: camera, track, shoulders,
-candidates and split added. 3: head poses fitted to texture features (track/n_features)."""
+candidates and split added. 3: head poses fitted to texture features (track/n_features).
+4: a refined pose only where it explains the landmarks (track/source, track/misfit)."""
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -231,7 +232,26 @@ FIELDS: tuple[Field, ...] = (
         "count",
         "-",
         "upper-face texture features the frame's pose was fitted to; 0 where the pose is "
-        "the landmark pose corrected by the feature poses around it",
+        "the landmark pose, or the landmark pose corrected by the feature poses around it",
+    ),
+    Field(
+        "track/source",
+        ("N",),
+        "i",
+        "enum",
+        "-",
+        "where the frame's pose comes from: 0 the landmarks alone, 1 texture-refined "
+        "(measured, or between measured frames of an accepted span), 2 a blend of the two "
+        "at the edge of such a span",
+    ),
+    Field(
+        "track/misfit",
+        ("N",),
+        "f",
+        "pixels",
+        "crop",
+        "rigid misfit: RMS distance over the stable landmarks between "
+        "K (R track/mean_shape + T) and landmarks/lsp73; NaN if not valid",
     ),
     Field(
         "shoulders/points2d",

@@ -16,11 +16,13 @@ from lsp_prep import __version__
 from lsp_prep.camera import rotvec_to_euler_xyz
 from lsp_prep.config import IngestConfig, PrepConfig
 from lsp_prep.dataset import schema, writer
+from lsp_prep.layout import load_layout
 from lsp_prep.media import MediaInfo, load_audio
 from lsp_prep.stages.audio import align_waveform, video_log_mel
 from lsp_prep.stages.candidates import choose_candidates, mouth_area, split_frames
 from lsp_prep.stages.frames import decode_rgb
 from lsp_prep.stages.geometry.head import HeadTrack
+from lsp_prep.stages.geometry.quality import rigid_misfit
 
 
 @dataclass
@@ -38,6 +40,8 @@ class Clip:
     """(N, 3, 3) intrinsics of every crop."""
     n_features: np.ndarray
     """(N,) texture features each frame's pose was fitted to."""
+    source: np.ndarray
+    """(N,) int8 where each frame's pose comes from (``track/source``)."""
     shoulders: dict[str, np.ndarray]
     """The shoulder stage's arrays: points2d, valid, billboard3d, source."""
 
@@ -89,6 +93,15 @@ def root_attrs(
     }
 
 
+def track_misfit(clip: Clip) -> np.ndarray:
+    """(N,) the dataset's ``track/misfit``: rigid misfit of the mean shape's stable points
+    posed by the track vs the detected landmarks, crop pixels; NaN where not valid."""
+    stable = np.asarray(load_layout().sets["stable"])
+    head = clip.head
+    lm = np.where(clip.masks["valid"][:, None, None], clip.lsp73[:, stable], np.nan)
+    return rigid_misfit(head.rotation, head.translation, head.mean_shape[stable], clip.k_crop, lm)
+
+
 def clip_fields(clip: Clip) -> dict[str, np.ndarray]:
     """The camera, track, shoulder and landmark fields of the dataset, as stored."""
     head, sh, masks = clip.head, clip.shoulders, clip.masks
@@ -104,6 +117,8 @@ def clip_fields(clip: Clip) -> dict[str, np.ndarray]:
         "track/n_features": clip.n_features.astype(np.int32),
         "track/mouth_displacement": head.mouth_displacement.astype(f32),
         "track/reprojection_error": head.reprojection_error.astype(f32),
+        "track/source": clip.source.astype(np.int8),
+        "track/misfit": track_misfit(clip).astype(f32),
         "shoulders/points2d": sh["points2d"].astype(f32),
         "shoulders/valid": sh["valid"],
         "shoulders/billboard3d": sh["billboard3d"].astype(f32),

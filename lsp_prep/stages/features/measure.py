@@ -78,6 +78,18 @@ class FeatureConfig:
     calib_features: int = 120
     """Features (spread over the list) in the focal search on the features; every feature
     is triangulated afterwards."""
+    gate_margin: float = 1.5
+    """A frame keeps its refined pose only where its rigid misfit to the stable landmarks
+    is at most ``1 + gate_margin`` times the landmark pose's (plus ``gate_margin_px``);
+    see lsp_prep.stages.geometry.quality.GateConfig."""
+    gate_margin_px: float = 0.3
+    """Pixels (original video) added to that bound."""
+    gate_turn_deg: float = 6.0
+    """... and only where it turns at most this far from the landmark pose."""
+    gate_min_accepted: float = 0.5
+    """Below this fraction of measured frames passing, the landmark track is kept whole."""
+    blend_frames: int = 6
+    """Frames over which a refined span blends in from the landmark poses at each end."""
 
     def __post_init__(self) -> None:
         if self.every < 1:
@@ -94,6 +106,10 @@ class FeatureConfig:
             raise InputError(f"features.calib_features must be >= 6, got {self.calib_features}")
         if self.max_shift < 1 or self.levels < 0:
             raise InputError("features.max_shift must be >= 1 and features.levels >= 0")
+        if min(self.gate_margin, self.gate_margin_px, self.gate_turn_deg, self.blend_frames) < 0:
+            raise InputError("features.gate_* and features.blend_frames must be >= 0")
+        if not 0 <= self.gate_min_accepted <= 1:
+            raise InputError("features.gate_min_accepted must be in [0, 1]")
         if self.fb_px <= 0 or self.min_distance <= 0 or not 0 < self.quality < 1:
             raise InputError("features.fb_px > 0, min_distance > 0 and quality in (0, 1)")
 

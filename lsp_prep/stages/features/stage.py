@@ -26,6 +26,7 @@ from lsp_prep.stages.features.measure import (
 from lsp_prep.stages.frames import GREY_AT_SCALE
 from lsp_prep.stages.geometry.config import CameraConfig, GeometryConfig
 from lsp_prep.stages.geometry.head import HeadTrack, refine_head
+from lsp_prep.stages.geometry.quality import GateConfig
 
 BLOCK = 64
 """Frames read per step: the frames' HDF5 chunk, so each is read once."""
@@ -112,6 +113,8 @@ class Refined:
     head: HeadTrack
     n_features: np.ndarray
     """(N,) features each frame's pose was fitted to (0: the landmark pose)."""
+    source: np.ndarray
+    """(N,) int8 where each frame's pose comes from (the dataset's ``track/source``)."""
     warnings: list[str]
 
 
@@ -132,7 +135,7 @@ def refine_clip(
     pixels. Keeps the landmark track, with a warning, when there are no features."""
     n = len(valid)
     if not feats["points3d"].size:
-        return Refined(head, np.zeros(n, np.int64), [str(feats["warning"])])
+        return Refined(head, np.zeros(n, np.int64), np.zeros(n, np.int8), [str(feats["warning"])])
     with threadpool_limits(1):
         refined, refinement = refine_head(
             head,
@@ -147,6 +150,14 @@ def refine_clip(
             min_features=config.min_features,
             calib_frames=config.calib_frames,
             calib_features=config.calib_features,
+            gate=GateConfig(
+                margin=config.gate_margin,
+                margin_px=config.gate_margin_px,
+                max_turn_deg=config.gate_turn_deg,
+                min_accepted=config.gate_min_accepted,
+                max_gap=2 * config.every,
+                ramp=config.blend_frames,
+            ),
         )
     warnings = [refinement.warning] if refinement.warning else []
-    return Refined(refined, refinement.n_features, warnings)
+    return Refined(refined, refinement.n_features, refinement.source, warnings)

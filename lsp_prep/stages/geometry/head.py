@@ -10,13 +10,23 @@ import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 from threadpoolctl import threadpool_limits
 
-from lsp_prep.camera import project, refocus
+from lsp_prep.camera import refocus
 from lsp_prep.constants import EYE_DISTANCE_CM
 from lsp_prep.errors import InputError
 from lsp_prep.layout import Layout
 from lsp_prep.stages.geometry.config import CameraConfig, GeometryConfig
 from lsp_prep.stages.geometry.focal import Calibration, calibrate_focal, search_focal, select_frames
 from lsp_prep.stages.geometry.poses import track_poses
+from lsp_prep.stages.geometry.quality import (
+    SOURCE_BLEND,
+    SOURCE_LANDMARKS,
+    SOURCE_REFINED,
+    Gate,
+    GateConfig,
+    corrected_poses,
+    gate_poses,
+    rigid_misfit,
+)
 from lsp_prep.stages.geometry.shape import back_project, initial_poses, object_points, triangulate
 
 
@@ -92,9 +102,14 @@ class Refinement:
 
     n_features: np.ndarray
     """(N,) texture features the pose of each frame was fitted to; 0 where the pose comes
-    from the landmarks (frame not measured, or too few features found)."""
+    from the landmarks (frame not measured, too few features found, or the refined pose
+    refused by the gate)."""
+    source: np.ndarray
+    """(N,) int8: where each frame's pose comes from (``SOURCE_*`` of
+    :mod:`lsp_prep.stages.geometry.quality`)."""
     warning: str
-    """Non-empty when the texture could not be used and the landmark track was kept."""
+    """Non-empty when the texture could not be used, or its poses were refused, and the
+    landmark track was kept."""
 
 
 def refine_head(
@@ -111,6 +126,7 @@ def refine_head(
     min_features: int = 12,
     calib_frames: int = 120,
     calib_features: int = 120,
+    gate: GateConfig = GateConfig(),
 ) -> tuple[HeadTrack, Refinement]:
     """Calibrate and track again on texture features (see :mod:`lsp_prep.stages.features.measure`).
 
@@ -123,9 +139,15 @@ def refine_head(
        variety, which also refines their 3D points.
     2. The pose of every measured frame: a batched robust fit to those features; then
        every feature is triangulated from these poses and the fit repeated on them all.
-    3. Frames not measured keep their landmark pose, corrected by the difference between
-       feature and landmark poses interpolated from the measured frames around them (the
-       landmarks' bias changes slowly, with the pose).
+    3. The landmark poses again, in the new camera and object frame (the stable landmarks
+       triangulated with the feature poses), and the gate (:func:`~lsp_prep.stages.
+       geometry.quality.gate_poses`): a measured frame keeps its feature pose only where
+       that explains the stable landmarks about as well as the landmark pose does; frames
+       between accepted ones take the correction interpolated between them, blended in
+       over ``gate.ramp`` frames at the ends of each span; every other frame keeps its
+       landmark pose, so no correction is extrapolated beyond what was measured. When
+       fewer than ``gate.min_accepted`` of the measured frames pass, the landmark track
+       is kept whole, with a warning.
     4. Object-space landmarks: Face Mesh's per-frame shapes mapped onto the stable points
        triangulated with the new poses, then moved onto the rays of the detected 2D
        landmarks, so that the pose projects them exactly where they were seen.
@@ -140,7 +162,7 @@ def refine_head(
             f"texture features were measured on {len(idx)} frames (needs {need}); head poses "
             "come from the landmarks alone, whose rotations are too small by up to 20 %"
         )
-        return head, Refinement(np.zeros(n, np.int64), warning)
+        return head, Refinement(np.zeros(n, np.int64), np.zeros(n, np.int8), warning)
     cal, sub = _focal_on_features(
         head,
         points2d,
@@ -160,12 +182,21 @@ def refine_head(
     shape = triangulate(points2d[idx], rv, tr, cal.K)
     keep = np.isfinite(shape).all(1)
     rv, tr, rms = track_poses(points2d[idx][:, keep], shape[keep], rv, tr, cal.K, config=cfg)
-    rot, trans = _corrected_poses(head.rotation, t_land, idx, rv, tr)
-
-    # landmarks in the new object frame, on the rays of the detected points
     stable = np.asarray(layout.sets["stable"])
     v = np.flatnonzero(valid)
-    lm_shape = triangulate(lsp3d[idx][:, stable, :2], rv, tr, cal.K)
+    lm2d = np.where(valid[:, None, None], lsp3d[:, stable, :2], np.nan)
+    g = _gate(lm2d, valid, head.rotation, t_land, (idx, rv, tr), cal.K, geometry, gate)
+    if g.accepted.sum() < gate.min_accepted * len(idx):
+        warning = (
+            f"the texture features' poses disagreed with the landmarks on "
+            f"{len(idx) - int(g.accepted.sum())} of {len(idx)} measured frames; head poses "
+            "come from the landmarks alone"
+        )
+        return head, Refinement(np.zeros(n, np.int64), np.zeros(n, np.int8), warning)
+    rot, trans = g.rotation, g.translation
+
+    # landmarks in the new object frame, on the rays of the detected points
+    lm_shape = triangulate(lsp3d[v][:, stable, :2], rot[v], trans[v], cal.K)
     pts = np.full((n, lsp3d.shape[1], 3), np.nan)
     pts[v] = back_project(
         lsp3d[v, :, :2], object_points(lsp3d[v], lm_shape, stable), rot[v], trans[v], cal.K
@@ -178,13 +209,47 @@ def refine_head(
     pts, mean, trans, lm_shape = pts * unit, mean * unit, trans * unit, lm_shape * unit
     cal = replace(cal, shape=cal.shape * unit)
     mouth = layout.mouth
-    err = np.full(n, np.nan)
-    cam = np.einsum("nij,pj->npi", Rotation.from_rotvec(rot[v]).as_matrix(), lm_shape)
-    res = project(cam + trans[v, None], cal.K) - lsp3d[v][:, stable, :2]
-    err[v] = np.sqrt((res**2).sum(-1).mean(1))  # the landmarks' fit where not measured
-    err[idx] = rms
+    err = rigid_misfit(rot, trans, lm_shape, cal.K, lm2d)  # the landmarks' fit where not measured
+    full = g.weight >= 1.0
+    err[idx[full[idx]]] = rms[full[idx]]
     refined = HeadTrack(cal, rot, trans, pts, mean, pts[:, mouth] - mean[mouth], err)
-    return refined, Refinement(np.where(meas, count, 0), "")
+    source = np.where(full, SOURCE_REFINED, np.where(g.weight > 0, SOURCE_BLEND, SOURCE_LANDMARKS))
+    used = np.where(g.accepted, count, 0)
+    return refined, Refinement(used, source.astype(np.int8), "")
+
+
+def _gate(
+    lm2d: np.ndarray,
+    valid: np.ndarray,
+    rot_land: np.ndarray,
+    t_land: np.ndarray,
+    refined: tuple[np.ndarray, np.ndarray, np.ndarray],
+    K: np.ndarray,
+    geometry: GeometryConfig,
+    gate: GateConfig,
+) -> Gate:
+    """The landmark poses fitted again in the refined camera ``K`` and object frame (the
+    stable landmarks ``lm2d`` (N, S, 2) triangulated with the refined poses ``refined`` =
+    (idx, rv, tr)), then :func:`~lsp_prep.stages.geometry.quality.gate_poses`."""
+    n, v = len(valid), np.flatnonzero(valid)
+    idx, rv, tr = refined
+    lm_shape = triangulate(lm2d[idx], rv, tr, K)
+    rot_c, t_c = corrected_poses(rot_land, t_land, idx, rv, tr)  # a start in the new frame
+    rot_l, t_l = np.zeros((n, 3)), np.zeros((n, 3))
+    rot_l[v], t_l[v], _ = track_poses(lm2d[v], lm_shape, rot_c[v], t_c[v], K, config=geometry)
+    rot_l, t_l = fill_poses(rot_l, t_l, valid)
+    return gate_poses(
+        lm2d,
+        lm_shape,
+        K,
+        (rot_l, t_l),
+        refined,
+        margin=gate.margin,
+        margin_px=gate.margin_px,
+        max_turn_deg=gate.max_turn_deg,
+        max_gap=gate.max_gap,
+        ramp=gate.ramp,
+    )
 
 
 def _focal_on_features(
@@ -221,24 +286,6 @@ def _focal_on_features(
         config=camera,
     )
     return cal, sub
-
-
-def _corrected_poses(
-    rot_land: np.ndarray, t_land: np.ndarray, idx: np.ndarray, rv: np.ndarray, tr: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Poses (N, 3), (N, 3) of every frame: the feature poses ``rv``/``tr`` on the measured
-    frames ``idx``, elsewhere the landmark pose times the correction interpolated from the
-    measured frames around it."""
-    n = len(rot_land)
-    r_land = Rotation.from_rotvec(rot_land)
-    corr = Rotation.from_rotvec(rv) * r_land[idx].inv()
-    t = np.arange(n)
-    tq = np.clip(t, idx[0], idx[-1])
-    rot = (Slerp(idx, corr)(tq) * r_land).as_rotvec()
-    dt = tr - t_land[idx]
-    trans = t_land + np.stack([np.interp(t, idx, dt[:, k]) for k in range(3)], axis=1)
-    rot[idx], trans[idx] = rv, tr
-    return rot, trans
 
 
 # ----------------------------------------------------------------- the stage

@@ -1,0 +1,179 @@
+"""How well a head track explains the detected landmarks, and the gate that keeps a
+texture-refined pose only where it explains them about as well as the landmark pose.
+
+The *rigid misfit* of a frame is the RMS distance between the track's rigid shape on the
+stable landmarks (nose bridge, eye corners, ...), projected with the frame's pose, and the
+landmarks detected there. A pose that leans away from what the face shows raises it; it
+needs no ground truth, so it is measured on every real clip.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import distance_transform_edt
+from scipy.spatial.transform import Rotation, Slerp
+
+from lsp_prep.camera import project
+
+SOURCE_LANDMARKS, SOURCE_REFINED, SOURCE_BLEND = 0, 1, 2
+"""Values of the dataset's ``track/source``: where a frame's pose comes from."""
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """When a texture-refined pose replaces the landmark pose (see :func:`gate_poses`)."""
+
+    margin: float = 1.5
+    """A refined pose may explain the stable landmarks this fraction worse than the
+    landmark pose (its rigid misfit at most ``1 + margin`` times the landmark pose's).
+    Not small: Face Mesh's 2D landmarks slide with the pose, so on rigid renders the
+    true pose's misfit is ~1.9 times the landmark fit's (benchmarks/accuracy_track3d.py)."""
+    margin_px: float = 0.3
+    """... plus this many pixels (original video)."""
+    max_turn_deg: float = 6.0
+    """... and turns at most this far from the landmark pose. Face Mesh leans towards a
+    frontal face by a few degrees (on rigid renders the correct pose is within 4.2 degrees
+    of the landmark pose in 90 % of frames); a larger correction is more often a feature
+    track that lost the face (pexels re-encoded: median 6.9 degrees)."""
+    min_accepted: float = 0.5
+    """Below this fraction of the measured frames passing the gate, the refinement (and
+    its focal length) is refused as a whole and the landmark track kept."""
+    max_gap: int = 8
+    """Accepted frames at most this many frames apart form one span; the frames between
+    them take the interpolated correction."""
+    ramp: int = 6
+    """Frames over which a span's weight rises from 0 to 1 inside each of its ends."""
+
+
+def rigid_misfit(
+    rotation: np.ndarray,
+    translation: np.ndarray,
+    shape: np.ndarray,
+    K: np.ndarray,
+    points2d: np.ndarray,
+) -> np.ndarray:
+    """Per-frame RMS distance (N,) in pixels between ``shape`` (P, 3) object points seen
+    with the poses ``rotation`` (N, 3) Rodrigues and ``translation`` (N, 3) through ``K``
+    ((3, 3) or (N, 3, 3)) and the detected ``points2d`` (N, P, 2) in the same pixels.
+    Points that are NaN are left out; NaN where a frame has none."""
+    cam = np.einsum("nij,pj->npi", Rotation.from_rotvec(rotation).as_matrix(), shape)
+    res = project(cam + translation[:, None], K) - points2d
+    d2 = (res**2).sum(-1)
+    seen = np.isfinite(d2)
+    count = seen.sum(1)
+    total = np.where(seen, d2, 0.0).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, np.sqrt(total / count), np.nan)
+
+
+def accepted_weight(accepted: np.ndarray, *, max_gap: int, ramp: int) -> np.ndarray:
+    """Per-frame weight (N,) in [0, 1] of the refined pose.
+
+    ``accepted`` (N,) marks the measured frames whose refined pose passed the gate. Spans
+    are runs of accepted frames at most ``max_gap`` frames apart (the frames between them
+    were not measured, and take the correction interpolated between its two ends). The
+    weight is 1 inside a span, falls to 0 linearly over the ``ramp`` frames next to each
+    end (inside the span, so no correction is carried beyond it) and is 0 elsewhere.
+    """
+    n = len(accepted)
+    idx = np.flatnonzero(accepted)
+    inside = np.zeros(n, bool)
+    for a, b in itertools.pairwise(idx):
+        if b - a <= max_gap:
+            inside[a : b + 1] = True
+    inside[idx] = True
+    if ramp <= 0 or not inside.any():
+        return inside.astype(float)
+    # distance (in frames) to the nearest frame outside a span; the clip's ends count as outside
+    padded = np.concatenate([[False], inside, [False]])
+    dist = distance_transform_edt(padded)[1:-1]
+    return np.clip(dist / (ramp + 1), 0.0, 1.0) * inside
+
+
+def blend_poses(
+    rot_a: np.ndarray, t_a: np.ndarray, rot_b: np.ndarray, t_b: np.ndarray, weight: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame, the pose ``weight`` (N,) of the way from a to b: rotations (N, 3)
+    Rodrigues by slerp, translations (N, 3) linearly."""
+    ra, rb = Rotation.from_rotvec(rot_a), Rotation.from_rotvec(rot_b)
+    step = (rb * ra.inv()).as_rotvec() * weight[:, None]
+    rot = (Rotation.from_rotvec(step) * ra).as_rotvec()
+    return rot, t_a + (t_b - t_a) * weight[:, None]
+
+
+def corrected_poses(
+    rot_base: np.ndarray, t_base: np.ndarray, idx: np.ndarray, rv: np.ndarray, tr: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Poses (N, 3), (N, 3) of every frame: ``rv``/``tr`` on the frames ``idx``, elsewhere
+    the base pose times the correction (refined pose relative to base) interpolated from
+    the frames ``idx`` around it, held constant beyond the first and last of them."""
+    n = len(rot_base)
+    r_base = Rotation.from_rotvec(rot_base)
+    corr = Rotation.from_rotvec(rv) * r_base[idx].inv()
+    t = np.arange(n)
+    tq = np.clip(t, idx[0], idx[-1])
+    corr_t = Slerp(idx, corr)(tq) if len(idx) > 1 else Rotation.concatenate([corr] * n)
+    rot = (corr_t * r_base).as_rotvec()
+    dt = tr - t_base[idx]
+    trans = t_base + np.stack([np.interp(t, idx, dt[:, k]) for k in range(3)], axis=1)
+    rot[idx], trans[idx] = rv, tr
+    return rot, trans
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The outcome of :func:`gate_poses`."""
+
+    rotation: np.ndarray
+    """(N, 3) Rodrigues: the refined pose where accepted, the landmark pose elsewhere."""
+    translation: np.ndarray
+    """(N, 3)."""
+    weight: np.ndarray
+    """(N,) in [0, 1]: how much of the refined pose each frame took."""
+    accepted: np.ndarray
+    """(N,) bool: measured frames whose refined pose passed the gate."""
+
+
+def gate_poses(
+    landmarks: np.ndarray,
+    shape: np.ndarray,
+    K: np.ndarray,
+    fallback: tuple[np.ndarray, np.ndarray],
+    refined: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    margin: float,
+    margin_px: float,
+    max_turn_deg: float = 180.0,
+    max_gap: int,
+    ramp: int,
+) -> Gate:
+    """Keep a refined pose only where it explains the landmarks about as well as the
+    landmark pose does.
+
+    ``landmarks`` (N, P, 2) the detected stable landmarks (NaN where not valid), ``shape``
+    (P, 3) their rigid object points, ``fallback`` the landmark poses (N, 3), (N, 3) fitted
+    to them with that shape and ``K``, ``refined`` = (idx, rv, tr) the refined poses of the
+    measured frames ``idx``. A measured frame is accepted when its refined pose's
+    :func:`rigid_misfit` is at most ``(1 + margin)`` times the landmark pose's plus
+    ``margin_px`` and it turns at most ``max_turn_deg`` from the landmark pose; the
+    correction of the accepted frames is interpolated between them
+    within spans (:func:`accepted_weight`) and blended in with its weight.
+    """
+    rot_l, t_l = fallback
+    idx, rv, tr = refined
+    m_land = rigid_misfit(rot_l[idx], t_l[idx], shape, K, landmarks[idx])
+    m_ref = rigid_misfit(rv, tr, shape, K, landmarks[idx])
+    turn = (Rotation.from_rotvec(rv) * Rotation.from_rotvec(rot_l[idx]).inv()).magnitude()
+    ok = m_ref <= m_land * (1.0 + margin) + margin_px  # NaN (no landmarks) fails
+    ok &= np.degrees(turn) <= max_turn_deg
+    accepted = np.zeros(len(rot_l), bool)
+    accepted[idx[ok]] = True
+    weight = accepted_weight(accepted, max_gap=max_gap, ramp=ramp)
+    if not ok.any():
+        return Gate(rot_l.copy(), t_l.copy(), weight, accepted)
+    rot_c, t_c = corrected_poses(rot_l, t_l, idx[ok], rv[ok], tr[ok])
+    rot, trans = blend_poses(rot_l, t_l, rot_c, t_c, weight)
+    return Gate(rot, trans, weight, accepted)
