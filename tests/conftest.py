@@ -197,6 +197,8 @@ def synthetic_content(n: int = SYNTHETIC_FRAMES, size: int = SYNTHETIC_SIZE) -> 
         "track/mouth_displacement": points3d[:, mouth] - points3d[:, mouth].mean(0),
         "track/reprojection_error": np.full(n, 0.5),
         "track/n_features": np.full(n, 20, np.int64),
+        "track/source": np.zeros(n, np.int8),
+        "track/misfit": np.full(n, 0.8, np.float32),
         "shoulders/points2d": np.tile([[10.0, 60], [25, 58], [40, 58], [55, 60]], (n, 1, 1)),
         "shoulders/valid": np.ones((n, p), bool),
         "shoulders/billboard3d": rng.normal(0, 5, (p, 3)),
