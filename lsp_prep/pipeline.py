@@ -127,7 +127,7 @@ class Job:
 
     @property
     def partial(self) -> Path:
-        return schema.partial_path(self.final)
+        return writer.partial_path(self.final)
 
     @property
     def cache(self) -> Path:

@@ -9,7 +9,7 @@ import pytest
 
 from lsp_prep import cache
 from lsp_prep.config import PrepConfig
-from lsp_prep.dataset import schema
+from lsp_prep.dataset import reader, schema
 from lsp_prep.errors import InputError
 from lsp_prep.media import sha256_file
 from lsp_prep.pipeline import prep_video
@@ -400,7 +400,7 @@ def test_dataset_of_the_previous_schema_is_refused(synthetic_copy):
     with h5py.File(synthetic_copy, "a") as f:
         f.attrs["schema_version"] = 1
     with pytest.raises(schema.SchemaError, match="re-run `lsp prep`"):
-        schema.open_dataset(synthetic_copy)
+        reader.open_dataset(synthetic_copy)
 
 
 def test_stage_table_owns_every_config_section_once():

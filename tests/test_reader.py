@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lsp_prep.config import PrepConfig
-from lsp_prep.dataset import schema
+from lsp_prep.dataset import schema, writer
 from lsp_prep.dataset.reader import DatasetReader
 from lsp_prep.errors import InputError, SchemaError
 
@@ -23,7 +23,7 @@ def _tiny(path: Path, version: int = schema.SCHEMA_VERSION) -> Path:
         f.attrs["config"] = '{"crop": {"offset_y": 0.1}}'
         f.create_dataset("split/train", data=np.arange(0, 30, dtype=np.int64))
         f.create_dataset("track/rotation", data=np.arange(300, dtype=np.float32).reshape(100, 3))
-        jpegs = f.create_dataset("frames", (4,), dtype=schema.jpeg_dtype())
+        jpegs = f.create_dataset("frames", (4,), dtype=writer.jpeg_dtype())
         for i in range(4):
             jpegs[i] = np.full(i + 1, i, np.uint8)
     return path

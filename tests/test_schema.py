@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lsp_prep.dataset import schema
+from lsp_prep.dataset import reader, schema
 from lsp_prep.errors import SchemaError
 
 
@@ -72,7 +72,7 @@ def test_truncated_dataset_is_named(synthetic_copy):
 def test_open_dataset_refuses_other_versions(synthetic_copy):
     _edit(synthetic_copy, lambda f: f.attrs.__setitem__("schema_version", 99))
     with pytest.raises(SchemaError, match="version 99"):
-        schema.open_dataset(synthetic_copy)
+        reader.open_dataset(synthetic_copy)
 
 
 def test_not_hdf5(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lsp_prep.config import PrepConfig
-from lsp_prep.dataset import schema, writer
+from lsp_prep.dataset import reader, schema, writer
 from lsp_prep.errors import SchemaError
 
 N, P, SIZE = 6, 4, 32
@@ -59,13 +59,13 @@ def test_write_dataset_from_arrays_validates(tmp_path):
     )
     dims = schema.validate(path)
     assert dims["N"] == N and not list(tmp_path.glob(".*tmp*"))
-    with schema.open_dataset(path) as f:
+    with reader.open_dataset(path) as f:
         assert f.attrs["schema_version"] == schema.SCHEMA_VERSION
         assert f["shoulders"].attrs["source"] == "user"
         frame = writer.cv2.imdecode(f["frames"][2], writer.cv2.IMREAD_COLOR)
         assert frame.shape == (SIZE, SIZE, 3)
         np.testing.assert_array_equal(f["audio/mel"][:], _arrays()["audio/mel"])
-        assert PrepConfig.from_dict(schema.read_config(f)) == PrepConfig()
+        assert PrepConfig.from_dict(reader.read_config(f)) == PrepConfig()
 
 
 def test_write_dataset_refuses_incomplete_and_leaves_nothing(tmp_path):
@@ -83,4 +83,4 @@ def test_read_config_names_old_sections_as_today(tmp_path):
     old["landmarks"], old["track"] = old.pop("track"), old.pop("geometry")
     with h5py.File(tmp_path / "old.h5", "w") as f:
         f.attrs["config"] = json.dumps(old)
-        assert PrepConfig.from_dict(schema.read_config(f)) == PrepConfig()
+        assert PrepConfig.from_dict(reader.read_config(f)) == PrepConfig()

@@ -43,7 +43,7 @@ from lsp_models.infer.stream import AnimatedFrame, AnimationStream
 from lsp_models.infer.video import VideoWriter, check_audio, check_output, iter_audio
 from lsp_prep.constants import FPS, SAMPLE_RATE
 from lsp_prep.dataset.reader import DatasetReader
-from lsp_prep.dataset.schema import atomic_output
+from lsp_prep.dataset.writer import atomic_output
 from lsp_prep.errors import InputError
 from lsp_prep.progress import ProgressFn
 

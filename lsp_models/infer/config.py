@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lsp_prep import configtree
-from lsp_prep.dataset.schema import atomic_output
+from lsp_prep.dataset.writer import atomic_output
 from lsp_prep.errors import InputError
 
 CONFIG_FILE = "animate.json"

@@ -37,7 +37,7 @@ class DatasetReader:
     """An open dataset, read only (a context manager; :meth:`close` when done).
 
     Opening checks the schema version (SchemaError with the fix) and refuses a missing file
-    (SchemaError, as :func:`lsp_prep.dataset.schema.open_dataset`), or one that is not HDF5
+    (SchemaError, as :func:`open_dataset`), or one that is not HDF5
     or is damaged (InputError); a read that hits a truncated part raises the same InputError.
     """
 
@@ -142,8 +142,36 @@ class DatasetReader:
     def config(self) -> dict[str, Any]:
         """The resolved configuration of every prep stage stored with the dataset, under
         today's section names."""
-        return schema.read_config(self._file)
+        return read_config(self._file)
 
     def source_info(self) -> dict[str, Any]:
         """The probed source video (width, height, fps, codecs, rotation)."""
         return dict(json.loads(self._file.attrs["source_info"]))
+
+
+LEGACY_SECTIONS = {"landmarks": "track", "track": "geometry"}
+"""Config sections renamed after datasets of this schema version were written: old name ->
+new name (the stage "track" read ``landmarks``, the stage "geometry" read ``track``)."""
+
+
+def read_config(f: h5py.File) -> dict:
+    """The resolved configuration stored with a dataset, with sections under today's names
+    (files that store ``landmarks`` use the names of :data:`LEGACY_SECTIONS`)."""
+    config = json.loads(f.attrs["config"])
+    if "landmarks" in config:
+        config = {LEGACY_SECTIONS.get(k, k): v for k, v in config.items()}
+    return config
+
+
+def open_dataset(path: Path | str) -> h5py.File:
+    """Open a dataset for reading after checking its schema version."""
+    path = Path(path)
+    if not path.is_file():
+        raise SchemaError(f"{path}: no such dataset file")
+    f = h5py.File(path, "r")
+    try:
+        schema.check_version(f, path)
+    except SchemaError:
+        f.close()
+        raise
+    return f

@@ -9,10 +9,6 @@ checks a file against this table; readers refuse a ``schema_version`` they do no
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -399,52 +395,3 @@ def _check_values(f: h5py.File) -> list[str]:
     if (valid != (det | interp)).any():
         out.append("landmarks/valid != detected | interpolated")
     return out
-
-
-LEGACY_SECTIONS = {"landmarks": "track", "track": "geometry"}
-"""Config sections renamed after datasets of this schema version were written: old name ->
-new name (the stage "track" read ``landmarks``, the stage "geometry" read ``track``)."""
-
-
-def read_config(f: h5py.File) -> dict:
-    """The resolved configuration stored with a dataset, with sections under today's names
-    (files that store ``landmarks`` use the names of :data:`LEGACY_SECTIONS`)."""
-    config = json.loads(f.attrs["config"])
-    if "landmarks" in config:
-        config = {LEGACY_SECTIONS.get(k, k): v for k, v in config.items()}
-    return config
-
-
-def open_dataset(path: Path | str) -> h5py.File:
-    """Open a dataset for reading after checking its schema version."""
-    path = Path(path)
-    if not path.is_file():
-        raise SchemaError(f"{path}: no such dataset file")
-    f = h5py.File(path, "r")
-    try:
-        check_version(f, path)
-    except SchemaError:
-        f.close()
-        raise
-    return f
-
-
-def partial_path(path: Path) -> Path:
-    """Where a dataset is built before it is complete."""
-    return path.with_name(path.name + PARTIAL_SUFFIX)
-
-
-def jpeg_dtype() -> np.dtype:
-    return h5py.vlen_dtype(np.dtype("uint8"))
-
-
-@contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; rename it to ``path`` only if the block succeeds."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -17,7 +17,8 @@ Two ways in:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ def storage(name: str, shape: tuple[int, ...]) -> dict[str, Any]:
 def create_frames(f: h5py.File, n: int) -> h5py.Dataset:
     """The ``frames`` field of ``n`` JPEG-encoded frames, to fill batch by batch."""
     chunks = (max(1, min(n, FRAMES_CHUNK)),)  # HDF5 refuses chunks larger than the data
-    return f.create_dataset("frames", shape=(n,), dtype=schema.jpeg_dtype(), chunks=chunks)
+    return f.create_dataset("frames", shape=(n,), dtype=jpeg_dtype(), chunks=chunks)
 
 
 def write_frame_batch(frames: h5py.Dataset, start: int, jpegs: Sequence[np.ndarray]) -> int:
@@ -149,3 +150,24 @@ def write_dataset(
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def partial_path(path: Path) -> Path:
+    """Where a dataset is built before it is complete."""
+    return path.with_name(path.name + schema.PARTIAL_SUFFIX)
+
+
+def jpeg_dtype() -> np.dtype:
+    return h5py.vlen_dtype(np.dtype("uint8"))
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling path; rename it to ``path`` only if the block succeeds."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
