@@ -192,6 +192,15 @@ def portrait_layer(
     return affine, prescaled_layer(soft_rgba(image, feather=feather), affine)
 
 
+def _composite_and_write(
+    path: Path, *, layers: list, background: np.ndarray, n_frames: int, clip: dict
+) -> None:
+    """Composite ``layers`` over ``background`` for ``n_frames`` and encode them to ``path``
+    (``clip``: :func:`~lsp_synth.encode.write_clip`'s keyword arguments)."""
+    frames = render_frames(background=background, layers=layers, n_frames=n_frames)
+    write_clip(path, frames, **clip)
+
+
 def render_talking_clip(
     path: Path,
     *,
@@ -233,22 +242,21 @@ def render_talking_clip(
         scale=face_scale,
         feather=feather,
     )
-    frames = render_frames(
-        background=make_background(size=size, kind=background, seed=motion.seed),
-        layers=[layer],
-        n_frames=len(times),
-    )
-    write_clip(
+    _composite_and_write(
         path,
-        frames,
-        fps=fps,
-        size=size,
-        audio=audio,
-        sr=sr,
-        rotation_metadata=rotation_metadata,
-        crf=crf,
-        preset=preset,
-        progress=progress,
+        layers=[layer],
+        background=make_background(size=size, kind=background, seed=motion.seed),
+        n_frames=len(times),
+        clip=dict(
+            fps=fps,
+            size=size,
+            audio=audio,
+            sr=sr,
+            rotation_metadata=rotation_metadata,
+            crf=crf,
+            preset=preset,
+            progress=progress,
+        ),
     )
     return Truth(times=times, affine=affine, fps=fps, size=(w, h), rotation=rotation_metadata)
 
@@ -310,22 +318,21 @@ def two_faces_clip(
             Truth(times=times, affine=affine, fps=fps, size=(w, h), rotation=rotation_metadata)
         )
         layers.append(layer)
-    frames = render_frames(
-        background=make_background(size=size, kind=background, seed=target_motion.seed),
-        layers=layers,
-        n_frames=len(times),
-    )
-    write_clip(
+    _composite_and_write(
         path,
-        frames,
-        fps=fps,
-        size=size,
-        audio=audio,
-        sr=sr,
-        rotation_metadata=rotation_metadata,
-        crf=crf,
-        preset=preset,
-        progress=progress,
+        layers=layers,
+        background=make_background(size=size, kind=background, seed=target_motion.seed),
+        n_frames=len(times),
+        clip=dict(
+            fps=fps,
+            size=size,
+            audio=audio,
+            sr=sr,
+            rotation_metadata=rotation_metadata,
+            crf=crf,
+            preset=preset,
+            progress=progress,
+        ),
     )
     other, main = truths
     return TwoFaces(
