@@ -31,7 +31,7 @@ Conventions (the ones a calibration or tracking test compares against):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ from lsp_prep.constants import N_MESH_POINTS, SAMPLE_RATE
 from lsp_prep.errors import InputError
 from lsp_synth.audio import speech_envelope
 from lsp_synth.encode import frame_times, write_clip
+from lsp_synth.expression import Expressions, Hand, paint_hand, skin_colour
 from lsp_synth.layers import Background, composite, make_background
 from lsp_synth.mesh import FaceModel
 from lsp_synth.pinhole import Camera, rotation_matrices
@@ -162,6 +163,9 @@ class Truth3D:
     shoulder_affine: np.ndarray
     """Photo pixel -> frame pixel (N, 2, 3) of the shoulder plane, for any torso point:
     ``q = A[:, :2] @ p + A[:, 2]`` (NaN without shoulders)."""
+    occluded: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    """(N,) bool: frames where a :class:`~lsp_synth.expression.Hand` covers face points
+    (all False without a hand)."""
 
     def __post_init__(self) -> None:
         n = len(self.times)
@@ -171,6 +175,8 @@ class Truth3D:
             "points_obj": (self.points_obj.shape, (n, N_MESH_POINTS, 3)),
             "mouth_open": (self.mouth_open.shape, (n,)),
         }
+        if self.occluded.shape == (0,):
+            object.__setattr__(self, "occluded", np.zeros(n, bool))
         for name, (got, want) in shapes.items():
             if got != want:
                 raise ValueError(f"{name} must be {want}, got {got}")
@@ -206,6 +212,9 @@ def render_head_clip(
     audio: np.ndarray | None = None,
     sr: int = SAMPLE_RATE,
     mouth_open_cm: float = 1.2,
+    expressions: Expressions | None = None,
+    expression_gain: float = 1.0,
+    hand: Hand | None = None,
     background: Background | np.ndarray = "texture",
     shoulders: bool = True,
     n_shoulder_points: int = 6,
@@ -218,10 +227,13 @@ def render_head_clip(
     The clip holds ``round(duration_s * fps)`` frames of ``camera.size``. ``audio`` (S,)
     mono float at ``sr`` drives the mouth through :func:`~lsp_synth.audio.speech_envelope`
     and is muxed as AAC, cut or zero-padded to the clip's length; without it the mouth stays
-    at rest. ``background`` is a :func:`~lsp_synth.layers.make_background` kind or an RGB
-    image (H, W, 3). With ``shoulders`` the torso plane (see
-    :func:`~lsp_synth.torso.shoulder_placement`) is drawn
-    first and ``n_shoulder_points`` of its corners are reported; otherwise the shoulder
+    at rest. ``expressions`` (a real clip's face motion, see :mod:`lsp_synth.expression`)
+    are added to the mesh every frame, times ``expression_gain``, on top of the jaw; the
+    truth's pose stays the skull's. ``hand`` paints an occluder over the lower face, and
+    the truth's ``occluded`` marks the frames it covers. ``background`` is a
+    :func:`~lsp_synth.layers.make_background` kind or an RGB image (H, W, 3). With
+    ``shoulders`` the torso plane (see :func:`~lsp_synth.torso.shoulder_placement`) is
+    drawn first and ``n_shoulder_points`` of its corners are reported; otherwise the shoulder
     arrays are (N, 0, 2) and (N, 0, 3).
     """
     if not (np.isfinite(mouth_open_cm) and mouth_open_cm >= 0):
@@ -233,12 +245,19 @@ def render_head_clip(
     env = speech_envelope(audio, sr=sr, fps=fps, n_frames=n)
     rotvec, trans = motion.poses(times)
     points_obj = model.deform(mouth_open_cm * env)
+    if expressions is not None:
+        points_obj += expressions.offsets_cm(
+            times, rest=model.vertices, depth_scale=model.depth_scale, gain=expression_gain
+        )
     torso = (
         _place_torso(model, camera, motion, rotvec, trans, points_obj, n_shoulder_points)
         if shoulders
         else None
     )
+    occluded = np.zeros(n, bool)
     frames = _head_frames(bg, torso, model, camera, rotvec, trans, points_obj)
+    if hand is not None:
+        frames = _with_hand(frames, hand, times, model, camera, rotvec, trans, points_obj, occluded)
     write_clip(
         path,
         frames,
@@ -267,6 +286,7 @@ def render_head_clip(
         shoulder_points3d=sh3d,
         shoulder_photo_px=np.zeros((0, 2)) if torso is None else torso.photo_px,
         shoulder_affine=np.full((n, 2, 3), np.nan) if torso is None else torso.affine,
+        occluded=occluded,
     )
 
 
@@ -292,6 +312,28 @@ def _head_frames(
             translation=trans[i],
             points_obj=points_obj[i],
         )
+
+
+def _with_hand(
+    frames: Iterator[np.ndarray],
+    hand: Hand,
+    times: np.ndarray,
+    model: FaceModel,
+    camera: Camera,
+    rotvec: np.ndarray,
+    trans: np.ndarray,
+    points_obj: np.ndarray,
+    occluded: np.ndarray,
+) -> Iterator[np.ndarray]:
+    """``frames`` with ``hand`` painted over the face; sets ``occluded`` (N,) as it goes."""
+    colour = hand.colour or skin_colour(model.texture, model.uv)
+    sweep = hand.progress(times)
+    r = rotation_matrices(rotvec)
+    face2d = camera.project(np.einsum("nij,npj->npi", r, points_obj) + trans[:, None])
+    for i, frame in enumerate(frames):
+        if np.isfinite(sweep[i]):
+            occluded[i] = paint_hand(frame, face2d[i], float(sweep[i]), hand=hand, colour=colour)
+        yield frame
 
 
 def _place_torso(

@@ -36,6 +36,7 @@ def bundle_adjust(
     shape_prior: float = 0.05,
     iterations: int = 100,
     distance: float = EYE_DISTANCE_CM,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Shared shape + per-frame poses minimising reprojection error.
 
@@ -43,11 +44,14 @@ def bundle_adjust(
     eliminates the per-frame 6x6 pose blocks (Schur complement) and solves the dense
     shape system by Cholesky, so frames cost linearly. ``pts2d`` (F, P, 2) may hold NaN for missing
     points. The gauge is fixed by the distance of points ``eyes`` (``distance`` cm) and a
-    weak pull towards ``shape0``.
-    Returns shape (P, 3), rvec (F, 3), T (F, 3) and the RMS reprojection error (pixels).
+    weak pull towards ``shape0``. ``weights`` (P,) scale each point's terms (how rigid
+    it is; see :func:`rigidity_weights`).
+    Returns shape (P, 3), rvec (F, 3), T (F, 3) and the RMS reprojection error (pixels,
+    unweighted).
     """
     n_f, n_p = pts2d.shape[:2]
     seen = np.isfinite(pts2d).all(-1)  # (F, P)
+    w_pts = seen * (1.0 if weights is None else np.asarray(weights, np.float64)[None])
     obs = np.where(seen[..., None], pts2d, 0.0)
     a, b = eyes  # positions of the outer eye corners among the P points
     n_s = 3 * n_p
@@ -60,6 +64,7 @@ def bundle_adjust(
     def cost(r, shape):
         norm = np.linalg.norm(r, axis=-1)[seen]
         rho = np.where(norm <= huber_px, 0.5 * norm**2, huber_px * (norm - 0.5 * huber_px))
+        rho = rho * w_pts[seen]
         eye = 10.0 * (np.linalg.norm(shape[a] - shape[b]) - distance)
         return rho.sum() + 0.5 * eye**2 + 0.5 * shape_prior**2 * ((shape - shape0) ** 2).sum()
 
@@ -70,7 +75,7 @@ def bundle_adjust(
     mu = 1e-3
     for _ in range(iterations):
         a_mat, g_s, h_pp, h_sp, g_p = _normal_equations(
-            r, rx, cam, rmat, K, seen=seen, huber_px=huber_px
+            r, rx, cam, rmat, K, seen=w_pts, huber_px=huber_px
         )
         _add_gauge(a_mat, g_s, shape, shape0, eyes=eyes, distance=distance, prior=shape_prior)
         diag_a = np.diag(a_mat).copy() + 1e-9
@@ -115,7 +120,7 @@ def _normal_equations(
     block by block (shapes couple only through poses): the shape block (3P, 3P) and its
     gradient (3P,), the per-frame pose blocks (F, 6, 6), the shape-pose block (3P, 6F)
     and the pose gradients (F, 6). ``rx`` (F, P, 3) are the rotated shape points, ``cam``
-    the camera points."""
+    the camera points; ``seen`` (F, P) weights each observation (0 where missing)."""
     n_f, n_p = r.shape[:2]
     n_s = 3 * n_p
     du = projection_jacobian(cam, K)

@@ -15,7 +15,12 @@ from lsp_prep.constants import EYE_DISTANCE_CM
 from lsp_prep.errors import InputError
 from lsp_prep.layout import Layout
 from lsp_prep.stages.geometry.config import CameraConfig, GeometryConfig
-from lsp_prep.stages.geometry.focal import Calibration, calibrate_focal, search_focal, select_frames
+from lsp_prep.stages.geometry.focal import (
+    Calibration,
+    calibrate_focal,
+    search_focal,
+    select_frames,
+)
 from lsp_prep.stages.geometry.poses import track_poses
 from lsp_prep.stages.geometry.quality import (
     SOURCE_BLEND,
@@ -27,6 +32,7 @@ from lsp_prep.stages.geometry.quality import (
     gate_poses,
     rigid_misfit,
 )
+from lsp_prep.stages.geometry.rigidity import RigidityConfig, rigid_fit
 from lsp_prep.stages.geometry.shape import back_project, initial_poses, object_points, triangulate
 
 
@@ -127,6 +133,7 @@ def refine_head(
     calib_frames: int = 120,
     calib_features: int = 120,
     gate: GateConfig = GateConfig(),
+    rigidity: RigidityConfig = RigidityConfig(),
 ) -> tuple[HeadTrack, Refinement]:
     """Calibrate and track again on texture features (see :mod:`lsp_prep.stages.features.measure`).
 
@@ -176,12 +183,37 @@ def refine_head(
     t_land = refocus(head.translation, cal.focal / head.calibration.focal)
     step = max(1.0, float(np.median(np.diff(idx))))  # idx has at least 8 frames
     cfg = replace(geometry, smooth_frames=geometry.smooth_frames / step)
+    cfg = replace(cfg, huber_px=rigidity.huber_px)
     rv, tr, _ = track_poses(
-        points2d[idx][:, sub], cal.shape, head.rotation[idx], t_land[idx], cal.K, config=cfg
+        points2d[idx][:, sub],
+        cal.shape,
+        head.rotation[idx],
+        t_land[idx],
+        cal.K,
+        config=cfg,
     )
-    shape = triangulate(points2d[idx], rv, tr, cal.K)
-    keep = np.isfinite(shape).all(1)
-    rv, tr, rms = track_poses(points2d[idx][:, keep], shape[keep], rv, tr, cal.K, config=cfg)
+    # every feature's rigid point and rigidity, on frames chosen for pose variety
+    pos = select_frames(rv, np.arange(len(idx)), calib_frames)
+    fit = rigid_fit(
+        points2d[idx[pos]],
+        triangulate(points2d[idx], rv, tr, cal.K),
+        rv[pos],
+        tr[pos],
+        cal.K,
+        rounds=rigidity.rounds,
+        scale=rigidity.scale,
+        huber_px=rigidity.huber_px,
+    )
+    keep = fit.weights > 0
+    rv, tr, rms = track_poses(
+        points2d[idx][:, keep],
+        fit.shape[keep],
+        rv,
+        tr,
+        cal.K,
+        weights=fit.weights[keep][None],
+        config=cfg,
+    )
     stable = np.asarray(layout.sets["stable"])
     v = np.flatnonzero(valid)
     lm2d = np.where(valid[:, None, None], lsp3d[:, stable, :2], np.nan)

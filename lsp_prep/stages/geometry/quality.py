@@ -34,10 +34,11 @@ class GateConfig:
     margin_px: float = 0.3
     """... plus this many pixels (original video)."""
     max_turn_deg: float = 6.0
-    """... and turns at most this far from the landmark pose. Face Mesh leans towards a
-    frontal face by a few degrees (on rigid renders the correct pose is within 4.2 degrees
-    of the landmark pose in 90 % of frames); a larger correction is more often a feature
-    track that lost the face (pexels re-encoded: median 6.9 degrees)."""
+    """... and turns at most this far from the landmark pose after its lean is taken out
+    (:func:`lean_map`). Face Mesh leans towards a frontal face, by up to 30 % of the
+    pitch on renders turning 35 degrees; what is left after one linear map of the Euler
+    angles is a few degrees, and a larger correction is more often a feature track that
+    lost the face (pexels re-encoded: median 6.9 degrees)."""
     min_accepted: float = 0.5
     """Below this fraction of the measured frames passing the gate, the refinement (and
     its focal length) is refused as a whole and the landmark track kept."""
@@ -128,7 +129,8 @@ class Gate:
     """The outcome of :func:`gate_poses`."""
 
     rotation: np.ndarray
-    """(N, 3) Rodrigues: the refined pose where accepted, the landmark pose elsewhere."""
+    """(N, 3) Rodrigues: the refined pose where accepted, the landmark pose without its
+    lean (:func:`lean_map`) elsewhere."""
     translation: np.ndarray
     """(N, 3)."""
     weight: np.ndarray
@@ -158,17 +160,23 @@ def gate_poses(
     to them with that shape and ``K``, ``refined`` = (idx, rv, tr) the refined poses of the
     measured frames ``idx``. A measured frame is accepted when its refined pose's
     :func:`rigid_misfit` is at most ``(1 + margin)`` times the landmark pose's plus
-    ``margin_px`` and it turns at most ``max_turn_deg`` from the landmark pose; the
-    correction of the accepted frames is interpolated between them
-    within spans (:func:`accepted_weight`) and blended in with its weight.
+    ``margin_px`` and it turns at most ``max_turn_deg`` from the landmark pose with its
+    lean towards frontal taken out (:func:`lean_map`, fitted on the frames that pass the
+    misfit test). The correction of the accepted frames is interpolated between them
+    within spans (:func:`accepted_weight`) and blended in with its weight; every other
+    frame takes its landmark pose with the lean that the accepted frames show taken out
+    (unchanged when fewer than 8 frames are accepted).
     """
     rot_l, t_l = fallback
     idx, rv, tr = refined
     m_land = rigid_misfit(rot_l[idx], t_l[idx], shape, K, landmarks[idx])
     m_ref = rigid_misfit(rv, tr, shape, K, landmarks[idx])
-    turn = (Rotation.from_rotvec(rv) * Rotation.from_rotvec(rot_l[idx]).inv()).magnitude()
     ok = m_ref <= m_land * (1.0 + margin) + margin_px  # NaN (no landmarks) fails
+    expected = apply_lean_map(rot_l[idx], lean_map(rot_l[idx[ok]], rv[ok]))
+    turn = (Rotation.from_rotvec(rv) * Rotation.from_rotvec(expected).inv()).magnitude()
     ok &= np.degrees(turn) <= max_turn_deg
+    # every landmark pose without its lean, as fitted on the accepted frames
+    rot_l = apply_lean_map(rot_l, lean_map(rot_l[idx[ok]], rv[ok]))
     accepted = np.zeros(len(rot_l), bool)
     accepted[idx[ok]] = True
     weight = accepted_weight(accepted, max_gap=max_gap, ramp=ramp)
@@ -177,3 +185,41 @@ def gate_poses(
     rot_c, t_c = corrected_poses(rot_l, t_l, idx[ok], rv[ok], tr[ok])
     rot, trans = blend_poses(rot_l, t_l, rot_c, t_c, weight)
     return Gate(rot, trans, weight, accepted)
+
+
+def lean_map(rot_land: np.ndarray, rot_ref: np.ndarray, *, rounds: int = 3) -> np.ndarray | None:
+    """The landmark track's systematic lean, as coefficients (4, 3) of one affine map from
+    the landmark poses' (yaw, pitch, roll, 1) to the refined poses' (yaw, pitch, roll),
+    degrees, fitted on frames with both (``rot_land``, ``rot_ref`` (M, 3) rotation
+    vectors) by least squares and refitted ``rounds`` times without the frames more than
+    3 MADs (at least 1 degree) off; None with fewer than 8 frames to fit.
+
+    Face Mesh's landmarks lean towards a frontal face by a roughly constant fraction of
+    the angle (and the two tracks' object frames may differ by a small constant), which
+    such a map captures; a frame whose refined pose the map does not explain has either a
+    wrong refined pose or a landmark pose that is wrong for that frame.
+    """
+    from lsp_prep.camera import rotvec_to_euler_yxz
+
+    e_l, e_r = rotvec_to_euler_yxz(rot_land), rotvec_to_euler_yxz(rot_ref)
+    x = np.c_[e_l, np.ones(len(e_l))]
+    keep = np.ones(len(e_l), bool)
+    coef = None
+    for _ in range(rounds):
+        if keep.sum() < 8:
+            return coef
+        coef, *_ = np.linalg.lstsq(x[keep], e_r[keep], rcond=None)
+        off = np.linalg.norm(x @ coef - e_r, axis=1)
+        mad = np.median(np.abs(off[keep] - np.median(off[keep])))
+        keep = off <= np.median(off[keep]) + max(3 * 1.4826 * mad, 1.0)
+    return coef
+
+
+def apply_lean_map(rot_land: np.ndarray, coef: np.ndarray | None) -> np.ndarray:
+    """Landmark rotations (N, 3) through :func:`lean_map`'s ``coef`` (unchanged if None)."""
+    from lsp_prep.camera import euler_yxz_to_rotvec, rotvec_to_euler_yxz
+
+    if coef is None:
+        return np.asarray(rot_land, np.float64).copy()
+    e = np.c_[rotvec_to_euler_yxz(rot_land), np.ones(len(rot_land))] @ coef
+    return euler_yxz_to_rotvec(e[:, 0], e[:, 1], e[:, 2]).reshape(-1, 3)
