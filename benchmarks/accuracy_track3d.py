@@ -9,7 +9,11 @@ Each render is a real photo's face mesh, textured from the photo, moving by sinu
 * ``test``: the render of tests/test_track3d.py: f = 500 px, 640x360, 30 fps, 5 s,
   +-30 degrees of yaw and +-20 of pitch;
 * ``narrow``: a longer lens and smaller turns: f = 1100 px, 960x540, 30 fps, 8 s,
-  +-20 degrees of yaw and +-12 of pitch, another motion seed.
+  +-20 degrees of yaw and +-12 of pitch, another motion seed;
+* ``expressive``: f = 900 px, 960x540, 30 fps, 10 s, +-35 degrees of yaw and +-15 of
+  pitch at 80 cm, the face deformed every frame by the expressions of the real pexels
+  clip (lsp_synth.expression: blinks, brows, smiles, speech; the skull rigid), and a hand
+  crossing the lower face from 4 to 5.5 s. The truth is the skull's pose.
 
 Each is prepped twice: as shipped, and with ``features.enabled=false`` (the landmark-only
 track of earlier versions). For each the table prints the focal length found, the
@@ -58,11 +62,13 @@ class Render:
     pitch: float
     seed: int
     distance_cm: float
+    expressive: bool = False
 
 
 RENDERS = (
     Render("test", 500.0, (640, 360), 5.0, 30.0, 20.0, 0, 60.0),
     Render("narrow", 1100.0, (960, 540), 8.0, 20.0, 12.0, 3, 110.0),
+    Render("expressive", 900.0, (960, 540), 10.0, 35.0, 15.0, 5, 80.0, expressive=True),
 )
 
 
@@ -70,6 +76,7 @@ def render(spec: Render, out: Path) -> tuple[Path, np.ndarray]:
     """Render one clip; returns it and the true rotation (rotvec) of every source frame."""
     from lsp_prep.media import load_audio
     from lsp_synth import render3d as synth3d
+    from lsp_synth.expression import Hand, clip_expressions
     from lsp_synth.mesh import face_model
     from lsp_synth.pinhole import Camera
     from lsp_synth.portraits import astronaut_portrait
@@ -77,6 +84,13 @@ def render(spec: Render, out: Path) -> tuple[Path, np.ndarray]:
 
     speech = load_audio(fetch("speech"), sr=16000)[8 * 16000 :]
     path = out / f"{spec.name}.mp4"
+    expressive = {}
+    if spec.expressive:  # the real clip's face moves the mouth: no jaw from the speech
+        expressive = {
+            "expressions": clip_expressions(fetch("pexels")),
+            "hand": Hand(start_s=4.0, duration_s=1.5),
+            "mouth_open_cm": 0.0,
+        }
     truth = synth3d.render_head_clip(
         path,
         model=face_model(astronaut_portrait().image),
@@ -87,6 +101,7 @@ def render(spec: Render, out: Path) -> tuple[Path, np.ndarray]:
             yaw_deg=spec.yaw, pitch_deg=spec.pitch, seed=spec.seed, distance_cm=spec.distance_cm
         ),
         audio=speech,
+        **expressive,
     )
     return path, truth.rotation
 

@@ -90,6 +90,14 @@ class FeatureConfig:
     """Below this fraction of measured frames passing, the landmark track is kept whole."""
     blend_frames: int = 6
     """Frames over which a refined span blends in from the landmark poses at each end."""
+    rigidity_rounds: int = 3
+    """Reweighted bundle adjustments that learn which features move with the skull (0:
+    every feature counts fully); see lsp_prep.stages.geometry.rigidity."""
+    rigidity_scale: float = 0.5
+    """A feature whose RMS residual is this fraction of the median feature's counts half."""
+    huber_px: float = 0.5
+    """Huber threshold of the pose fits to the features (pixels, original video): single
+    observations further off (a feature briefly pulled by a smile or a hand) count less."""
 
     def __post_init__(self) -> None:
         if self.every < 1:
@@ -110,6 +118,10 @@ class FeatureConfig:
             raise InputError("features.gate_* and features.blend_frames must be >= 0")
         if not 0 <= self.gate_min_accepted <= 1:
             raise InputError("features.gate_min_accepted must be in [0, 1]")
+        if self.rigidity_rounds < 0 or self.rigidity_scale <= 0 or self.huber_px <= 0:
+            raise InputError(
+                "features.rigidity_rounds must be >= 0, rigidity_scale and huber_px > 0"
+            )
         if self.fb_px <= 0 or self.min_distance <= 0 or not 0 < self.quality < 1:
             raise InputError("features.fb_px > 0, min_distance > 0 and quality in (0, 1)")
 

@@ -27,6 +27,7 @@ from lsp_prep.stages.frames import GREY_AT_SCALE
 from lsp_prep.stages.geometry.config import CameraConfig, GeometryConfig
 from lsp_prep.stages.geometry.head import HeadTrack, refine_head
 from lsp_prep.stages.geometry.quality import GateConfig
+from lsp_prep.stages.geometry.rigidity import RigidityConfig
 
 BLOCK = 64
 """Frames read per step: the frames' HDF5 chunk, so each is read once."""
@@ -157,6 +158,11 @@ def refine_clip(
                 min_accepted=config.gate_min_accepted,
                 max_gap=2 * config.every,
                 ramp=config.blend_frames,
+            ),
+            rigidity=RigidityConfig(
+                rounds=config.rigidity_rounds,
+                scale=config.rigidity_scale,
+                huber_px=config.huber_px,
             ),
         )
     warnings = [refinement.warning] if refinement.warning else []

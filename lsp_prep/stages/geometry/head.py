@@ -145,14 +145,19 @@ def refine_head(
        ``calib_features`` features in ``calib_frames`` measured frames chosen for pose
        variety, which also refines their 3D points.
     2. The pose of every measured frame: a batched robust fit to those features; then
-       every feature is triangulated from these poses and the fit repeated on them all.
+       which features move with the skull (:func:`~lsp_prep.stages.geometry.rigidity.
+       rigid_fit`: reweighted bundle adjustments on up to ``calib_frames`` frames chosen
+       for pose variety) and the fit repeated on every feature, each weighted by its
+       rigidity, with a tight Huber threshold (``rigidity.huber_px``).
     3. The landmark poses again, in the new camera and object frame (the stable landmarks
        triangulated with the feature poses), and the gate (:func:`~lsp_prep.stages.
        geometry.quality.gate_poses`): a measured frame keeps its feature pose only where
-       that explains the stable landmarks about as well as the landmark pose does; frames
+       that explains the stable landmarks about as well as the landmark pose does (and
+       does not turn far from it once the landmark track's lean is taken out); frames
        between accepted ones take the correction interpolated between them, blended in
        over ``gate.ramp`` frames at the ends of each span; every other frame keeps its
-       landmark pose, so no correction is extrapolated beyond what was measured. When
+       landmark pose with the lean the accepted frames show taken out (one affine map
+       of the Euler angles), so no frame's own correction is extrapolated. When
        fewer than ``gate.min_accepted`` of the measured frames pass, the landmark track
        is kept whole, with a warning.
     4. Object-space landmarks: Face Mesh's per-frame shapes mapped onto the stable points
