@@ -163,3 +163,51 @@ def test_real_clip_tracks_are_consistent_and_smooth(single_face_dataset):
     assert np.degrees(_jitter(rot[v])) < 0.6  # degrees per frame^2
     assert _jitter(trans[v]) < 0.2  # cm per frame^2
     assert shv.mean() > 0.9 and _jitter(np.where(shv[..., None], sh, np.nan)) < 1.0
+
+
+@pytest.fixture(scope="module")
+def expressive(media, portrait, tmp_path_factory):
+    """An expressive render: the real pexels clip's expressions on the mesh, the skull
+    rigid, +-35 degrees of yaw at f = 900, a hand across the lower face from 2 to 3.5 s."""
+    from lsp_prep.media import load_audio
+    from lsp_prep.pipeline import prep_video
+    from lsp_synth import render3d as synth3d
+    from lsp_synth.expression import Hand, clip_expressions
+    from lsp_synth.mesh import face_model
+    from lsp_synth.pinhole import Camera
+
+    tmp = tmp_path_factory.mktemp("expressive")
+    truth = synth3d.render_head_clip(
+        tmp / "head.mp4",
+        model=face_model(portrait.image),
+        camera=Camera(focal=900.0, size=(960, 540)),
+        duration_s=6.0,
+        fps=30,
+        motion=synth3d.HeadMotion(yaw_deg=35.0, pitch_deg=15.0, seed=5, distance_cm=80.0),
+        audio=load_audio(media["speech"], sr=16000)[: 6 * 16000],
+        mouth_open_cm=0.0,  # the clip's expressions move the mouth
+        expressions=clip_expressions(media["pexels"]),
+        hand=Hand(start_s=2.0, duration_s=1.5),
+    )
+    assert 20 <= truth.occluded.sum() <= 45  # the hand covers the face for about a second
+    result = prep_video(tmp / "head.mp4", out_dir=tmp / "out")
+    with h5py.File(result.dataset) as f:
+        rot, valid = f["track/rotation"][:], f["landmarks/valid"][:]
+        source = f["track/source"][:]
+    src = np.clip(np.arange(len(rot)) // 2, 0, len(truth.rotation) - 1)
+    return Rotation.from_rotvec(truth.rotation[src]), Rotation.from_rotvec(rot), valid, source
+
+
+def test_expressive_faces_are_tracked_on_the_skull(expressive):
+    """Landmarks alone are about 5 degrees off on such a render (the pitch 30 % too small);
+    the features, weighted by their learned rigidity, follow the skull (issue 11's
+    targets: 1.5 / 3 degrees, slopes within 0.05; benchmarks/accuracy_track3d.py has the
+    10 s render beside the real clips)."""
+    truth, est, v, source = expressive
+    assert v.mean() > 0.95 and (source > 0).mean() > 0.5
+    gauge = (truth[v].inv() * est[v]).mean()
+    err = np.degrees(((truth * gauge).inv() * est).magnitude())[v]
+    assert np.median(err) < 2.0 and np.percentile(err, 90) < 3.5  # measured 1.46 / 2.66
+    te, ee = (truth * gauge)[v].as_euler("YXZ", degrees=True), est[v].as_euler("YXZ", degrees=True)
+    slopes = [np.polyfit(te[:, a], ee[:, a], 1)[0] for a in range(3)]
+    assert all(abs(k - 1) < 0.08 for k in slopes)  # measured 1.02, 0.97, 0.99

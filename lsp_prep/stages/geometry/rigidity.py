@@ -90,26 +90,33 @@ def rigid_fit(
     scale: float = 0.5,
     huber_px: float = 0.5,
     iterations: int = 60,
+    max_points: int = 160,
 ) -> RigidFit:
     """Bundle-adjust the features ``points2d`` (F, P, 2; NaN where missing) from the first
     shape ``shape0`` (P, 3; NaN rows are left out) and poses ``rvec0``/``t0`` (F, 3), then
     ``rounds`` more times with the rigidity weights of the previous round's residuals.
 
-    The object scale is held by the two points farthest apart, at their distance in
-    ``shape0``.
+    The bundle adjustment works on up to ``max_points`` features spread over the list (its
+    cost grows with the cube of their number); after each round every feature is
+    triangulated from its poses and weighted by its residuals. The object scale is held
+    by the two adjusted points farthest apart, at their distance in ``shape0``.
     """
+    from lsp_prep.stages.geometry.shape import triangulate
+
     keep = np.isfinite(shape0).all(1) & (np.isfinite(points2d[..., 0]).sum(0) >= 2)
     idx = np.flatnonzero(keep)
-    sub = points2d[:, idx]
-    s0 = shape0[idx]
+    pick = np.unique(np.linspace(0, len(idx) - 1, min(len(idx), max_points)).round())
+    sub = idx[pick.astype(np.int64)]
+    s0 = shape0[sub]
     d = np.linalg.norm(s0[:, None] - s0[None], axis=-1)
     a, b = np.unravel_index(int(np.argmax(d)), d.shape)
     w = np.ones(len(idx))
-    shape, rv, tr = s0, rvec0, t0
+    shape, rv, tr = shape0[idx], rvec0, t0
+    where = np.searchsorted(idx, sub)  # positions of the adjusted points among idx
     for _ in range(rounds + 1):
-        shape, rv, tr, _ = bundle_adjust(
-            sub,
-            shape,
+        _, rv, tr, _ = bundle_adjust(
+            points2d[:, sub],
+            shape[where],
             rv,
             tr,
             K,
@@ -117,9 +124,12 @@ def rigid_fit(
             huber_px=huber_px,
             distance=float(d[a, b]),
             iterations=iterations,
-            weights=w,
+            weights=w[where],
         )
-        w, rms = rigidity_weights(feature_residuals(sub, shape, rv, tr, K), scale=scale)
+        shape = triangulate(points2d[:, idx], rv, tr, K)
+        w, rms = rigidity_weights(
+            feature_residuals(points2d[:, idx], shape, rv, tr, K), scale=scale
+        )
     n_p = len(shape0)
     full_shape = np.full((n_p, 3), np.nan)
     full_w, full_rms = np.zeros(n_p), np.full(n_p, np.nan)
