@@ -92,8 +92,6 @@ def speech_activity(
     """Speech activity (N,) in dB: the energy of ``y`` (S,) between ``fmin`` and ``fmax``
     Hz over one frame period either side of each frame's start ``i / fps``, floored at
     ``floor_db`` below the loudest frame. Samples beyond ``y`` count as silence."""
-    from scipy.signal import butter, sosfiltfilt
-
     if n_frames < 1:
         raise InputError(f"n_frames must be >= 1, got {n_frames}")
     y = np.asarray(y, np.float64)
@@ -101,8 +99,11 @@ def speech_activity(
         raise InputError(f"speech_activity expects mono audio (S,), got {y.shape}")
     if not 0 < fmin < fmax < sr / 2:
         raise InputError(f"speech_activity needs 0 < fmin < fmax < sr / 2, got {fmin}, {fmax}")
-    if len(y) > 30:
-        y = sosfiltfilt(butter(4, (fmin, fmax), btype="band", fs=sr, output="sos"), y)
+    if len(y):  # band-pass in the frequency domain: zero-phase, and no scipy.signal import
+        spec = np.fft.rfft(y)
+        freqs = np.fft.rfftfreq(len(y), 1 / sr)
+        spec[(freqs < fmin) | (freqs > fmax)] = 0
+        y = np.fft.irfft(spec, len(y))
     half = max(1, round(sr / fps))
     centres = np.round(np.arange(n_frames) * sr / fps).astype(np.int64)
     power = np.concatenate([[0.0], np.cumsum(y**2)])
@@ -112,7 +113,7 @@ def speech_activity(
     return np.maximum(db, db.max() + floor_db)
 
 
-def _standardise(x: np.ndarray, ok: np.ndarray, *, fps: float, detrend_s: float) -> np.ndarray:
+def detrended(x: np.ndarray, ok: np.ndarray, *, fps: float, detrend_s: float = 0.5) -> np.ndarray:
     """``x`` minus its Gaussian trend (sigma ``detrend_s``), scaled to unit variance over
     ``ok`` frames; 0 elsewhere."""
     from scipy.ndimage import gaussian_filter1d
@@ -158,8 +159,8 @@ def estimate_av_offset(
     ok = np.isfinite(lips)
     if ok.sum() < 3 * (2 * k + 1) or n < 2 * int(np.ceil(null_min_s * fps)) + 2 * k + 8:
         return AVSync(np.nan, np.nan, 0.0, np.nan, False, lags_ms, np.zeros(len(lags)))
-    a = _standardise(lips, ok, fps=fps, detrend_s=detrend_s)
-    b = _standardise(activity, ok, fps=fps, detrend_s=detrend_s)
+    a = detrended(lips, ok, fps=fps, detrend_s=detrend_s)
+    b = detrended(activity, ok, fps=fps, detrend_s=detrend_s)
     m = n + k
     fa, fb = np.fft.rfft(a, m), np.fft.rfft(b, m)
     circ = np.fft.irfft(np.conj(fa) * fb, m)  # circ[L] = sum_t a[t] b[t + L]
