@@ -207,8 +207,8 @@ def test_run_page(synthetic_dataset, tmp_path):
 def test_run_without_its_dataset(tmp_path):
     run = write_run(tmp_path / "run", tmp_path / "gone.h5")
     result = report_run(run, output=tmp_path / "r.html")
-    assert result.sections == ["Run", "Loss curves", "Validation metrics", "Renderer samples",
-                               "lsp eval"]  # fmt: skip
+    expect = ["Run", "Loss curves", "Validation metrics", "Renderer samples", "lsp eval"]
+    assert result.sections == expect
     assert "is not there" in (tmp_path / "r.html").read_text()
 
 
