@@ -57,7 +57,7 @@ def overview_section(data: DatasetData, nb: dict[str, Any]) -> Section:
                 (f"{nb['misfit_px']['median']:.2f} px", "median rigid misfit"),
                 (f"{nb['shoulders']['valid_fraction']:.0%}", "shoulder points tracked"),
                 (
-                    f"{sync['offset_ms']:+.0f} ms" if sync["reliable"] else "not in sync",
+                    f"{sync['offset_ms']:+.0f} ms" if sync["reliable"] else "no sync found",
                     f"audio vs lips (confidence {sync['confidence']:.1f})",
                 ),
                 (str(len(nb["warnings"] or [])), "warnings"),
@@ -287,7 +287,7 @@ def sync_section(data: DatasetData, nb: dict[str, Any]) -> Section:
     ax.plot(t, z(act), lw=1.0, alpha=0.8, label="speech energy (300-3000 Hz)")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("z-score")
-    ax.set_title("Lip opening and speech energy, slow trends removed (10 s, the most speech)")
+    ax.set_title("Lip opening and speech energy (trends removed)")
     legend(ax, ncol=2)
     ax = axes[1]
     if len(sync.curve) and np.isfinite(sync.curve).any():
@@ -298,7 +298,12 @@ def sync_section(data: DatasetData, nb: dict[str, Any]) -> Section:
         )
         if np.isfinite(sync.offset_ms):
             ax.axvline(
-                sync.offset_ms, color=COLORS[1], lw=1.5, label=f"peak {sync.offset_ms:+.0f} ms"
+                sync.offset_ms,
+                color=COLORS[1] if sync.reliable else "#9aa3b0",
+                lw=1.5,
+                ls="-" if sync.reliable else "--",
+                label=f"{'peak' if sync.reliable else 'highest, unreliable'} "
+                f"{sync.offset_ms:+.0f} ms",
             )
         legend(ax)
     ax.set_xlabel("lag: speech after lips (ms)")
@@ -314,7 +319,10 @@ def sync_section(data: DatasetData, nb: dict[str, Any]) -> Section:
     s.raw(
         kpis(
             [
-                (f"{sn['offset_ms']:+.0f} ms" if np.isfinite(sn["offset_ms"]) else "-", "offset"),
+                (
+                    f"{sn['offset_ms']:+.0f} ms" if sn["reliable"] else "none reliable",
+                    "offset (speech after lips)",
+                ),
                 (f"{sn['confidence']:.1f}", "confidence (z; reliable from 4)"),
                 (f"{sn['correlation']:.2f}", "peak correlation"),
                 (f"{sn['applied_offset_ms']:+.0f} ms", "shift applied (ingest.av_offset_ms)"),

@@ -52,9 +52,8 @@ def decoded(data: bytes) -> np.ndarray:
     return img
 
 
-@pytest.fixture(scope="module")
-def stored_dataset(tmp_path_factory) -> Path:
-    """600 synthetic frames (10 s) with the sync attributes and warnings prep stores."""
+def write_stored(path: Path, warnings: list[str]) -> Path:
+    """600 synthetic frames (10 s) with the sync attributes and ``warnings`` prep stores."""
     content = synthetic_content(n=600)
     lags = np.arange(-30, 31) * 1000 / 60
     content["group_attrs"]["audio"] = {
@@ -67,9 +66,13 @@ def stored_dataset(tmp_path_factory) -> Path:
         "av_lags_ms": lags.astype(np.float32),
         "av_curve": np.exp(-(((lags - 116.7) / 60) ** 2)).astype(np.float32),
     }
-    content["attrs"]["warnings"] = json.dumps(WARNINGS)
-    out = tmp_path_factory.mktemp("report") / "stored.h5"
-    return write_dataset(out, **content)
+    content["attrs"]["warnings"] = json.dumps(warnings)
+    return write_dataset(path, **content)
+
+
+@pytest.fixture(scope="module")
+def stored_dataset(tmp_path_factory) -> Path:
+    return write_stored(tmp_path_factory.mktemp("report") / "stored.h5", WARNINGS)
 
 
 @pytest.mark.slow
