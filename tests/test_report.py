@@ -170,7 +170,7 @@ def write_run(run_dir: Path, dataset: Path | None) -> Path:
         ]
         (d / "metrics.jsonl").write_text("\n".join(lines) + "\n{broken")
     val = [{"step": s, "val_mm": 3.0 - s / 100, "baseline_mm": 3.2} for s in (50, 100)]
-    (run_dir / "mouth" / "val.jsonl").write_text("\n".join(json.dumps(v) for v in val))
+    (run_dir / "mouth" / "val.jsonl").write_text("".join(json.dumps(v) + "\n" for v in val))
     sheets = run_dir / "renderer" / "samples"
     sheets.mkdir()
     for step in (50, 100):
