@@ -13,7 +13,18 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-COLORS = ("#2f6fde", "#e0672b", "#2aa876", "#b03ab5", "#c9a227", "#5b6472", "#d43f5e")
+COLORS = (
+    "#2f6fde",
+    "#e0672b",
+    "#2aa876",
+    "#b03ab5",
+    "#c9a227",
+    "#5b6472",
+    "#d43f5e",
+    "#17becf",
+    "#8c564b",
+    "#7f7f7f",
+)
 """Line colours, in order of use."""
 
 RC: dict[str, Any] = {

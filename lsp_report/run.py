@@ -89,7 +89,10 @@ def run_numbers(run_dir: Path) -> dict[str, Any]:
         last = recs[-1] if recs else {}
         out["stages"][d.name] = {
             "steps": int(last.get("step", 0)),
-            "seconds": float(last.get("seconds", math.nan)),
+            # a record's "seconds" is the compute time of its own step (loop.py)
+            "step_seconds_median": float(
+                np.median([r["seconds"] for r in recs if "seconds" in r]) if recs else math.nan
+            ),
             "losses": names,
             "first": {k: recs[0].get(k) for k in names} if recs else {},
             "last": {k: last.get(k) for k in names},
@@ -143,7 +146,9 @@ def overview_section(nb: dict[str, Any]) -> Section:
             (
                 name,
                 st["steps"],
-                f"{st['seconds']:.0f} s" if math.isfinite(st["seconds"]) else "-",
+                f"{st['step_seconds_median']:.3g} s"
+                if math.isfinite(st["step_seconds_median"])
+                else "-",
                 first if first is not None else "-",
                 total if total is not None else "-",
                 ", ".join(st["losses"]),
@@ -164,10 +169,10 @@ def losses_section(run_dir: Path, nb: dict[str, Any]) -> Section:
         steps = np.array([r["step"] for r in recs], float)
         for k, term in enumerate(nb["stages"][name]["losses"]):
             y = np.array([r.get(term, np.nan) for r in recs], float)
-            color = COLORS[k % len(COLORS)]
-            smooth = _smooth(y)
+            total = term.endswith("total")  # sums of terms: dashed, so an equal term shows
+            color = "#1d2430" if term == "total" else COLORS[k % len(COLORS)]
             ax.plot(steps, y, lw=0.6, alpha=0.3, color=color)
-            ax.plot(steps, smooth, lw=1.3, color=color, label=term)
+            ax.plot(steps, _smooth(y), lw=1.3, color=color, ls="--" if total else "-", label=term)
         values = [r.get(t) for r in recs for t in nb["stages"][name]["losses"]]
         finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
         if finite and min(finite) > 0 and max(finite) / min(finite) > 20:
