@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from lsp_report.dataset import (
 )
 from lsp_report.page import Section, jpeg_uri, kpis, png_uri
 from lsp_report.plots import COLORS, figure, legend, runs, shade
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def dataset_sections(
@@ -121,7 +124,8 @@ def frames_section(data: DatasetData) -> Section:
     return s
 
 
-def crop_figure(data: DatasetData):  # type: ignore[no-untyped-def]
+def crop_figure(data: DatasetData) -> Figure:
+    """The crop box's centre and side over time, minus their medians."""
     fig, (ax,) = figure(10, 2.2)
     t = data.times
     centre = (data.boxes[:, :2] + data.boxes[:, 2:]) / 2
