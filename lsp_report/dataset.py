@@ -8,6 +8,7 @@ older files: the sync is then measured here, and the page says so. No torch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,11 @@ def read_dataset(path: Path) -> DatasetData:
                 np.asarray(audio_attrs["av_curve"], np.float64),
             )
         else:
-            ingest = IngestConfig(fps=int(fps), sample_rate=sr)
+            # the dataset's own ingest settings, today's defaults for those it predates
+            known = {f.name for f in dataclasses.fields(IngestConfig)}
+            stored_cfg = r.config().get("ingest", {})
+            kept = {k: v for k, v in stored_cfg.items() if k in known}
+            ingest = IngestConfig(**{**kept, "fps": int(fps), "sample_rate": sr})
             sync = clip_sync(points3d, valid, waveform, config=ingest)
         return DatasetData(
             path=Path(path),
