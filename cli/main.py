@@ -7,6 +7,7 @@ import typer
 from cli.animate import animate
 from cli.eval import eval_command
 from cli.prep import prep
+from cli.report import report_command
 from cli.train import app as train_app
 from lsp_prep import __version__
 
@@ -21,6 +22,7 @@ app.command()(prep)
 app.add_typer(train_app, name="train")
 app.command()(animate)
 app.command(name="eval")(eval_command)
+app.command(name="report")(report_command)
 
 
 def _version(value: bool) -> None:

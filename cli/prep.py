@@ -78,3 +78,9 @@ def prep(
         for r in results:
             for w in r.warnings:
                 console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        for r in results:
+            console.print(
+                f"see it at a glance: lsp report {r.dataset} (writes "
+                f"{r.dataset.with_suffix('.html').name} beside it)",
+                highlight=False,
+            )

@@ -43,6 +43,14 @@ Sets = Annotated[
 ]
 Device = Annotated[str, typer.Option(help="auto (CUDA if present), cpu, or cuda[:N].")]
 Resume = Annotated[bool, typer.Option(help="Continue from the stage's checkpoint if present.")]
+TensorBoard = Annotated[
+    bool,
+    typer.Option(
+        "--tensorboard",
+        help="Also log to TensorBoard in RUN/tensorboard/<stage>: every named loss, the "
+        "validation metrics and the renderer's sample sheets (needs the tensorboard package).",
+    ),
+]
 Precision = Annotated[
     str | None,
     typer.Option(
@@ -69,12 +77,15 @@ def _train(
     preset: str,
     overrides: list[str] | None,
     precision: str | None,
+    tensorboard: bool = False,
     **inputs: Any,
 ) -> None:
     """Train ``stages`` (None: all) in order for one person, then print each stage's
     summary."""
     from lsp_models.config import STAGES, load_preset
+    from lsp_models.train.loop import world
     from lsp_models.train.runner import RunInputs, train_stage
+    from lsp_models.train.tensorboard import TensorBoardMirror, with_mirror
 
     stages = stages or STAGES
     extra = [f"{n}_train.precision={precision}" for n in stages] if precision else []
@@ -82,12 +93,20 @@ def _train(
         warnings.simplefilter("always")
         config = load_preset(preset, [*(overrides or []), *extra])
         run = RunInputs(**inputs)
+        mirror = TensorBoardMirror(run.run_dir) if tensorboard and world()[0] == 0 else None
         results = []
-        for stage in stages:
-            results.append(train_stage(stage, config=config, inputs=run, progress=bar))
-            for w in caught:
-                console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
-            caught.clear()
+        try:
+            for stage in stages:
+                progress = with_mirror(bar, mirror)
+                results.append(train_stage(stage, config=config, inputs=run, progress=progress))
+                for w in caught:
+                    console.print(f"[yellow]warning:[/] {w.message}", highlight=False)
+                caught.clear()
+        finally:
+            if mirror is not None:
+                mirror.close()
+    if tensorboard:
+        console.print(f"TensorBoard: tensorboard --logdir {inputs['run_dir']}/tensorboard")
     for result in results:
         _summary(result)
 
@@ -122,10 +141,18 @@ def apc(
     device: Device = "auto",
     resume: Resume = True,
     precision: Precision = None,
+    tensorboard: TensorBoard = False,
 ) -> None:
     """Train the APC speech-feature model (3-layer GRU predicting the mel 3 frames ahead)."""
     inputs = dict(run_dir=run_dir, dataset=dataset, corpus=corpus, device=device, resume=resume)
-    _train(("apc",), preset=preset, overrides=overrides, precision=precision, **inputs)
+    _train(
+        ("apc",),
+        preset=preset,
+        overrides=overrides,
+        precision=precision,
+        tensorboard=tensorboard,
+        **inputs,
+    )
 
 
 @app.command()
@@ -137,6 +164,7 @@ def mouth(
     device: Device = "auto",
     resume: Resume = True,
     precision: Precision = None,
+    tensorboard: TensorBoard = False,
     name: Annotated[
         str,
         typer.Option(
@@ -147,7 +175,14 @@ def mouth(
 ) -> None:
     """Train audio-to-mouth (LSTM on APC features -> 25 mouth points, 300 ms look-ahead)."""
     inputs = dict(run_dir=run_dir, dataset=dataset, mouth_name=name, device=device, resume=resume)
-    _train(("mouth",), preset=preset, overrides=overrides, precision=precision, **inputs)
+    _train(
+        ("mouth",),
+        preset=preset,
+        overrides=overrides,
+        precision=precision,
+        tensorboard=tensorboard,
+        **inputs,
+    )
 
 
 @app.command()
@@ -159,10 +194,18 @@ def headpose(
     device: Device = "auto",
     resume: Resume = True,
     precision: Precision = None,
+    tensorboard: TensorBoard = False,
 ) -> None:
     """Train the probabilistic head-pose model (dilated causal convs, Gaussian NLL)."""
     inputs = dict(run_dir=run_dir, dataset=dataset, device=device, resume=resume)
-    _train(("headpose",), preset=preset, overrides=overrides, precision=precision, **inputs)
+    _train(
+        ("headpose",),
+        preset=preset,
+        overrides=overrides,
+        precision=precision,
+        tensorboard=tensorboard,
+        **inputs,
+    )
 
 
 @app.command()
@@ -176,6 +219,7 @@ def renderer(
     device: Device = "auto",
     resume: Resume = True,
     precision: Precision = None,
+    tensorboard: TensorBoard = False,
 ) -> None:
     """Train the renderer (UNet generator + multi-scale PatchGAN; GAN + L1 + VGG + feature
     matching). Writes sample sheets to RUN/renderer/samples at every checkpoint."""
@@ -187,7 +231,14 @@ def renderer(
         device=device,
         resume=resume,
     )
-    _train(("renderer",), preset=preset, overrides=overrides, precision=precision, **inputs)
+    _train(
+        ("renderer",),
+        preset=preset,
+        overrides=overrides,
+        precision=precision,
+        tensorboard=tensorboard,
+        **inputs,
+    )
 
 
 @app.command("all")
@@ -207,6 +258,7 @@ def all_stages(
     device: Device = "auto",
     resume: Resume = True,
     precision: Precision = None,
+    tensorboard: TensorBoard = False,
 ) -> None:
     """Train the four stages in order for one person: apc, mouth, headpose, renderer."""
     inputs = dict(
@@ -218,5 +270,12 @@ def all_stages(
         device=device,
         resume=resume,
     )
-    _train(None, preset=preset, overrides=overrides, precision=precision, **inputs)
+    _train(
+        None,
+        preset=preset,
+        overrides=overrides,
+        precision=precision,
+        tensorboard=tensorboard,
+        **inputs,
+    )
     console.print(f"[green]done:[/] {run_dir} holds the person's models; next: lsp animate")

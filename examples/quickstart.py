@@ -10,7 +10,9 @@ Run with `make demo` (which installs everything first), or `python examples/quic
 2. `lsp prep` -> OUT/data/pexels.h5;
 3. `lsp train all --preset cpu-small` -> OUT/run/ (a few minutes on 2 CPU cores);
 4. `lsp animate` on the last 10 s of the speech, which training never heard ->
-   OUT/animated.mp4 (H.264 + AAC, 60 FPS).
+   OUT/animated.mp4 (H.264 + AAC, 60 FPS);
+5. `lsp report` -> OUT/report.html: the training curves, the renderer's samples and the
+   dataset (frames, landmarks, head pose, sync, ...) on one page; open it in a browser.
 
 The cpu-small models are narrow and trained for minutes: the result shows the whole
 pipeline working, not the paper's quality. On a GPU, use `--preset paper` (README,
@@ -51,7 +53,8 @@ def main() -> None:
     lsp("train", "all", "--run-dir", run, "--dataset", str(dataset), "--preset", "cpu-small")
     video = out / "animated.mp4"
     lsp("animate", "--run-dir", run, "--audio", str(new_speech), "-o", str(video))
-    print(f"\n{video} written in {time.perf_counter() - t0:.0f} s from a fresh start")
+    lsp("report", run, "-o", str(out / "report.html"))
+    print(f"\n{video} and {out / 'report.html'} written in {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

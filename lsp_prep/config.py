@@ -35,6 +35,17 @@ class IngestConfig:
     min_duration_s: float = 1.0
     """Shorter clips are refused: the models need at least one 18-frame look-ahead window
     plus context, and the tracker needs frames to settle."""
+    av_offset_ms: float = 0.0
+    """Move the speech this many milliseconds earlier against the frames (negative: later),
+    to fix a recording whose sound is late; prep's sync warning prints the value to use."""
+    av_max_lag_ms: float = 500.0
+    """The audio-visual sync check searches offsets up to this far either way (ms)."""
+    av_warn_frames: float = 2.0
+    """Warn when the measured audio-visual offset exceeds this many video frames."""
+    av_min_confidence: float = 4.0
+    """Sync confidence (z-score of the correlation peak, lsp_prep.stages.sync) below which
+    the speech is reported as not following the lips: on a render driven by real speech
+    it is 7-8, with an unrelated stretch of speech 1.5-2."""
 
     def __post_init__(self) -> None:
         if self.fps <= 0 or self.sample_rate <= 0:
@@ -45,6 +56,12 @@ class IngestConfig:
             raise InputError(f"ingest.jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
         if self.min_duration_s < 0:
             raise InputError("ingest.min_duration_s must be >= 0")
+        if not abs(self.av_offset_ms) <= 10_000:
+            raise InputError(f"ingest.av_offset_ms must be within +-10000, got {self.av_offset_ms}")
+        if not 0 < self.av_max_lag_ms <= 2000:
+            raise InputError(f"ingest.av_max_lag_ms must be in (0, 2000], got {self.av_max_lag_ms}")
+        if self.av_warn_frames < 0 or self.av_min_confidence < 0:
+            raise InputError("ingest.av_warn_frames and ingest.av_min_confidence must be >= 0")
 
 
 @dataclass(frozen=True)

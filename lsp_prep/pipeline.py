@@ -13,9 +13,10 @@ geometry   geometry (folder), head.py    camera, geometry     focal length, 3D h
 features   features.stage / .measure     features             texture features [c], the head
                                                               calibrated and tracked on them
 shoulders  shoulders.stage (and folder)  shoulders            Pose points, LK, billboard [c]
-pack       pack (audio, candidates)      mel, candidates,     speech on the video clock,
-                                         split                log-mel, candidates, split,
-                                                              every field via dataset.writer
+pack       pack (audio, sync,            mel, candidates,     speech on the video clock,
+           candidates)                   split                A/V sync check, log-mel,
+                                                              candidates, split, every
+                                                              field via dataset.writer
 =========  ============================  ===================  ==============================
 
 [c] cached in ``OUT/.lsp-cache/<clip>/<stage>.npz``; [r] resumable in the partial file. A
@@ -26,6 +27,7 @@ stages it can affect. The camera model all stages share is :mod:`lsp_prep.camera
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -58,6 +60,7 @@ from lsp_prep.stages.geometry.head import (
 from lsp_prep.stages.pack import Clip, audio_warnings, pack, root_attrs, speech_track
 from lsp_prep.stages.probe import check_input, check_length, check_output_dir
 from lsp_prep.stages.shoulders.stage import shoulder_stage
+from lsp_prep.stages.sync import clip_sync, sync_warning
 
 
 @dataclass(frozen=True)
@@ -187,11 +190,15 @@ def prep_video(
     t = time.perf_counter()
     n = len(clip.masks["valid"])
     y = speech_track(video, audio, info, n=n, config=config.ingest)
+    sync = clip_sync(clip.head.points3d, clip.masks["valid"], y, config=config.ingest)
     warnings = audio_warnings(y, source=str(audio or video)) + warnings
+    warnings += [f"{audio or video}: {w}" for w in [sync_warning(sync, config=config.ingest)] if w]
     attrs = root_attrs(
         video, info, n=n, config=config, shas=(job.source_sha, aud_sha), key=job.key("pack")
     )
-    pack(job.partial, clip, y, config=config, attrs=attrs)
+    attrs["warnings"] = json.dumps(warnings)
+    audio_attrs = sync.attrs(applied_ms=config.ingest.av_offset_ms)
+    pack(job.partial, clip, y, config=config, attrs=attrs, audio_attrs=audio_attrs)
     writer.finish(job.partial, job.final)
     timings["pack"] = time.perf_counter() - t
     masks = clip.masks

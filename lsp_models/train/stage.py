@@ -2,7 +2,9 @@
 dataset, and :func:`run_stage` (state, resuming, checkpoints and the loop).
 
 RUN/apc/apc.pt, RUN/mouth/mouth.pt, ... hold each stage's latest checkpoint beside its
-``metrics.jsonl``; RUN/features.pt is the manifold-projection database (the person's
+``metrics.jsonl`` (one line of named losses per logged step) and ``val.jsonl`` (the
+validation metrics measured at each checkpoint, for stages that measure any: mouth,
+renderer); RUN/features.pt is the manifold-projection database (the person's
 training-split APC features); RUN/run.json names the dataset the models were trained on.
 """
 
@@ -32,6 +34,9 @@ class StageResult:
     metrics: dict[str, float]
     resumed_from: int
 
+
+VAL_LOG = "val.jsonl"
+"""RUN/<stage>/val.jsonl: one line of validation metrics per checkpoint."""
 
 RUN_INFO = "run.json"
 """RUN/run.json: the dataset the person's models were trained on (read by animate, eval)."""
@@ -79,7 +84,12 @@ def run_stage(
 
     def checkpoint(s: TrainState) -> None:
         if before_save is not None:
+            before = dict(s.metrics)
             before_save(s)
+            val = {k: v for k, v in s.metrics.items() if before.get(k) != v}
+            if val:  # the validation metrics before_save measured, over steps for lsp report
+                with open(ckpt_path.parent / VAL_LOG, "a") as log:
+                    log.write(json.dumps({"step": s.step, **val}) + "\n")
         save_checkpoint(
             ckpt_path,
             stage=stage,

@@ -144,6 +144,13 @@ class DatasetReader:
         today's section names."""
         return read_config(self._file)
 
+    def attrs(self, group: str = "/") -> dict[str, Any]:
+        """The attributes of ``group`` (the root by default) as a dict; empty when the group
+        is absent, so optional attributes (e.g. the ``audio`` group's sync) read as missing."""
+        if group != "/" and group not in self._file:
+            return {}
+        return dict(self._file[group].attrs)
+
     def source_info(self) -> dict[str, Any]:
         """The probed source video (width, height, fps, codecs, rotation)."""
         return dict(json.loads(self._file.attrs["source_info"]))

@@ -50,12 +50,13 @@ def speech_track(
     video: Path, audio: Path | None, info: MediaInfo, *, n: int, config: IngestConfig
 ) -> np.ndarray:
     """The speech (``audio``, else the video's own sound) resampled and aligned to the
-    ``n`` video frames: sample 0 starts frame 0."""
+    ``n`` video frames: sample 0 starts frame 0, moved ``config.av_offset_ms`` earlier."""
     sr = config.sample_rate
     if audio is not None:
         y, offset = load_audio(audio, sr=sr), 0.0
     else:
         y, offset = load_audio(video, sr=sr), info.audio_start_s - info.video_start_s
+    offset -= config.av_offset_ms / 1000
     return align_waveform(y, sr=sr, offset_s=offset, n_video_frames=n, fps=config.fps)
 
 
@@ -130,10 +131,17 @@ def clip_fields(clip: Clip) -> dict[str, np.ndarray]:
 
 
 def pack(
-    partial: Path, clip: Clip, y: np.ndarray, *, config: PrepConfig, attrs: dict[str, Any]
+    partial: Path,
+    clip: Clip,
+    y: np.ndarray,
+    *,
+    config: PrepConfig,
+    attrs: dict[str, Any],
+    audio_attrs: dict[str, Any] | None = None,
 ) -> None:
-    """Write every field but the frames into the partial file, with ``attrs`` at the root:
-    log-mel of the speech ``y``, candidates, split and :func:`clip_fields`."""
+    """Write every field but the frames into the partial file, with ``attrs`` at the root
+    and ``audio_attrs`` on the ``audio`` group (the sync measurement): log-mel of the
+    speech ``y``, candidates, split and :func:`clip_fields`."""
     n, fps = len(clip.masks["valid"]), config.ingest.fps
     mel = video_log_mel(
         y, sr=config.ingest.sample_rate, n_video_frames=n, fps=fps, config=config.mel
@@ -162,5 +170,6 @@ def pack(
                 "calibration_frames": cal.frames,
             },
             "shoulders": {"source": str(clip.shoulders["source"])},
+            "audio": dict(audio_attrs or {}),
         }
         writer.write_fields(f, fields, attrs=attrs, group_attrs=group_attrs)
