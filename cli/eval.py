@@ -162,7 +162,7 @@ def pose_table(r: EvalResult) -> Table:
         ("centroid Hz anim", anim["centroid_hz"], ".2f"),
     ]
     if fast is not None:
-        label = f"power >{p.bands_hz[fast]:g} Hz %"
+        label = f"power>{p.bands_hz[fast]:g}Hz %"
         for who, stats in (("rec", rec), ("smp", smp), ("anim", anim)):
             share: list[float] = [100 * sum(b[fast:]) for b in stats["band_power"]]
             rows.append((f"{label} {who}", share, ".1f"))
