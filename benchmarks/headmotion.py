@@ -64,8 +64,7 @@ def pexels_dataset(work: Path) -> Path:
 def train_run(base: Path, run: Path, dataset: Path, overrides: list[str]) -> float:
     """APC and mouth into ``base`` (once), copied to ``run``; the head-pose model trained
     into ``run`` with ``overrides``. Returns the head-pose training seconds."""
-    quiet = warnings.catch_warnings()
-    with quiet:
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         config = load_preset("cpu-small", overrides)
         for stage in ("apc", "mouth"):
