@@ -277,8 +277,8 @@ class HeadPoseModel(nn.Module):
         )
         history = pose_prev
         if dropout and c.pose_dropout > 0:  # whole channels of the history, per sequence
-            # not rescaled by 1 / (1 - p) as inverted dropout would: the samplers feed the
-            # history as it is, and a network trained on doubled poses halves them there
+            # not rescaled by 1 / (1 - p) as inverted dropout is: the samplers feed the
+            # history as it is, so training on doubled poses would not match sampling
             keep = torch.rand(B, 1, P, device=pose_prev.device) >= c.pose_dropout
             history = pose_prev * keep.to(pose_prev.dtype)
         x = self.pose_in(history)  # (B, T, R)
