@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from cli._common import cli_errors, console, stage_progress
-from lsp_models.constants import OFFICIAL_TEMPERATURE
+from lsp_models.constants import SAMPLING_TEMPERATURE
 
 
 def animate(
@@ -27,7 +27,7 @@ def animate(
     ] = None,
     temperature: Annotated[
         float, typer.Option(help="Head-pose sampling temperature (sigma scale; 0 = mean path).")
-    ] = OFFICIAL_TEMPERATURE,
+    ] = SAMPLING_TEMPERATURE,
     seed: Annotated[int, typer.Option(help="Seed of the head-pose sampler.")] = 0,
     save_intermediates: Annotated[
         bool,

@@ -13,7 +13,7 @@ from cli._common import cli_errors, console, stage_progress
 
 if TYPE_CHECKING:
     from lsp_models.eval.evaluate import EvalResult
-from lsp_models.constants import OFFICIAL_TEMPERATURE
+from lsp_models.constants import SAMPLING_TEMPERATURE
 
 
 def _num(x: float | None, fmt: str = ".2f") -> str:
@@ -38,7 +38,7 @@ def eval_command(
     seed: Annotated[int, typer.Option(help="First head-pose sampling seed.")] = 0,
     temperature: Annotated[
         float, typer.Option(help="Head-pose sampling temperature (animate's default).")
-    ] = OFFICIAL_TEMPERATURE,
+    ] = SAMPLING_TEMPERATURE,
     delays: Annotated[
         list[int] | None,
         typer.Option(
@@ -61,8 +61,9 @@ def eval_command(
     RUN/mouth*/mouth.pt trained with another delay; correlation of predicted and
     tracked mouth opening.
 
-    headpose: mean, std and mean |velocity| per frame of each pose dimension
-    (degrees, mm), recorded vs sampled.
+    headpose: mean, std, mean |velocity| per frame and power spectrum (centroid,
+    share of power per band) of each pose dimension (degrees, mm), recorded vs
+    sampled vs animated.
 
     image: L1 (0-255), PSNR (dB) and SSIM of renders from the tracked feature
     maps vs the real frames, at the renderer's size.
@@ -88,8 +89,10 @@ def eval_command(
     console.print(mouth_table(r))
     console.print(pose_table(r))
     console.print(
-        "rec: recorded track; smp: the model's samples; anim: after animate's amplification "
-        "and smoothing; |vel|: mean absolute change per frame",
+        "rec: recorded track; rec~: the same smoothed as animate smooths (without the "
+        "tracker's jitter); smp: the model's samples; anim: after animate's amplification "
+        "and smoothing; |vel|: mean absolute change per frame; centroid: power-weighted "
+        "mean frequency",
         highlight=False,
     )
     console.print(image_table(r))
@@ -125,7 +128,7 @@ def mouth_table(r: EvalResult) -> Table:
 
 
 def pose_table(r: EvalResult) -> Table:
-    """Head-pose statistics: recorded, sampled and animated."""
+    """Head-pose statistics and spectra: recorded, sampled and animated."""
     from lsp_models.eval.metrics import POSE_DIMS, POSE_UNITS
 
     p = r.pose
@@ -137,15 +140,40 @@ def pose_table(r: EvalResult) -> Table:
     t.add_column("statistic")
     for dim, unit in zip(POSE_DIMS, POSE_UNITS, strict=True):
         t.add_column(f"{dim}\n{unit}", justify="right")
-    stats = [("mean", "mean", ".2f"), ("std", "std", ".2f"), ("|vel|", "mean_abs_velocity", ".3f")]
-    for label, key, fmt in stats:
-        for who, values in (("rec", p.recorded), ("smp", p.sampled), ("anim", p.animated)):
-            if key == "mean" and who == "anim":
-                continue
-            t.add_row(f"{label} {who}", *(_num(v, fmt) for v in values[key]))
-        if key == "std":
-            t.add_row("std smp/rec", *(_num(v) for v in p.std_ratio))
+    rec, rec_s, smp, anim = p.recorded, p.recorded_smoothed, p.sampled, p.animated
+    fast = _fast_share(p.bands_hz)
+    rows: list[tuple[str, list[float], str]] = [
+        ("mean rec", rec["mean"], ".2f"),
+        ("mean smp", smp["mean"], ".2f"),
+        ("std rec", rec["std"], ".2f"),
+        ("std smp", smp["std"], ".2f"),
+        ("std anim", anim["std"], ".2f"),
+        ("std smp/rec", p.std_ratio, ".2f"),
+        ("std anim/rec", p.animated_std_ratio, ".2f"),
+        ("|vel| rec", rec["mean_abs_velocity"], ".3f"),
+        ("|vel| rec~", rec_s["mean_abs_velocity"], ".3f"),
+        ("|vel| smp", smp["mean_abs_velocity"], ".3f"),
+        ("|vel| anim", anim["mean_abs_velocity"], ".3f"),
+        ("|vel| smp/rec", p.velocity_ratio, ".2f"),
+        ("|vel| anim/rec", p.animated_velocity_ratio, ".2f"),
+        ("|vel| anim/rec~", p.animated_velocity_ratio_smoothed, ".2f"),
+        ("centroid Hz rec", rec["centroid_hz"], ".2f"),
+        ("centroid Hz smp", smp["centroid_hz"], ".2f"),
+        ("centroid Hz anim", anim["centroid_hz"], ".2f"),
+    ]
+    if fast is not None:
+        label = f"power>{p.bands_hz[fast]:g}Hz %"
+        for who, stats in (("rec", rec), ("smp", smp), ("anim", anim)):
+            share: list[float] = [100 * sum(b[fast:]) for b in stats["band_power"]]
+            rows.append((f"{label} {who}", share, ".1f"))
+    for label, values, fmt in rows:
+        t.add_row(label, *(_num(v, fmt) for v in values))
     return t
+
+
+def _fast_share(bands_hz: list[float]) -> int | None:
+    """Index of the first band starting at 2 Hz or above (head motion is slower)."""
+    return next((i for i, lo in enumerate(bands_hz[:-1]) if lo >= 2.0), None)
 
 
 def image_table(r: EvalResult) -> Table:

@@ -266,7 +266,9 @@ def test_streaming_equals_offline(loaded, speech, max_lookahead_s):
     fm = np.stack([f.feature_map for f in frames])
     assert (np.abs(fm.astype(int) - maps).max(axis=(1, 2)) <= 1).mean() > 0.95
     cand = torch.from_numpy(resized_candidates(person, models.image_size))
-    want = render(models, maps, cand, config=cfg)
+    # rendered from its own maps: where a map differs (an anti-aliased pixel of a line whose
+    # end moved 1e-5 px flips, 2 of 90 frames with the residual head pose) so may the image
+    want = render(models, fm, cand, config=cfg)
     got = np.stack([f.image for f in frames])
     assert np.abs(got.astype(int) - want).max() <= 1
     # every frame waited for no more audio than the declared look-ahead

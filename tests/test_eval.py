@@ -191,6 +191,22 @@ def test_evaluate_writes_every_section(result, eval_run, single_face_dataset):
     # animate's smoothing slows the sampled motion down
     anim_v = np.array(pose.animated["mean_abs_velocity"])
     assert (anim_v <= np.array(pose.sampled["mean_abs_velocity"]) + 1e-9).all()
+    rec_v, rec_s = (
+        np.array(p["mean_abs_velocity"]) for p in (pose.recorded, pose.recorded_smoothed)
+    )
+    assert (rec_s <= rec_v + 1e-9).all()
+    np.testing.assert_allclose(
+        pose.velocity_ratio, np.array(pose.sampled["mean_abs_velocity"]) / rec_v
+    )
+    np.testing.assert_allclose(pose.animated_velocity_ratio_smoothed, anim_v / rec_s)
+    for stats in (pose.recorded, pose.recorded_smoothed, pose.sampled, pose.animated):
+        band = np.array(stats["band_power"])  # (6 axes, bands): shares of the power
+        assert band.shape == (6, len(pose.bands_hz) - 1)
+        finite = np.isfinite(band).all(1)
+        np.testing.assert_allclose(band[finite].sum(1), 1.0)
+        assert (np.array(stats["centroid_hz"])[finite] <= 30.0).all()
+    assert report["pose"]["bands_hz"] == [0.0, 0.5, 2.0, 6.0, 30.0]
+    assert report["pose"]["velocity_ratio"] == pytest.approx(pose.velocity_ratio, nan_ok=True)
 
     im = result.image
     assert im.image_size == 128 and im.frames == 6 and im.step == 4
@@ -254,6 +270,9 @@ def test_cli_prints_the_tables(lsp, eval_run, tmp_path):
         "delay 6",
         "headpose:",
         "std smp/rec",
+        "|vel| anim/rec~",
+        "centroid Hz smp",
+        "power>2Hz",
         "yaw",
         "image:",
         "PSNR (dB)",

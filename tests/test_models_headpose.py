@@ -146,7 +146,8 @@ def test_fast_sampler_equals_cached_sampler(dtype, temperature):
     ref = sample(model, audio, generator=torch.Generator().manual_seed(4), **args)
     fast = sample_fast(model, audio, generator=torch.Generator().manual_seed(4), **args)
     assert fast.shape == ref.shape == (2, 500, SMALL.pose_dim) and fast.dtype == dtype
-    assert (fast - ref).abs().max().item() < 1e-5
+    # relative: an untrained residual model wanders far, and rounding grows with the values
+    assert (fast - ref).abs().max().item() < 1e-5 * max(1.0, ref.abs().max().item())
     assert ref.std() > 0.1
 
 

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from lsp_models.constants import OFFICIAL_TEMPERATURE
+from lsp_models.constants import SAMPLING_TEMPERATURE
 from lsp_models.eval.data import ValSplit, read_val
 from lsp_models.eval.image import ImageEval, eval_image
 from lsp_models.eval.metrics import POSE_DIMS, POSE_UNITS
@@ -172,7 +172,7 @@ def evaluate(
     delays: list[int] | None = None,
     n_pose_samples: int = 3,
     seed: int = 0,
-    temperature: float = OFFICIAL_TEMPERATURE,
+    temperature: float = SAMPLING_TEMPERATURE,
     device: str = "auto",
     max_frames: int | None = None,
     output: Path | None = None,
@@ -184,7 +184,7 @@ def evaluate(
     ``delays`` keeps only the mouth models trained with those delays (InputError if one has
     no model); ``n_pose_samples`` head-pose samples use seeds ``seed, seed + 1, ...`` at
     ``temperature`` (animate's default,
-    :data:`~lsp_models.constants.OFFICIAL_TEMPERATURE`); ``max_frames`` caps the rendered
+    :data:`~lsp_models.constants.SAMPLING_TEMPERATURE`); ``max_frames`` caps the rendered
     frames (evenly strided over the val split; the mouth and pose sections always use every
     val frame).
     Raises CheckpointError for a missing or incompatible checkpoint (naming the ``lsp train``

@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from lsp_models.constants import OFFICIAL_TEMPERATURE
+from lsp_models.constants import SAMPLING_TEMPERATURE
 from lsp_models.infer.config import AnimateConfig, resolve_config, write_json
 from lsp_models.infer.loading import find_dataset, load_models, load_person
 from lsp_models.infer.stream import AnimatedFrame, AnimationStream
@@ -75,7 +75,7 @@ def animate(
     dataset: Path | None = None,
     fps: int = FPS,
     pose_from: Path | None = None,
-    temperature: float = OFFICIAL_TEMPERATURE,
+    temperature: float = SAMPLING_TEMPERATURE,
     seed: int = 0,
     save_intermediates: bool = False,
     device: str = "auto",

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from lsp_models.constants import OFFICIAL_TEMPERATURE
+from lsp_models.constants import SAMPLING_TEMPERATURE
 from lsp_models.infer.config import AnimateConfig
 from lsp_models.infer.loading import Models, Person, pose_history, recorded_poses
 from lsp_models.infer.motion import (
@@ -117,7 +117,7 @@ def sample_poses(
     feats: np.ndarray,
     *,
     history: np.ndarray,
-    temperature: float = OFFICIAL_TEMPERATURE,
+    temperature: float = SAMPLING_TEMPERATURE,
     seed: int = 0,
 ) -> np.ndarray:
     """Head poses for frames of ``feats`` (N, 2H): (N, 6) pitch, yaw, roll (radians) and
@@ -252,7 +252,7 @@ def predict_motion(
     *,
     config: AnimateConfig,
     seed: int = 0,
-    temperature: float = OFFICIAL_TEMPERATURE,
+    temperature: float = SAMPLING_TEMPERATURE,
     pose_from: Path | None = None,
 ) -> Motion:
     """The whole motion of waveform ``y`` (16 kHz mono) on whole arrays; the reference

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lsp_models.constants import OFFICIAL_TEMPERATURE
+from lsp_models.constants import SAMPLING_TEMPERATURE
 from lsp_models.infer.config import AnimateConfig
 from lsp_models.infer.loading import Models, Person, pose_history, recorded_poses
 from lsp_models.infer.motion import StreamSmoother, place_boxes, smoothing
@@ -179,7 +179,7 @@ class AnimationStream:
         *,
         config: AnimateConfig,
         seed: int = 0,
-        temperature: float = OFFICIAL_TEMPERATURE,
+        temperature: float = SAMPLING_TEMPERATURE,
         fps: int = FPS,
         pose_from: Path | None = None,
         render: bool = True,

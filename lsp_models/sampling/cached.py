@@ -69,7 +69,7 @@ class HeadPoseSampler:
             x, s = cast(GatedLayer, layer).step(x, cond_t[:, i], queue, self.n)  # (B, R), (B, S)
             skip = s if skip is None else skip + s
         assert skip is not None
-        mean, nls = model.head(skip)  # (B, P) each
+        mean, nls = model.head(skip, self._pose_prev)  # (B, P) each
         pose = draw(mean, nls, self.temperature, self.generator)
         self._pose_prev = pose
         self.n += 1

@@ -113,6 +113,7 @@ class FastHeadPoseSampler:
         self._w2, self._b2 = np.ascontiguousarray(f(lin2.weight).T), f(lin2.bias)
         self._bdil = np.stack(bdil)  # (L, 2G), added to the conditioning
         self._dil = [cast(GatedLayer, layer).dilation for layer in model.layers]
+        self._residual = c.pose_dim // 2 if c.pose_residual else 0  # dims whose mean adds the pose
 
     @torch.no_grad()
     def prime(self, audio_0: Tensor) -> None:
@@ -192,6 +193,9 @@ class FastHeadPoseSampler:
         np.dot(hid, self._w2, out=head)
         np.add(head, self._b2, out=head)
         mean, nls = self._mean, self._nls
+        if self._residual:  # the previous pose (times keep) plus the network's output
+            k = self._residual
+            mean[:, :k] += self.model.keep * self._pose_view[:, :k]
         np.minimum(nls, self.model.max_neg_log_sigma, out=nls)
         if self.temperature == 0:
             pose = mean
