@@ -171,8 +171,15 @@ def test_two_process_ddp_equals_one_process(single_face_dataset, tmp_path):
         assert a["total"] == pytest.approx(b["total"], rel=1e-4)
     wa = load_checkpoint(tmp_path / "one" / "renderer" / "renderer.pt", stage="renderer")
     wb = load_checkpoint(tmp_path / "two" / "renderer" / "renderer.pt", stage="renderer")
+    # Adam moves a weight whose gradient is ~0 by up to its learning rate either way, so
+    # float32 reduction-order noise may flip a few such steps (seen: 4 of 9216, 7.6e-5);
+    # every other weight agrees to 1e-5
+    off, total = 0, 0
     for k, v in wa["model"].items():
-        torch.testing.assert_close(v, wb["model"][k], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(v, wb["model"][k], rtol=1e-4, atol=2e-4)
+        off += int((~torch.isclose(v, wb["model"][k], rtol=1e-4, atol=1e-5)).sum())
+        total += v.numel()
+    assert off <= max(8, total // 10_000)
     # an odd global batch cannot be split over 2 processes
     bad = _lsp(
         *common,
