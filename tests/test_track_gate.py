@@ -176,6 +176,6 @@ def test_lean_map_takes_out_a_landmark_track_that_leans_towards_frontal():
     ref = euler_yxz_to_rotvec(*truth.T)
     coef = lean_map(land, ref)
     fixed = rotvec_to_euler_yxz(apply_lean_map(land, coef))
-    assert np.abs(fixed[20:] - truth[20:]).max() < 0.05
+    assert np.abs(fixed[20:] - truth[20:]).max() < 0.15  # the pull towards no lean costs a little
     assert lean_map(land[:7], ref[:7]) is None  # too few frames: no map
     np.testing.assert_allclose(apply_lean_map(land, None), land)

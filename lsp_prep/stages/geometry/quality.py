@@ -187,7 +187,9 @@ def gate_poses(
     return Gate(rot, trans, weight, accepted)
 
 
-def lean_map(rot_land: np.ndarray, rot_ref: np.ndarray, *, rounds: int = 3) -> np.ndarray | None:
+def lean_map(
+    rot_land: np.ndarray, rot_ref: np.ndarray, *, rounds: int = 3, prior_deg: float = 1.0
+) -> np.ndarray | None:
     """The landmark track's systematic lean, as coefficients (4, 3) of one affine map from
     the landmark poses' (yaw, pitch, roll, 1) to the refined poses' (yaw, pitch, roll),
     degrees, fitted on frames with both (``rot_land``, ``rot_ref`` (M, 3) rotation
@@ -195,21 +197,26 @@ def lean_map(rot_land: np.ndarray, rot_ref: np.ndarray, *, rounds: int = 3) -> n
     3 MADs (at least 1 degree) off; None with fewer than 8 frames to fit.
 
     Face Mesh's landmarks lean towards a frontal face by a roughly constant fraction of
-    the angle (and the two tracks' object frames may differ by a small constant), which
-    such a map captures; a frame whose refined pose the map does not explain has either a
-    wrong refined pose or a landmark pose that is wrong for that frame.
+    the angle, more on one axis when the head turns on another (and the two tracks'
+    object frames may differ by a small constant), which such a map captures; a frame
+    whose refined pose the map does not explain has either a wrong refined pose or a
+    landmark pose that is wrong for that frame. The linear part is pulled towards the
+    identity as if by frames spread ``prior_deg`` about the mean on every axis: a clip that
+    hardly turns says little about its lean, and gets almost none.
     """
     from lsp_prep.camera import rotvec_to_euler_yxz
 
     e_l, e_r = rotvec_to_euler_yxz(rot_land), rotvec_to_euler_yxz(rot_ref)
-    x = np.c_[e_l, np.ones(len(e_l))]
     keep = np.ones(len(e_l), bool)
     coef = None
     for _ in range(rounds):
         if keep.sum() < 8:
             return coef
-        coef, *_ = np.linalg.lstsq(x[keep], e_r[keep], rcond=None)
-        off = np.linalg.norm(x @ coef - e_r, axis=1)
+        x = np.c_[e_l[keep], np.ones(keep.sum())]
+        ridge = np.diag([keep.sum() * prior_deg**2] * 3 + [0.0])
+        start = np.r_[np.eye(3), np.zeros((1, 3))]
+        coef = np.linalg.solve(x.T @ x + ridge, x.T @ e_r[keep] + ridge @ start)
+        off = np.linalg.norm(np.c_[e_l, np.ones(len(e_l))] @ coef - e_r, axis=1)
         mad = np.median(np.abs(off[keep] - np.median(off[keep])))
         keep = off <= np.median(off[keep]) + max(3 * 1.4826 * mad, 1.0)
     return coef
