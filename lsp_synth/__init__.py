@@ -26,6 +26,8 @@ Shared
                    weights, skirt): :func:`~lsp_synth.mesh.face_model`
     ``raster``     the painter's rasteriser: :func:`~lsp_synth.raster.render_head_frame`
     ``torso``      the shoulder plane behind the head and its tracked points
+    ``expression`` a real clip's expressions (rigid part removed, skull kept rigid) and a
+                   hand-like occluder, for expressive renders
     ``render3d``   the conventions, Euler angles, :class:`~lsp_synth.render3d.HeadMotion`,
                    :class:`~lsp_synth.render3d.Truth3D`,
                    :func:`~lsp_synth.render3d.render_head_clip`
