@@ -279,3 +279,38 @@ def all_stages(
         **inputs,
     )
     console.print(f"[green]done:[/] {run_dir} holds the person's models; next: lsp animate")
+
+
+def convert_run(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory to convert.")],
+    trust: Annotated[
+        bool,
+        typer.Option(
+            "--trust",
+            help="Required: you trust who made this run, since converting unpickles its files "
+            "(which can run code).",
+        ),
+    ] = False,
+) -> None:
+    """Rewrite a run of an older toolkit so that it loads safely (tensors and plain data).
+
+    Converting loads each old file with full unpickling, which runs any code the file
+    carries: use it only on runs you made or whose origin you trust, with --trust.
+    """
+    from lsp_models.train.checkpoint import convert_run as convert
+    from lsp_prep.errors import InputError
+
+    with cli_errors():
+        if not trust:
+            raise InputError(
+                f"{run_dir}: converting unpickles its files, which can run code: add --trust "
+                "if you trust who made this run, or retrain it with `lsp train all`"
+            )
+        done = convert(run_dir)
+    for path in done:
+        console.print(f"converted: {path}", highlight=False, soft_wrap=True)
+    console.print(
+        f"[green]done:[/] {run_dir}: {len(done)} file(s) converted, the rest were safe",
+        highlight=False,
+        soft_wrap=True,
+    )

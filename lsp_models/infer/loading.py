@@ -18,7 +18,7 @@ from lsp_models.nets.apc import APC
 from lsp_models.nets.generator import Generator
 from lsp_models.nets.headpose import HeadPoseModel
 from lsp_models.nets.mouth import AudioToMouth
-from lsp_models.train.checkpoint import load_checkpoint
+from lsp_models.train.checkpoint import load_checkpoint, safe_load
 from lsp_prep.camera import to_original
 from lsp_prep.constants import IMAGE_SIZE
 from lsp_prep.dataset.reader import DatasetReader
@@ -119,7 +119,10 @@ def load_models(run_dir: Path, *, device: torch.device, renderer: bool = True) -
     feats_path = run_dir / "features.pt"
     if not feats_path.is_file():
         raise CheckpointError(f"{feats_path}: no feature database: run `lsp train mouth` first")
-    database = torch.load(feats_path, map_location="cpu", weights_only=False)["features"]
+    stored = safe_load(feats_path, fix="rebuild it with `lsp train mouth`")
+    database = stored.get("features") if isinstance(stored, dict) else None
+    if not isinstance(database, torch.Tensor) or database.ndim != 2:
+        raise CheckpointError(f"{feats_path}: not a feature database: run `lsp train mouth`")
     width = 2 * apc.config.hidden
     mouth, target_mean = mouth_from_checkpoint(
         ckpts["mouth"], run_dir / "mouth" / "mouth.pt", audio_dim=width, device=device
