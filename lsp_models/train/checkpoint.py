@@ -174,13 +174,66 @@ def load_checkpoint(path: Path, *, stage: str) -> dict:
     return ckpt
 
 
-def resume_state(state: TrainState, path: Path, *, stage: str, resume: bool) -> int:
+LOSS_SECTIONS = ("loss", "vgg")
+"""Sections of a model config that weigh losses rather than shape weights (the renderer's):
+a resumed run may change them."""
+
+
+def config_changes(stored: Any, wanted: Any, prefix: str = "") -> list[str]:
+    """``key: stored -> wanted`` for each leaf of two plain config trees that differs (keys
+    of :data:`LOSS_SECTIONS` at the top level ignored)."""
+    if isinstance(stored, dict) and isinstance(wanted, dict):
+        out = []
+        for key in sorted(set(stored) | set(wanted), key=str):
+            if not prefix and key in LOSS_SECTIONS:
+                continue
+            name = f"{prefix}.{key}" if prefix else str(key)
+            out += config_changes(stored.get(key), wanted.get(key), name)
+        return out
+    if isinstance(stored, (list, tuple)) and isinstance(wanted, (list, tuple)):
+        stored, wanted = list(stored), list(wanted)
+    return [] if stored == wanted else [f"{prefix}: {stored!r} -> {wanted!r}"]
+
+
+def check_resume(path: Path, *, stage: str, model_config: Any) -> None:
+    """Before any work: CheckpointError when the checkpoint ``path`` (if there is one) was
+    trained with another model config than ``model_config`` (a run of preset cpu-small
+    resumed with --preset paper), naming what differs and the ways out."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    ckpt = load_checkpoint(path, stage=stage)
+    wanted = to_plain(dataclasses.asdict(model_config))
+    changes = config_changes(ckpt.get("model_config"), wanted)
+    if changes:
+        more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
+        raise CheckpointError(
+            f"{path}: trained with other {stage} settings than asked "
+            f"({'; '.join(changes[:3])}{more}): resume with the run's preset and --set "
+            "values, or start over with --no-resume or another --run-dir"
+        )
+
+
+def resume_state(
+    state: TrainState, path: Path, *, stage: str, resume: bool, model_config: Any = None
+) -> int:
     """Load model, optimizer and step of checkpoint ``path`` into ``state`` when ``resume``
-    and it exists; return the step training continues from (0 for a fresh start)."""
+    and it exists; return the step training continues from (0 for a fresh start).
+    CheckpointError when it was trained with another ``model_config`` (:func:`check_resume`)
+    or its weights do not fit ``state.model``."""
     if not resume or not Path(path).exists():
         return 0
+    if model_config is not None:
+        check_resume(path, stage=stage, model_config=model_config)
     ckpt = load_checkpoint(path, stage=stage)
-    state.model.load_state_dict(ckpt["model"])
+    try:
+        state.model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{path}: its weights do not fit the {stage} model asked for "
+            f"({_first_line(exc)}): resume with the run's preset, or start over with "
+            "--no-resume or another --run-dir"
+        ) from None
     state.optimizer.load_state_dict(ckpt["optimizer"])
     state.step = int(ckpt["step"])
     return state.step
