@@ -41,9 +41,11 @@ def cli_errors(verbose: bool = False) -> Iterator[None]:
 
 @contextmanager
 def shown_warnings() -> Iterator[None]:
-    """Print each warning raised inside the block as one yellow line when it ends."""
+    """Print each UserWarning raised inside the block (the toolkit's) as one yellow line
+    when it ends; other categories (ResourceWarning, ...) stay hidden as by default."""
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("default", UserWarning)
         try:
             yield
         finally:
