@@ -130,6 +130,10 @@ def test_old_checkpoint_refused_then_converted_knowingly(tmp_path, lsp):
     np.testing.assert_array_equal(safe_load(run / "features.pt", fix="")["frames"], np.arange(4))
     again = lsp("convert-run", run, "--trust")
     assert again.exit_code == 0 and "0 file(s) converted" in again.output
+    (run / "features.pt").write_bytes(b"PK\x03\x04 cut")
+    damaged = lsp("convert-run", run, "--trust")
+    assert damaged.exit_code == 1 and "Traceback" not in damaged.output
+    assert flat(damaged.output).startswith(f"error: {run / 'features.pt'}: not a readable")
 
 
 def test_damaged_checkpoint_one_line(tmp_path):

@@ -116,11 +116,14 @@ def convert_file(path: Path) -> bool:
     --trust``). Returns False when the file already loads safely (left untouched)."""
     path = Path(path)
     try:
-        torch.load(path, map_location="cpu", weights_only=True)
-        return False
-    except pickle.UnpicklingError:
-        pass
-    data = torch.load(path, map_location="cpu", weights_only=False)  # the user trusts it
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+            return False
+        except pickle.UnpicklingError:
+            pass
+        data = torch.load(path, map_location="cpu", weights_only=False)  # the user trusts it
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None
     save_plain(path, data)
     return True
 
