@@ -118,7 +118,7 @@ def _check_run(run: RunInputs, stages: tuple[str, ...], config: ModelsConfig) ->
     """Before any work: the dataset is one of ``lsp prep``, and each stage to resume was
     trained with the model settings asked for (not cpu-small resumed as paper)."""
     from lsp_models.infer.loading import check_dataset
-    from lsp_models.train.checkpoint import check_resume
+    from lsp_models.train.checkpoint import DERIVED, check_resume
 
     if run.dataset is not None:
         check_dataset(run.dataset)
@@ -127,7 +127,7 @@ def _check_run(run: RunInputs, stages: tuple[str, ...], config: ModelsConfig) ->
     for stage in stages:
         folder = run.mouth_name if stage == "mouth" else stage
         path = Path(run.run_dir) / folder / f"{stage}.pt"
-        check_resume(path, stage=stage, model_config=getattr(config, stage))
+        check_resume(path, stage=stage, model_config=getattr(config, stage), ignore=DERIVED)
 
 
 Dataset = Annotated[Path, typer.Option(help="The person's dataset from `lsp prep`.")]

@@ -261,8 +261,10 @@ def test_resume_with_other_preset_refused_before_any_work(lsp, tmp_path, synthet
 
     small = load_preset("cpu-small")
     run = tmp_path / "run"
-    for stage in ("apc", "mouth"):
-        ckpt = {**fake_checkpoint(stage), "model_config": dataclasses.asdict(getattr(small, stage))}
+    # the mouth's audio_dim is derived from the APC at training time, not the preset's
+    mouth = dataclasses.replace(small.mouth, audio_dim=2 * small.apc.hidden)
+    for stage, model in (("apc", small.apc), ("mouth", mouth)):
+        ckpt = {**fake_checkpoint(stage), "model_config": dataclasses.asdict(model)}
         save_plain(run / stage / f"{stage}.pt", ckpt)
     before = snapshot(run)
     args = ["-r", run, "--dataset", synthetic_dataset, "--device", "cpu"]
@@ -275,9 +277,12 @@ def test_resume_with_other_preset_refused_before_any_work(lsp, tmp_path, synthet
         assert f"hidden: {small.apc.hidden if first == 'apc' else small.mouth.hidden} -> " in text
         assert "--no-resume or another --run-dir" in text and "Traceback" not in text
         assert snapshot(run) == before
+    changed = lsp("train", "mouth", *args, "--set", "mouth.delay=3")
+    assert "trained with other mouth settings than asked (delay: 18 -> 3)" in flat(changed.output)
     # the same settings pass the check (and then fail on the weightless checkpoint, later)
     same = lsp("train", "mouth", *args, "--preset", "cpu-small", "--set", "mouth_train.max_steps=1")
-    assert "trained with other" not in flat(same.output)
+    assert same.exit_code == 1 and "trained with other" not in flat(same.output)
+    assert snapshot(run) == before
 
 
 def test_resume_state_weights_that_do_not_fit(tmp_path):

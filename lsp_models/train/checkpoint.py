@@ -182,13 +182,15 @@ LOSS_SECTIONS = ("loss", "vgg")
 a resumed run may change them."""
 
 
-def config_changes(stored: Any, wanted: Any, prefix: str = "") -> list[str]:
+def config_changes(
+    stored: Any, wanted: Any, prefix: str = "", ignore: tuple[str, ...] = ()
+) -> list[str]:
     """``key: stored -> wanted`` for each leaf of two plain config trees that differs (keys
-    of :data:`LOSS_SECTIONS` at the top level ignored)."""
+    of :data:`LOSS_SECTIONS` and ``ignore`` at the top level left out)."""
     if isinstance(stored, dict) and isinstance(wanted, dict):
         out = []
         for key in sorted(set(stored) | set(wanted), key=str):
-            if not prefix and key in LOSS_SECTIONS:
+            if not prefix and key in (*LOSS_SECTIONS, *ignore):
                 continue
             name = f"{prefix}.{key}" if prefix else str(key)
             out += config_changes(stored.get(key), wanted.get(key), name)
@@ -198,16 +200,24 @@ def config_changes(stored: Any, wanted: Any, prefix: str = "") -> list[str]:
     return [] if stored == wanted else [f"{prefix}: {stored!r} -> {wanted!r}"]
 
 
-def check_resume(path: Path, *, stage: str, model_config: Any) -> None:
+DERIVED = ("audio_dim",)
+"""Model settings a stage derives from the run (the mouth's and head pose's input width is
+the trained APC's): a check against the preset's config, before training, leaves them out."""
+
+
+def check_resume(
+    path: Path, *, stage: str, model_config: Any, ignore: tuple[str, ...] = ()
+) -> None:
     """Before any work: CheckpointError when the checkpoint ``path`` (if there is one) was
     trained with another model config than ``model_config`` (a run of preset cpu-small
-    resumed with --preset paper), naming what differs and the ways out."""
+    resumed with --preset paper), naming what differs and the ways out; top-level keys in
+    ``ignore`` are not compared (:data:`DERIVED` when ``model_config`` is the preset's)."""
     path = Path(path)
     if not path.is_file():
         return
     ckpt = load_checkpoint(path, stage=stage)
     wanted = to_plain(dataclasses.asdict(model_config))
-    changes = config_changes(ckpt.get("model_config"), wanted)
+    changes = config_changes(ckpt.get("model_config"), wanted, ignore=ignore)
     if changes:
         more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
         raise CheckpointError(
