@@ -84,6 +84,24 @@ def test_hostile_checkpoint_refused_and_payload_never_runs(tmp_path, stage):
     assert "\n" not in msg and not marker.exists()
 
 
+def test_every_torch_load_in_the_toolkit_is_weights_only():
+    """A new loader cannot slip in full unpickling: the one exception is the converter the
+    user runs knowingly (`lsp convert-run --trust`)."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    calls = []
+    for pkg in ("lsp_models", "lsp_prep", "lsp_report", "lsp_synth", "cli"):
+        for src in sorted((root / pkg).rglob("*.py")):
+            for m in re.finditer(r"torch\.load\(([^)]*)\)", src.read_text()):
+                calls.append((src.relative_to(root).as_posix(), m.group(1)))
+    unsafe = [(f, args) for f, args in calls if "weights_only=True" not in args]
+    assert len(calls) >= 4
+    assert unsafe == [
+        ("lsp_models/train/checkpoint.py", 'path, map_location="cpu", weights_only=False')
+    ]
+
+
 def test_plain_round_trip_keeps_arrays_and_refuses_objects(tmp_path):
     extra = {
         "mean": np.arange(6, dtype=np.float32).reshape(2, 3),
