@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -36,6 +37,20 @@ def cli_errors(verbose: bool = False) -> Iterator[None]:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted:[/] run the same command again to resume")
         raise typer.Exit(130) from None
+
+
+@contextmanager
+def shown_warnings() -> Iterator[None]:
+    """Print each UserWarning raised inside the block (the toolkit's) as one yellow line
+    when it ends; other categories (ResourceWarning, ...) stay hidden as by default."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("default", UserWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
 
 
 @contextmanager

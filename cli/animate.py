@@ -8,14 +8,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli._common import cli_errors, console, stage_progress
+from cli._common import cli_errors, console, shown_warnings, stage_progress
 from lsp_models.constants import SAMPLING_TEMPERATURE
 
 
 def animate(
     run_dir: Annotated[Path, typer.Option("--run-dir", "-r", help="The person's run directory.")],
     audio: Annotated[Path, typer.Option(help="Speech recording (wav, mp3, m4a, a video...).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The mp4 to write.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The video to write: .mp4, .mov or .mkv.")
+    ],
     dataset: Annotated[
         Path | None,
         typer.Option(help="The person's dataset (default: the one training recorded in RUN)."),
@@ -49,12 +51,13 @@ def animate(
 ) -> None:
     """Animate speech: audio -> mouth and head motion -> landmarks -> rendered 60 FPS mp4.
 
-    Writes OUT (H.264 + AAC, the first and last frame aligned with the audio) and OUT.json
-    (inputs, resolved settings, timings).
+    Writes OUT (H.264 + AAC in the container its extension names: mp4, mov or mkv; the first
+    and last frame aligned with the audio) and OUT.json (inputs, resolved settings, timings),
+    named after OUT's full name: -o x.mov writes x.mov.json.
     """
     from lsp_models.infer.animate import animate as run_animate
 
-    with cli_errors(), stage_progress(progress) as bar:
+    with cli_errors(), shown_warnings(), stage_progress(progress) as bar:
         result = run_animate(
             run_dir=run_dir,
             audio=audio,

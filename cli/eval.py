@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from cli._common import cli_errors, console, stage_progress
+from cli._common import cli_errors, console, shown_warnings, stage_progress
 
 if TYPE_CHECKING:
     from lsp_models.eval.evaluate import EvalResult
@@ -72,7 +72,13 @@ def eval_command(
     """
     from lsp_models.eval.evaluate import evaluate
 
-    with cli_errors(), stage_progress(progress) as bar:
+    with cli_errors(), shown_warnings(), stage_progress(progress) as bar:
+        if dataset is not None:
+            from lsp_models.infer.loading import check_dataset, check_person
+
+            check_dataset(dataset)
+            if run_dir.is_dir():
+                check_person(run_dir, dataset)
         r = evaluate(
             run_dir=run_dir,
             dataset=dataset,

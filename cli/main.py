@@ -9,6 +9,7 @@ from cli.eval import eval_command
 from cli.prep import prep
 from cli.report import report_command
 from cli.train import app as train_app
+from cli.train import convert_run
 from lsp_prep import __version__
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app.add_typer(train_app, name="train")
 app.command()(animate)
 app.command(name="eval")(eval_command)
 app.command(name="report")(report_command)
+app.command(name="convert-run")(convert_run)
 
 
 def _version(value: bool) -> None:

@@ -12,6 +12,8 @@ from rich.table import Table
 from cli._common import cli_errors, console, stage_progress
 
 if TYPE_CHECKING:
+    from lsp_models.config import ModelsConfig
+    from lsp_models.train.runner import RunInputs
     from lsp_models.train.stage import StageResult
 
 # lsp_models imports torch (~3 s measured here): every `lsp` command would pay for it at
@@ -93,6 +95,7 @@ def _train(
         warnings.simplefilter("always")
         config = load_preset(preset, [*(overrides or []), *extra])
         run = RunInputs(**inputs)
+        _check_run(run, stages, config)
         mirror = TensorBoardMirror(run.run_dir) if tensorboard and world()[0] == 0 else None
         results = []
         try:
@@ -109,6 +112,22 @@ def _train(
         console.print(f"TensorBoard: tensorboard --logdir {inputs['run_dir']}/tensorboard")
     for result in results:
         _summary(result)
+
+
+def _check_run(run: RunInputs, stages: tuple[str, ...], config: ModelsConfig) -> None:
+    """Before any work: the dataset is one of ``lsp prep``, and each stage to resume was
+    trained with the model settings asked for (not cpu-small resumed as paper)."""
+    from lsp_models.infer.loading import check_dataset
+    from lsp_models.train.checkpoint import DERIVED, check_resume
+
+    if run.dataset is not None:
+        check_dataset(run.dataset)
+    if not run.resume:
+        return
+    for stage in stages:
+        folder = run.mouth_name if stage == "mouth" else stage
+        path = Path(run.run_dir) / folder / f"{stage}.pt"
+        check_resume(path, stage=stage, model_config=getattr(config, stage), ignore=DERIVED)
 
 
 Dataset = Annotated[Path, typer.Option(help="The person's dataset from `lsp prep`.")]
@@ -279,3 +298,38 @@ def all_stages(
         **inputs,
     )
     console.print(f"[green]done:[/] {run_dir} holds the person's models; next: lsp animate")
+
+
+def convert_run(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory to convert.")],
+    trust: Annotated[
+        bool,
+        typer.Option(
+            "--trust",
+            help="Required: you trust who made this run, since converting unpickles its files "
+            "(which can run code).",
+        ),
+    ] = False,
+) -> None:
+    """Rewrite a run of an older toolkit so that it loads safely (tensors and plain data).
+
+    Converting loads each old file with full unpickling, which runs any code the file
+    carries: use it only on runs you made or whose origin you trust, with --trust.
+    """
+    from lsp_models.train.checkpoint import convert_run as convert
+    from lsp_prep.errors import InputError
+
+    with cli_errors():
+        if not trust:
+            raise InputError(
+                f"{run_dir}: converting unpickles its files, which can run code: add --trust "
+                "if you trust who made this run, or retrain it with `lsp train all`"
+            )
+        done = convert(run_dir)
+    for path in done:
+        console.print(f"converted: {path}", highlight=False, soft_wrap=True)
+    console.print(
+        f"[green]done:[/] {run_dir}: {len(done)} file(s) converted, the rest were safe",
+        highlight=False,
+        soft_wrap=True,
+    )

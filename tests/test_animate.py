@@ -306,7 +306,7 @@ def test_animate_mp4(trained_run, single_face_dataset, speech_file, tmp_path, fp
     assert info["frames"] == result.frames == int(np.ceil(seconds * fps - 1e-9))
     assert info["video"] == "h264" and info["audio"] == "aac" and info["pix_fmt"] == "yuv420p"
     assert abs(info["video_s"] - info["audio_s"]) <= 1 / fps + 0.03
-    side = json.loads(out.with_suffix(".json").read_text())
+    side = json.loads(out.with_name(out.name + ".json").read_text())
     assert side["config"]["mouth_amp"] == [1.5, 1.5, 1.5] and side["frames"] == result.frames
     assert set(result.timings) >= {
         "mel",
@@ -320,9 +320,9 @@ def test_animate_mp4(trained_run, single_face_dataset, speech_file, tmp_path, fp
     assert 0 < sum(result.timings.values()) <= time.perf_counter() - start
     assert (trained_run / "animate.json").is_file()
     if fps == 60:
-        z = np.load(out.with_name("talk.npz"))
+        z = np.load(out.with_name("talk.mp4.npz"))
         assert z["face2d"].shape == (result.frames, 73, 2)
-        assert video_info(out.with_name("talk.features.mp4"))["frames"] == result.frames
+        assert video_info(out.with_name("talk.mp4.features.mp4"))["frames"] == result.frames
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
 
 

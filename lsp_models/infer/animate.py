@@ -38,11 +38,17 @@ import numpy as np
 
 from lsp_models.constants import SAMPLING_TEMPERATURE
 from lsp_models.infer.config import AnimateConfig, resolve_config, write_json
-from lsp_models.infer.loading import find_dataset, load_models, load_person
+from lsp_models.infer.loading import (
+    check_dataset,
+    check_person,
+    find_dataset,
+    load_models,
+    load_person,
+    require_run,
+)
 from lsp_models.infer.stream import AnimatedFrame, AnimationStream
 from lsp_models.infer.video import VideoWriter, check_audio, check_output, iter_audio
 from lsp_prep.constants import FPS, SAMPLE_RATE
-from lsp_prep.dataset.reader import DatasetReader
 from lsp_prep.dataset.writer import atomic_output
 from lsp_prep.errors import InputError
 from lsp_prep.progress import ProgressFn
@@ -84,7 +90,9 @@ def animate(
     chunk_s: float = 1.0,
     progress: ProgressFn | None = None,
 ) -> AnimateResult:
-    """Animate ``audio`` with the person trained in ``run_dir`` into ``output`` (mp4).
+    """Animate ``audio`` with the person trained in ``run_dir`` into ``output`` (mp4, mov or
+    mkv, as its extension says; side files are named after its full name, OUTPUT.json for
+    x.mov is x.mov.json).
 
     The audio is decoded in chunks of ``chunk_s`` seconds and pushed through an
     :class:`AnimationStream` whose frames go straight into ffmpeg: memory is flat in the
@@ -97,7 +105,9 @@ def animate(
 
     t0 = time.perf_counter()
     output, audio = Path(output), Path(audio)
-    duration = _check_inputs(fps=fps, audio=audio, output=output, pose_from=pose_from)
+    duration = _check_inputs(
+        fps=fps, audio=audio, output=output, pose_from=pose_from, run_dir=run_dir, dataset=dataset
+    )
     config = config or resolve_config(run_dir, overrides)
     dev = pick_device(device)
     models = load_models(run_dir, device=dev)
@@ -138,7 +148,7 @@ def animate(
         config=config,
     )
     _write_record(
-        output.with_name(output.stem + ".json"),
+        side_file(output, ".json"),
         result,
         run_dir=run_dir,
         audio=audio,
@@ -150,15 +160,33 @@ def animate(
     return result
 
 
-def _check_inputs(*, fps: int, audio: Path, output: Path, pose_from: Path | None) -> float:
-    """InputError (or SchemaError for ``pose_from``) before anything loads; returns the
-    audio's duration in seconds (0 if unknown)."""
+def side_file(output: Path, suffix: str) -> Path:
+    """A file written beside ``output``, named after its full name: x.mov -> x.mov.json (so
+    that x.mp4 and x.mov never share one)."""
+    return output.with_name(output.name + suffix)
+
+
+def _check_inputs(
+    *,
+    fps: int,
+    audio: Path,
+    output: Path,
+    pose_from: Path | None,
+    run_dir: Path,
+    dataset: Path | None,
+) -> float:
+    """InputError, CheckpointError or SchemaError before anything loads or is written;
+    returns the audio's duration in seconds (0 if unknown)."""
     if fps not in (30, 60):
         raise InputError(f"--fps must be 60 or 30, got {fps}")
+    require_run(run_dir)
+    if dataset is not None:
+        check_dataset(dataset)
+        check_person(run_dir, dataset)
+    if pose_from is not None:
+        check_dataset(pose_from, option="--pose-from")
     duration = check_audio(audio)
     check_output(output)
-    if pose_from is not None:
-        DatasetReader(pose_from).close()
     return duration
 
 
@@ -223,7 +251,7 @@ def _encode(
 
     writers = [writer(output, gray=False)]
     if save_intermediates:
-        writers.append(writer(output.with_name(output.stem + ".features.mp4"), gray=True))
+        writers.append(writer(side_file(output, ".features.mp4"), gray=True))
     saved: dict[str, list[np.ndarray]] = {}
     count = n_samples = 0
 
@@ -252,7 +280,7 @@ def _encode(
             w.abort()
         raise
     if save_intermediates:
-        npz = output.with_name(output.stem + ".npz")
+        npz = side_file(output, ".npz")
         with atomic_output(npz) as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(fh, **{k: np.stack(v) for k, v in saved.items()})
         paths.append(npz)

@@ -18,7 +18,7 @@ from lsp_models.nets.apc import APC
 from lsp_models.nets.generator import Generator
 from lsp_models.nets.headpose import HeadPoseModel
 from lsp_models.nets.mouth import AudioToMouth
-from lsp_models.train.checkpoint import load_checkpoint
+from lsp_models.train.checkpoint import load_checkpoint, safe_load
 from lsp_prep.camera import to_original
 from lsp_prep.constants import IMAGE_SIZE
 from lsp_prep.dataset.reader import DatasetReader
@@ -119,7 +119,10 @@ def load_models(run_dir: Path, *, device: torch.device, renderer: bool = True) -
     feats_path = run_dir / "features.pt"
     if not feats_path.is_file():
         raise CheckpointError(f"{feats_path}: no feature database: run `lsp train mouth` first")
-    database = torch.load(feats_path, map_location="cpu", weights_only=False)["features"]
+    stored = safe_load(feats_path, fix="rebuild it with `lsp train mouth`")
+    database = stored.get("features") if isinstance(stored, dict) else None
+    if not isinstance(database, torch.Tensor) or database.ndim != 2:
+        raise CheckpointError(f"{feats_path}: not a feature database: run `lsp train mouth`")
     width = 2 * apc.config.hidden
     mouth, target_mean = mouth_from_checkpoint(
         ckpts["mouth"], run_dir / "mouth" / "mouth.pt", audio_dim=width, device=device
@@ -257,6 +260,71 @@ def find_dataset(run_dir: Path) -> Path:
         f"{run_dir}: cannot tell which dataset the run was trained on{where}: "
         "pass the person's dataset with --dataset FILE"
     )
+
+
+def require_run(run_dir: Path) -> None:
+    """InputError unless ``run_dir`` is a trained run (a folder with the motion stages'
+    checkpoints); checked before anything is written into it."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: run directory does not exist (train with `lsp train`)")
+    for stage in MOTION_STAGES:
+        if not (run_dir / stage / f"{stage}.pt").is_file():
+            raise CheckpointError(
+                f"{run_dir / stage / f'{stage}.pt'}: no checkpoint: run `lsp train {stage}` first"
+            )
+
+
+def check_dataset(path: Path, *, option: str = "--dataset") -> None:
+    """Before any work: InputError unless ``path`` is a readable dataset of ``lsp prep``; a
+    video or audio file given instead is named as such, with the prep command to run."""
+    from lsp_prep.errors import LSPError
+    from lsp_prep.media import probe
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such dataset file ({option} takes the .h5 of `lsp prep`)")
+    with open(path, "rb") as fh:
+        hdf5 = fh.read(8) == b"\x89HDF\r\n\x1a\n"
+    if not hdf5:
+        try:
+            media = probe(path)
+        except LSPError:
+            media = None
+        if media is not None and media.has_video:
+            raise InputError(
+                f"{path}: is a video, not a dataset: prep it first (`lsp prep {path} -o DIR`) "
+                f"and pass DIR/{path.stem}.h5 as {option}"
+            )
+        if media is not None and media.has_audio:
+            raise InputError(
+                f"{path}: is an audio file, not a dataset: {option} takes the .h5 that "
+                "`lsp prep VIDEO` writes for the person's video"
+            )
+    DatasetReader(path).close()
+
+
+def check_person(run_dir: Path, dataset: Path) -> None:
+    """InputError when ``dataset`` was prepped from another video than the run's person (the
+    source hashes of RUN/run.json and the dataset differ); a warning when the run records
+    no hash (trained before runs recorded one), since then it cannot be checked."""
+    import warnings
+
+    from lsp_models.train.stage import recorded_source, source_sha256
+
+    run_hash, data_hash = recorded_source(run_dir), source_sha256(dataset)
+    if not run_hash or not data_hash:
+        warnings.warn(
+            f"{dataset}: cannot check that it is the person of {run_dir} (no source hash "
+            "recorded): make sure it is the dataset the run was trained on",
+            stacklevel=2,
+        )
+    elif run_hash != data_hash:
+        raise InputError(
+            f"{dataset}: prepped from another video (source {data_hash[:12]}) than the person "
+            f"of {run_dir} (source {run_hash[:12]}): pass that person's dataset, or omit "
+            "--dataset to use the one training recorded"
+        )
 
 
 def pose_history(models: Models, dataset: Path) -> np.ndarray:

@@ -1,5 +1,5 @@
 """ffmpeg I/O of ``animate``: audio decoded in chunks (:func:`iter_audio`), frames encoded
-to H.264 + AAC mp4 (:class:`VideoWriter`), and the checks on the paths given."""
+to H.264 + AAC mp4, mov or mkv (:class:`VideoWriter`), and the checks on the paths given."""
 
 from __future__ import annotations
 
@@ -17,12 +17,27 @@ from lsp_prep.constants import SAMPLE_RATE
 from lsp_prep.errors import InputError, ToolError
 from lsp_prep.media import ffmpeg_exe, probe
 
+CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
+"""Output extensions that carry H.264 + AAC, and ffmpeg's muxer for each."""
+
+
+def container(path: Path) -> str:
+    """ffmpeg's muxer for ``path``'s extension; InputError for one not in :data:`CONTAINERS`."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in CONTAINERS:
+        raise InputError(
+            f"{path}: cannot write {suffix or 'a file without an extension'} (H.264 + AAC): "
+            f"name the output {', '.join(CONTAINERS)}, e.g. -o {Path(path).stem or 'out'}.mp4"
+        )
+    return CONTAINERS[suffix]
+
 
 class VideoWriter:
-    """Frames (uint8 RGB) streamed into ffmpeg's stdin -> H.264 yuv420p mp4 with the audio of
-    ``audio`` muxed as AAC. Written to a temporary name beside ``path`` and renamed by
-    ``close()`` only when ffmpeg succeeded; ``abort()`` (or an exception inside a ``with``
-    block) removes it. ToolError carries ffmpeg's stderr."""
+    """Frames (uint8 RGB) streamed into ffmpeg's stdin -> H.264 yuv420p with the audio of
+    ``audio`` muxed as AAC, in the container ``path``'s extension names (:data:`CONTAINERS`).
+    Written to a temporary name beside ``path`` and renamed by ``close()`` only when ffmpeg
+    succeeded; ``abort()`` (or an exception inside a ``with`` block) removes it. ToolError
+    carries ffmpeg's stderr."""
 
     def __init__(
         self,
@@ -57,7 +72,10 @@ class VideoWriter:
                 "160k",
             ]
         cmd += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
-        cmd += ["-movflags", "+faststart", "-f", "mp4", str(self.tmp)]
+        muxer = container(self.path)
+        if muxer != "matroska":
+            cmd += ["-movflags", "+faststart"]
+        cmd += ["-f", muxer, str(self.tmp)]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=self._err)
 
     def write(self, frames: np.ndarray) -> None:
@@ -147,7 +165,9 @@ def check_audio(path: Path) -> float:
 
 
 def check_output(path: Path) -> None:
-    """InputError unless ``path``'s folder exists or can be made, and is writable."""
+    """InputError unless ``path`` names a container of :data:`CONTAINERS` and its folder
+    exists or can be made, and is writable."""
+    container(path)
     folder = Path(path).parent
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from lsp_models.nets.apc import APC, APCConfig
-from lsp_models.train.checkpoint import load_checkpoint
+from lsp_models.train.checkpoint import load_checkpoint, save_plain
 from lsp_models.train.data import PersonData, corpus_mels, load_person
 from lsp_models.train.device import join_process_group, pick_device
 from lsp_models.train.loop import TrainConfig, rank_slice
@@ -118,5 +118,6 @@ def build_feature_database(run_dir: Path, person: PersonData) -> Path:
     net, mean, std = load_apc(run_dir)
     feats = apc_features(net, person.mel, mean, std)
     path = Path(run_dir) / "features.pt"
-    torch.save({"features": torch.from_numpy(feats[person.train]), "frames": person.train}, path)
-    return path
+    return save_plain(
+        path, {"features": torch.from_numpy(feats[person.train]), "frames": person.train}
+    )

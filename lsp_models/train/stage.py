@@ -49,8 +49,26 @@ def record_dataset(run_dir: Path, dataset: Path) -> None:
     path = Path(run_dir) / RUN_INFO
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"dataset": str(Path(dataset).resolve())}, indent=2) + "\n")
+    info = {"dataset": str(Path(dataset).resolve()), "source_sha256": source_sha256(dataset)}
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def source_sha256(dataset: Path) -> str:
+    """The SHA-256 of the video ``dataset`` was prepped from ('' when it records none): the
+    person's identity that animate and eval check a --dataset against."""
+    from lsp_prep.dataset.reader import DatasetReader
+
+    with DatasetReader(dataset) as ds:
+        return str(ds.attrs().get("source_sha256", ""))
+
+
+def recorded_source(run_dir: Path) -> str:
+    """The source hash :func:`record_dataset` wrote for this run ('' for older runs)."""
+    path = Path(run_dir) / RUN_INFO
+    if not path.is_file():
+        return ""
+    return str(json.loads(path.read_text()).get("source_sha256", ""))
 
 
 def recorded_dataset(run_dir: Path) -> Path | None:
@@ -80,7 +98,7 @@ def run_stage(
     checkpoint is RUN/<folder>/<stage>.pt, ``folder`` defaulting to the stage's name."""
     state = make_state(net, config)
     ckpt_path = Path(run_dir) / (folder or stage) / f"{stage}.pt"
-    start = resume_state(state, ckpt_path, stage=stage, resume=resume)
+    start = resume_state(state, ckpt_path, stage=stage, resume=resume, model_config=model_config)
 
     def checkpoint(s: TrainState) -> None:
         if before_save is not None:
