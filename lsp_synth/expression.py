@@ -27,6 +27,7 @@ import numpy as np
 
 from lsp_prep.constants import EYE_DISTANCE_CM, N_MESH_POINTS
 from lsp_prep.errors import InputError
+from lsp_synth.mesh import EYE_OUTER
 
 SKULL: tuple[int, ...] = (
     *(168, 6, 197, 195),  # nose bridge
@@ -35,9 +36,6 @@ SKULL: tuple[int, ...] = (
 )
 """MediaPipe indices of points that move with the skull, not with expression: the
 rigid part of a real clip's motion is fitted on these."""
-
-EYE_OUTER = (33, 263)
-"""MediaPipe indices of the outer eye corners (the unit of :class:`Expressions`)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,11 +89,6 @@ class Expressions:
             d = np.linalg.norm(rest[:, None] - rest[list(SKULL)][None], axis=-1).min(axis=1)
             out *= (np.minimum(1.0, d / rigid_radius_cm) ** 2)[None, :, None]
         return out
-
-    def rms_cm(self, points: tuple[int, ...] | None = None) -> float:
-        """RMS displacement (cm) over frames and ``points`` (all 478 by default)."""
-        o = self.offsets if points is None else self.offsets[:, list(points)]
-        return float(np.sqrt((o**2).sum(-1).mean()) * EYE_DISTANCE_CM)
 
 
 def mesh_sequence(video: Path, *, max_side: int = 640) -> tuple[np.ndarray, float]:

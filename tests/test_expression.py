@@ -10,7 +10,6 @@ from scipy.spatial.transform import Rotation
 from lsp_prep.constants import EYE_DISTANCE_CM
 from lsp_prep.errors import InputError
 from lsp_synth.expression import (
-    EYE_OUTER,
     SKULL,
     Expressions,
     Hand,
@@ -18,6 +17,7 @@ from lsp_synth.expression import (
     hand_mask,
     remove_rigid,
 )
+from lsp_synth.mesh import EYE_OUTER
 
 BROWS = (105, 66, 334, 296)
 LIDS = (159, 145, 386, 374)

@@ -187,8 +187,7 @@ def refine_head(
     )
     t_land = refocus(head.translation, cal.focal / head.calibration.focal)
     step = max(1.0, float(np.median(np.diff(idx))))  # idx has at least 8 frames
-    cfg = replace(geometry, smooth_frames=geometry.smooth_frames / step)
-    cfg = replace(cfg, huber_px=rigidity.huber_px)
+    cfg = replace(geometry, smooth_frames=geometry.smooth_frames / step, huber_px=rigidity.huber_px)
     rv, tr, _ = track_poses(
         points2d[idx][:, sub],
         cal.shape,

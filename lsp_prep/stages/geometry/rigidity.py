@@ -25,6 +25,7 @@ from scipy.spatial.transform import Rotation
 
 from lsp_prep.camera import project
 from lsp_prep.stages.geometry.bundle import bundle_adjust
+from lsp_prep.stages.geometry.shape import triangulate
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,6 @@ def rigid_fit(
     triangulated from its poses and weighted by its residuals. The object scale is held
     by the two adjusted points farthest apart, at their distance in ``shape0``.
     """
-    from lsp_prep.stages.geometry.shape import triangulate
-
     keep = np.isfinite(shape0).all(1) & (np.isfinite(points2d[..., 0]).sum(0) >= 2)
     idx = np.flatnonzero(keep)
     pick = np.unique(np.linspace(0, len(idx) - 1, min(len(idx), max_points)).round())
