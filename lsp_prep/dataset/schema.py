@@ -18,7 +18,7 @@ import numpy as np
 from lsp_prep.constants import MELS_PER_FRAME, N_LSP_POINTS, N_MELS, N_MESH_POINTS
 from lsp_prep.errors import SchemaError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Bumped whenever a field changes meaning, shape or units. 2: camera, track, shoulders,
 candidates and split added. 3: head poses fitted to texture features (track/n_features).
 4: a refined pose only where it explains the landmarks (track/source, track/misfit)."""
@@ -210,7 +210,9 @@ FIELDS: tuple[Field, ...] = (
         "f",
         "cm (nominal)",
         "object",
-        "dv_m: mouth-related points (jaw 4-10, lips 46-63) minus their mean",
+        "dv_m, the mouth model's targets: mouth-related points (jaw 4-10, lips 46-63) of "
+        "track/points3d minus their mean, less what head pose predicts of them "
+        "(geometry.mouth_pose_terms); NaN where not valid",
     ),
     Field(
         "track/reprojection_error",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lsp_prep.errors import InputError
+from lsp_prep.stages.geometry.mouth import PoseTerms
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,11 @@ class GeometryConfig:
     prior_weight: float = 1.0
     """Weight of that prior: a deviation of 1 degree (or 1 cm) costs this many squared
     pixels per visible landmark."""
+    mouth_pose_terms: PoseTerms = "quadratic"
+    """What of head pose is taken out of ``track/mouth_displacement`` (the mouth model's
+    targets): ``"off"`` keeps the plain displacements; ``"linear"`` removes their
+    least-squares fit on the centred Euler angles and translation; ``"quadratic"`` adds the
+    angles' products and squares (see :mod:`lsp_prep.stages.geometry.mouth`)."""
 
     def __post_init__(self) -> None:
         if self.huber_px <= 0 or self.iterations < 1:

@@ -21,6 +21,7 @@ from lsp_prep.stages.geometry.focal import (
     search_focal,
     select_frames,
 )
+from lsp_prep.stages.geometry.mouth import mouth_displacement
 from lsp_prep.stages.geometry.poses import track_poses
 from lsp_prep.stages.geometry.quality import (
     SOURCE_BLEND,
@@ -97,8 +98,7 @@ def track_head(
     pts = np.full((n, lsp3d.shape[1], 3), np.nan)
     pts[idx] = object_points(lsp3d[idx], cal.shape, stable)
     mean = pts[idx].mean(axis=0)
-    mouth = layout.mouth
-    dv = pts[:, mouth] - mean[mouth]
+    dv = mouth_displacement(pts, rot, trans, valid, layout=layout, terms=geometry.mouth_pose_terms)
     return HeadTrack(cal, rot, trans, pts, mean, dv, err)
 
 
@@ -244,11 +244,11 @@ def refine_head(
     unit = EYE_DISTANCE_CM / float(np.linalg.norm(mean[a] - mean[b]))
     pts, mean, trans, lm_shape = pts * unit, mean * unit, trans * unit, lm_shape * unit
     cal = replace(cal, shape=cal.shape * unit)
-    mouth = layout.mouth
     err = rigid_misfit(rot, trans, lm_shape, cal.K, lm2d)  # the landmarks' fit where not measured
     full = g.weight >= 1.0
     err[idx[full[idx]]] = rms[full[idx]]
-    refined = HeadTrack(cal, rot, trans, pts, mean, pts[:, mouth] - mean[mouth], err)
+    dv = mouth_displacement(pts, rot, trans, valid, layout=layout, terms=geometry.mouth_pose_terms)
+    refined = HeadTrack(cal, rot, trans, pts, mean, dv, err)
     source = np.where(full, SOURCE_REFINED, np.where(g.weight > 0, SOURCE_BLEND, SOURCE_LANDMARKS))
     used = np.where(g.accepted, count, 0)
     return refined, Refinement(used, source.astype(np.int8), "")
