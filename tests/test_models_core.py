@@ -39,6 +39,25 @@ def test_paper_sizes():
     print("parameters: apc", n_params(apc), "mouth", n_params(mouth))
 
 
+def test_mouth_loss_leaves_out_frames_without_a_face():
+    """Frames without a face have no target (NaN in the dataset, 0 after nan_to_num): the
+    loss must not pull the model towards them."""
+    torch.manual_seed(0)
+    net = AudioToMouth(MouthConfig(audio_dim=6, hidden=8, n_layers=1, mlp=(8,), delay=2, window=12))
+    audio, target = torch.randn(2, 12, 6), torch.randn(2, 12, 75)
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[0, 3:7] = False
+    junk = target.clone()
+    junk[0, 3:7] = 1e3
+    a = net.losses(audio, target, mask)["l2"].item()
+    assert net.losses(audio, junk, mask)["l2"].item() == pytest.approx(a, rel=1e-6)
+    pred = net(audio)[0].detach()
+    err = ((pred[:, 2:] - target[:, :10]) ** 2).mean(-1)
+    keep = mask[:, :10]
+    assert a == pytest.approx(err[keep].mean().item(), rel=1e-5)
+    assert net.losses(audio, target)["l2"].item() == pytest.approx(err.mean().item(), rel=1e-5)
+
+
 def test_apc_streaming_equals_offline():
     torch.manual_seed(0)
     apc = APC(TINY_APC).eval()

@@ -65,10 +65,17 @@ class AudioToMouth(nn.Module):
         h, state = self.lstm(audio, state)  # (B, T, hidden)
         return self.mlp(h), state  # (B, T, out_dim)
 
-    def losses(self, audio: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """L2 between output t and the target at t - delay (targets (B, T, out_dim))."""
+    def losses(
+        self, audio: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """L2 between output t and the target at t - delay (targets (B, T, out_dim)), over
+        the frames ``mask`` (B, T) keeps (all without one)."""
         d = self.config.delay
         pred, _ = self(audio)
         pred = pred[:, d:] if d else pred
         tgt = target[:, : target.shape[1] - d] if d else target
-        return {"l2": ((pred - tgt) ** 2).mean()}
+        err = ((pred - tgt) ** 2).mean(-1)  # (B, T - d)
+        if mask is None:
+            return {"l2": err.mean()}
+        keep = (mask[:, : mask.shape[1] - d] if d else mask).to(err.dtype)
+        return {"l2": (err * keep).sum() / keep.sum().clamp(min=1.0)}

@@ -41,7 +41,7 @@ def train_mouth(
     record_dataset(run_dir, dataset)
     model = dataclasses.replace(model, audio_dim=feats.shape[1])
     target = np.nan_to_num(person.mouth.reshape(len(person.mouth), -1))  # (N, 75)
-    target_mean = target[person.train].mean(0)
+    target_mean = target[person.train][person.valid[person.train]].mean(0)
     dev = join_process_group(pick_device(device))
     torch.manual_seed(config.seed)
     net = AudioToMouth(model).to(dev)
@@ -59,7 +59,8 @@ def train_mouth(
         starts = starts[rank_slice(config.batch_size)]
         a = np.stack([feats[s : s + w] for s in starts])
         y = np.stack([target[s : s + w] - target_mean for s in starts])
-        return torch.from_numpy(a).to(dev), torch.from_numpy(y).to(dev)
+        m = np.stack([person.valid[s : s + w] for s in starts])  # no face: no target
+        return tuple(torch.from_numpy(x).to(dev) for x in (a, y, m))
 
     def loss_fn(batch):
         losses = net.losses(*batch)
