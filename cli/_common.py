@@ -18,7 +18,7 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from lsp_prep.errors import LSPError
 
@@ -35,6 +35,11 @@ class LspCommand(TyperCommand):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.help and "\n\nExamples:" in self.help:
+            # Typer dedents the help after its first paragraph by the indent of all its
+            # lines but the first: when "Examples:" leads that text, the examples would lose
+            # their indent. A blank line in front makes the heading count.
+            self.help = self.help.replace("\n\nExamples:", "\n\n\nExamples:", 1)
         for param in self.params:
             if param.param_type_name == "argument":
                 # Typer prints an argument's Python type beside its metavar; the metavar is
@@ -42,6 +47,9 @@ class LspCommand(TyperCommand):
                 setattr(param, "display_type_rich", lambda ctx: None)  # noqa: B010
             elif getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = ""  # a flag takes no value: no <bool>
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _flag(super().get_help_option(ctx))
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -53,6 +61,26 @@ class LspCommand(TyperCommand):
                 name += "..."
             pieces.append(name if param.required else f"[{name}]")
         return pieces
+
+
+class LspGroup(TyperGroup):
+    """``lsp`` and ``lsp train``: their flags (--help, --version) without ``<bool>``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _flag(super().get_help_option(ctx))
+
+
+def _flag(option: Any) -> Any:
+    """The --help option with no metavar (a flag takes no value)."""
+    if option is not None:
+        option.metavar = ""
+    return option
 
 
 def old_spellings(renamed: dict[str, str]) -> dict[str, Any]:

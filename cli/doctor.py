@@ -19,11 +19,12 @@ def doctor(
         ),
     ] = Path("."),
 ) -> None:
-    """Check this machine before a long prep or training: Python, torch and its devices
-    (CUDA, bf16/fp16), ffmpeg and its H.264/AAC encoders, MediaPipe Face Mesh and Pose
-    (loaded and run once), the VGG19 weights, free disk and memory, and estimates of
-    dataset size and training time per preset on this device (from the README's benchmark
-    figures).
+    """Check this machine before a long prep or training: what is here, and what it means.
+
+    Python, torch and its devices (CUDA, bf16/fp16), ffmpeg and its H.264/AAC encoders,
+    MediaPipe Face Mesh and Pose (loaded and run once), the VGG19 weights, free disk and
+    memory, and estimates of dataset size and of training time per preset on this device
+    (from the README's benchmark figures).
 
     Exits 1, with the fix on the row, when something lsp prep, train or animate needs is
     missing.

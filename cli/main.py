@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli._common import LspCommand, old_spellings
+from cli._common import LspCommand, LspGroup, old_spellings
 from cli.animate import animate
 from cli.doctor import doctor
 from cli.eval import eval_command
@@ -20,6 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=LspGroup,
 )
 # Renamed options keep their old spelling for one release (a warning says so): an output
 # directory is --out-dir/-o everywhere, an output file --output.

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from cli._common import LspCommand, cli_errors, console, stage_progress
+from cli._common import LspCommand, LspGroup, cli_errors, console, stage_progress
 
 if TYPE_CHECKING:
     from lsp_models.config import ModelsConfig
@@ -26,6 +26,7 @@ app = typer.Typer(
     "projection database. Under torchrun (python -m torch.distributed.run ... -m cli.main "
     "train ...) every command trains data-parallel.",
     no_args_is_help=True,
+    cls=LspGroup,
 )
 
 RunDir = Annotated[
