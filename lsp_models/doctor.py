@@ -52,8 +52,8 @@ STEP_MS: dict[tuple[str, str], dict[str, float]] = {
 """Milliseconds per training step, by (preset, device type), at the preset's batch sizes."""
 
 STEP_SOURCE = {
-    ("cpu-small", "cpu"): "bench_models.py --train on a 2-core CPU (README, Training at cpu-small)",
-    ("paper", "cuda"): "bench_models.py on one H100, fp32 (README, At the paper's sizes)",
+    ("cpu-small", "cpu"): "measured on a 2-core CPU: README, Benchmarks",
+    ("paper", "cuda"): "measured on one H100, fp32: README, At the paper's sizes",
 }
 """Where each row of :data:`STEP_MS` was measured."""
 
@@ -106,7 +106,7 @@ def python_check() -> Check:
     found = f"{v.major}.{v.minor}.{v.micro}"
     lo, hi = PYTHON_RANGE
     if lo <= (v.major, v.minor) <= hi:
-        return Check("Python", found, "ok", sys.executable)
+        return Check("Python", found, "ok", "3.10-3.12 supported")
     return Check(
         "Python",
         found,
@@ -178,8 +178,8 @@ def device_check(torch: Any) -> Check:
         )
     threads = torch.get_num_threads()
     meaning = (
-        f"no CUDA GPU: --device auto uses the CPU ({threads} threads); --precision fp32 or "
-        "bf16 (fp16 needs CUDA). cpu-small trains in minutes; the paper preset needs a GPU"
+        f"no CUDA GPU: auto uses the CPU ({threads} threads), fp32 or bf16 (fp16 needs "
+        "CUDA); cpu-small trains in minutes, the paper preset needs a GPU"
     )
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
@@ -340,7 +340,7 @@ def memory_check() -> Check:
         "memory",
         f"{gb:.1f} GB available",
         status,
-        "prep and cpu-small training peak at 0.5-0.75 GB, animate at the paper's sizes 2.1 GB",
+        "prep and cpu-small training peak under 1 GB, paper-sized animate at 2.1 GB",
     )
 
 
@@ -350,8 +350,7 @@ def dataset_size_check() -> Check:
         "dataset size",
         f"~{per_min:.0f} MB per minute of video",
         "ok",
-        f"a 5-minute clip makes ~{5 * per_min / 1e3:.1f} GB (measured on prepped clips; "
-        "--set ingest.jpeg_quality=N trades size for detail)",
+        f"5 minutes of video make ~{5 * per_min / 1e3:.1f} GB (measured on prepped clips)",
     )
 
 
@@ -391,7 +390,7 @@ def training_time_checks(device_type: str) -> list[Check]:
                 name,
                 f"~{_duration(total)}",
                 "ok",
-                f"{', '.join(parts)} ({STEP_SOURCE[key]}; your machine differs)",
+                f"{', '.join(parts)} ({STEP_SOURCE[key]})",
             )
         )
     return rows
@@ -400,8 +399,8 @@ def training_time_checks(device_type: str) -> list[Check]:
 def _unmeasured(preset: str, device_type: str) -> str:
     if device_type == "cpu":
         return (
-            "not measured on a CPU: the paper's 512x512 renderer alone takes 0.8-1.7 s per "
-            "frame forward on 2 cores, so its 200k training steps take weeks; use a GPU"
+            "the 512x512 renderer alone takes 0.8-1.7 s per frame on 2 cores: weeks for its "
+            "200k steps; use a GPU"
         )
     return f"not measured on {device_type}"
 
