@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_models.py --train
 	$(BIN)/python benchmarks/bench_loader.py
 	$(BIN)/python benchmarks/bench_animate.py
+	$(BIN)/python benchmarks/bench_doctor.py
 
 clean:
 	rm -rf $(VENV) out

@@ -11,7 +11,6 @@ from rich.table import Table
 from cli._common import cli_errors, console, stage_progress
 from lsp_prep.config import PrepConfig
 from lsp_prep.configtree import sections_help
-from lsp_prep.pipeline import prep_video
 
 
 def prep(
@@ -63,6 +62,8 @@ def prep(
       lsp prep phone.mov -o data/ --audio mic.wav
       lsp prep a.mp4 b.mp4 -o data/ --set crop.scale=2.0
     """
+    from lsp_prep.pipeline import prep_video  # 0.4-1.2 s of imports: only when prep runs
+
     with cli_errors(verbose):
         if audio is not None and len(videos) > 1:
             raise typer.BadParameter("--audio can be given with one video only")
