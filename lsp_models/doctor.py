@@ -73,6 +73,8 @@ class Check:
 
 @dataclass(frozen=True)
 class Diagnosis:
+    """Every row, and how long the checks took."""
+
     checks: tuple[Check, ...]
     seconds: float
 
@@ -91,10 +93,13 @@ def diagnose(*, path: Path = Path("."), python: str = sys.executable) -> Diagnos
     checks += torch_rows
     checks += ffmpeg_checks()
     checks += mediapipe_checks(_finish_mediapipe_probe(mediapipe))
-    checks.append(vgg_check())
+    if device_type is None:  # the VGG locator lives beside the net, which needs torch
+        checks.append(Check("VGG19 weights", "not checked", "warn", "needs torch"))
+    else:
+        checks.append(vgg_check())
     disk = disk_check(path)
     checks += [disk, memory_check(), dataset_size_check()]
-    checks += training_time_checks(device_type)
+    checks += training_time_checks(device_type or "cpu")
     return Diagnosis(tuple(checks), time.perf_counter() - t0)
 
 
@@ -106,7 +111,7 @@ def python_check() -> Check:
     found = f"{v.major}.{v.minor}.{v.micro}"
     lo, hi = PYTHON_RANGE
     if lo <= (v.major, v.minor) <= hi:
-        return Check("Python", found, "ok", "3.10-3.12 supported")
+        return Check("Python", found, "ok", f"{lo[0]}.{lo[1]}-{hi[0]}.{hi[1]} supported")
     return Check(
         "Python",
         found,
@@ -134,16 +139,18 @@ def _release(version: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", version.split("+")[0])[:3])
 
 
-def torch_checks() -> tuple[list[Check], str]:
-    """The torch row and the devices row; the device type ``auto`` picks (cuda or cpu)."""
+def torch_checks() -> tuple[list[Check], str | None]:
+    """The torch row and the devices row; the device type ``auto`` picks (cuda or cpu), or
+    None when torch does not import."""
     try:
         import torch
     except Exception as exc:  # not installed, or a build that does not load here
         fix = (
-            f"torch does not import ({type(exc).__name__}: {exc}): install your platform's "
-            "build first (https://pytorch.org/get-started), then the toolkit"
+            f"torch does not import ({type(exc).__name__}: {exc}): install the torch build "
+            "for your platform first (PyTorch's install page gives the command), then the "
+            "toolkit"
         )
-        return [Check("torch", "-", "missing", fix)], "cpu"
+        return [Check("torch", "-", "missing", fix)], None
     version = str(torch.__version__)
     floor = torch_floor()
     if floor is not None and _release(version) < _release(floor):

@@ -70,6 +70,23 @@ def test_doctor_missing_exits_1_with_the_fix(lsp, monkeypatch, tmp_path, breaks,
     assert "all that lsp needs" not in r.output
 
 
+def test_doctor_without_torch(lsp, monkeypatch):
+    """torch that does not import (None in sys.modules stops the import): the torch row is
+    missing with the fix, the VGG row is not checked, the rest still runs."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    r = lsp("doctor")
+    assert r.exit_code == 1, r.output
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1
+    assert errors[0].startswith("error: torch: torch does not import (ModuleNotFoundError: ")
+    assert errors[0].endswith(
+        "install the torch build for your platform first (PyTorch's install page gives the "
+        "command), then the toolkit"
+    )
+
+
 def test_preset_steps_are_load_presets():
     """doctor reads max_steps from the preset files without importing the nets: the same
     numbers lsp train uses."""
