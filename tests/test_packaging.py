@@ -103,3 +103,21 @@ def test_pre_commit_runs_what_make_test_runs():
     assert [e + (" ." if "ruff" in e else "") for e in entries] == lint
     dev = {Requirement(r).name for r in PYPROJECT["project"]["optional-dependencies"]["dev"]}
     assert dev == {"ruff", "mypy", "pre-commit"}
+
+
+@pytest.mark.slow  # pip builds the package's metadata: about 10 s
+def test_pip_install_keeps_the_installed_torch(tmp_path):
+    """pip's resolver, offline, on this package in this venv: only the toolkit itself would
+    be installed, the torch already here is kept (README, Installing; a venv holding the
+    CUDA build of torch 2.14.1 was checked by hand the same way)."""
+    import json
+    import subprocess
+    import sys
+
+    report = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index"]
+    cmd += ["--no-build-isolation", "--quiet", "--report", str(report), str(ROOT)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    installs = json.loads(report.read_text())["install"]
+    assert [i["metadata"]["name"] for i in installs] == ["lsp-toolkit"]
