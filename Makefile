@@ -12,9 +12,10 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch first, pinned: a CPU wheel of exactly this version is on local disk here.
+	# torch first, pinned for this machine: a CPU wheel of exactly this version is on its
+	# local disk (the package itself accepts any torch>=2.3 and keeps the one installed).
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -35,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_models.py --train
 	$(BIN)/python benchmarks/bench_loader.py
 	$(BIN)/python benchmarks/bench_animate.py
+	$(BIN)/python benchmarks/bench_doctor.py
 
 clean:
 	rm -rf $(VENV) out

@@ -66,7 +66,16 @@ def time_report(dataset: Path, out: Path) -> tuple[float, float, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "cli.main", "report", str(dataset), "-o", str(out), "--no-progress"],
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "report",
+            str(dataset),
+            "--output",
+            str(out),
+            "--no-progress",
+        ],
         check=True,
         capture_output=True,
     )

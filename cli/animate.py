@@ -13,29 +13,46 @@ from lsp_models.constants import SAMPLING_TEMPERATURE
 
 
 def animate(
-    run_dir: Annotated[Path, typer.Option("--run-dir", "-r", help="The person's run directory.")],
-    audio: Annotated[Path, typer.Option(help="Speech recording (wav, mp3, m4a, a video...).")],
+    run_dir: Annotated[
+        Path, typer.Option("--run-dir", "-r", metavar="DIR", help="The person's run directory.")
+    ],
+    audio: Annotated[
+        Path, typer.Option(metavar="FILE", help="Speech recording (wav, mp3, m4a, a video...).")
+    ],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="The video to write: .mp4, .mov or .mkv.")
+        Path,
+        typer.Option(
+            "--output", metavar="FILE", help="The video to write: .mp4, .mov or .mkv (formerly -o)."
+        ),
     ],
     dataset: Annotated[
         Path | None,
-        typer.Option(help="The person's dataset (default: the one training recorded in RUN)."),
+        typer.Option(
+            metavar="FILE",
+            help="The person's dataset (default: the one training recorded in RUN).",
+        ),
     ] = None,
-    fps: Annotated[int, typer.Option(help="Output frame rate: 60 or 30.")] = 60,
+    fps: Annotated[int, typer.Option(metavar="N", help="Output frame rate: 60 or 30.")] = 60,
     pose_from: Annotated[
         Path | None,
-        typer.Option(help="Replay this dataset's recorded head motion instead of sampling."),
+        typer.Option(
+            metavar="FILE", help="Replay this dataset's recorded head motion instead of sampling."
+        ),
     ] = None,
     temperature: Annotated[
-        float, typer.Option(help="Head-pose sampling temperature (sigma scale; 0 = mean path).")
+        float,
+        typer.Option(
+            metavar="X", help="Head-pose sampling temperature (sigma scale; 0 = mean path)."
+        ),
     ] = SAMPLING_TEMPERATURE,
-    seed: Annotated[int, typer.Option(help="Seed of the head-pose sampler.")] = 0,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the head-pose sampler.")] = 0,
     save_intermediates: Annotated[
         bool,
         typer.Option(help="Also write OUT.npz (landmarks, poses, camera) and OUT.features.mp4."),
     ] = False,
-    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, or cuda[:N].")] = "auto",
+    device: Annotated[
+        str, typer.Option(metavar="NAME", help="auto (CUDA if present), cpu, or cuda[:N].")
+    ] = "auto",
     stream: Annotated[
         bool, typer.Option(help="Feed the audio through the streaming API in 40 ms chunks.")
     ] = False,
@@ -43,6 +60,7 @@ def animate(
         list[str] | None,
         typer.Option(
             "--set",
+            metavar="KEY=VALUE",
             help="Override an animation setting, e.g. --set mouth_amp=[2,2,2] "
             "(defaults in RUN/animate.json).",
         ),
@@ -53,7 +71,13 @@ def animate(
 
     Writes OUT (H.264 + AAC in the container its extension names: mp4, mov or mkv; the first
     and last frame aligned with the audio) and OUT.json (inputs, resolved settings, timings),
-    named after OUT's full name: -o x.mov writes x.mov.json.
+    named after OUT's full name: --output x.mov writes x.mov.json.
+
+    Examples:
+
+      lsp animate -r runs/me --audio speech.m4a --output talk.mp4
+      lsp animate -r runs/me --audio speech.wav --output talk.mp4 --fps 30 --seed 3
+      lsp animate -r runs/me --audio speech.wav --output talk.mp4 --pose-from data/me.h5
     """
     from lsp_models.infer.animate import animate as run_animate
 

@@ -21,36 +21,54 @@ def _num(x: float | None, fmt: str = ".2f") -> str:
 
 
 def eval_command(
-    run_dir: Annotated[Path, typer.Option("--run-dir", "-r", help="The person's run directory.")],
+    run_dir: Annotated[
+        Path, typer.Option("--run-dir", "-r", metavar="DIR", help="The person's run directory.")
+    ],
     dataset: Annotated[
         Path | None,
-        typer.Option(help="The person's dataset (default: the one training recorded in RUN)."),
+        typer.Option(
+            metavar="FILE",
+            help="The person's dataset (default: the one training recorded in RUN).",
+        ),
     ] = None,
     max_frames: Annotated[
         int | None,
         typer.Option(
-            min=1, help="Render at most N val frames (evenly strided) for the image metrics."
+            min=1,
+            metavar="N",
+            help="Render at most N val frames (evenly strided) for the image metrics.",
         ),
     ] = None,
     seeds: Annotated[
-        int, typer.Option(min=1, help="Head-pose samples to average (seeds SEED, SEED+1, ...).")
+        int,
+        typer.Option(
+            min=1, metavar="N", help="Head-pose samples to average (seeds SEED, SEED+1, ...)."
+        ),
     ] = 3,
-    seed: Annotated[int, typer.Option(help="First head-pose sampling seed.")] = 0,
+    seed: Annotated[int, typer.Option(metavar="SEED", help="First head-pose sampling seed.")] = 0,
     temperature: Annotated[
-        float, typer.Option(help="Head-pose sampling temperature (animate's default).")
+        float,
+        typer.Option(metavar="X", help="Head-pose sampling temperature (animate's default)."),
     ] = SAMPLING_TEMPERATURE,
     delays: Annotated[
         list[int] | None,
         typer.Option(
             "--delay",
+            metavar="N",
             help="Only the mouth models trained with this delay (repeatable; default: every "
             "RUN/mouth*/mouth.pt).",
         ),
     ] = None,
-    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, or cuda[:N].")] = "auto",
-    json_path: Annotated[
+    device: Annotated[
+        str, typer.Option(metavar="NAME", help="auto (CUDA if present), cpu, or cuda[:N].")
+    ] = "auto",
+    output: Annotated[
         Path | None,
-        typer.Option("--json", help="Where to write the report (default RUN/eval.json)."),
+        typer.Option(
+            "--output",
+            metavar="FILE",
+            help="The JSON file to write (default RUN/eval.json; formerly --json).",
+        ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -68,7 +86,13 @@ def eval_command(
     image: L1 (0-255), PSNR (dB) and SSIM of renders from the tracked feature
     maps vs the real frames, at the renderer's size.
 
-    Writes every number to RUN/eval.json (or --json PATH).
+    Writes every number to RUN/eval.json (or --output FILE).
+
+    Examples:
+
+      lsp eval -r runs/me
+      lsp eval -r runs/me --max-frames 200 --seeds 5 --output runs/me/eval_200.json
+      lsp eval -r runs/me --delay 18 --dataset data/me.h5
     """
     from lsp_models.eval.evaluate import evaluate
 
@@ -88,7 +112,7 @@ def eval_command(
             temperature=temperature,
             device=device,
             max_frames=max_frames,
-            output=json_path,
+            output=output,
             progress=bar,
         )
 

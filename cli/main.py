@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from cli._common import LspCommand, LspGroup, old_spellings
 from cli.animate import animate
+from cli.doctor import doctor
 from cli.eval import eval_command
 from cli.prep import prep
 from cli.report import report_command
@@ -18,13 +20,21 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=LspGroup,
 )
-app.command()(prep)
+# Renamed options keep their old spelling for one release (a warning says so): an output
+# directory is --out-dir/-o everywhere, an output file --output.
+app.command(cls=LspCommand, context_settings=old_spellings({"--out": "--out-dir"}))(prep)
 app.add_typer(train_app, name="train")
-app.command()(animate)
-app.command(name="eval")(eval_command)
-app.command(name="report")(report_command)
-app.command(name="convert-run")(convert_run)
+app.command(cls=LspCommand, context_settings=old_spellings({"-o": "--output"}))(animate)
+app.command(name="eval", cls=LspCommand, context_settings=old_spellings({"--json": "--output"}))(
+    eval_command
+)
+app.command(name="report", cls=LspCommand, context_settings=old_spellings({"-o": "--output"}))(
+    report_command
+)
+app.command(name="convert-run", cls=LspCommand)(convert_run)
+app.command(cls=LspCommand)(doctor)
 
 
 def _version(value: bool) -> None:

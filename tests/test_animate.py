@@ -333,7 +333,7 @@ def test_cli_animate_and_bad_inputs(lsp, trained_run, single_face_dataset, speec
         *base,
         "--audio",
         str(speech_file),
-        "-o",
+        "--output",
         str(out),
         "--fps",
         "30",
@@ -351,14 +351,16 @@ def test_cli_animate_and_bad_inputs(lsp, trained_run, single_face_dataset, speec
 
     tiny = tmp_path / "tiny.wav"
     _wav(tiny, np.zeros(100, np.float32))
-    fails([*base, "--audio", str(tiny), "-o", str(out)], "shorter than one video frame")
+    fails([*base, "--audio", str(tiny), "--output", str(out)], "shorter than one video frame")
     junk = tmp_path / "junk.wav"
     junk.write_bytes(b"RIFF" + b"\x00" * 50)
-    fails([*base, "--audio", str(junk), "-o", str(out)], "not a video or audio file")
-    fails([*base, "--audio", str(tmp_path / "none.wav"), "-o", str(out)], "no such file")
+    fails([*base, "--audio", str(junk), "--output", str(out)], "not a video or audio file")
+    fails([*base, "--audio", str(tmp_path / "none.wav"), "--output", str(out)], "no such file")
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    fails([*base, "--audio", str(speech_file), "-o", str(blocker / "o.mp4")], "not a writable")
+    fails(
+        [*base, "--audio", str(speech_file), "--output", str(blocker / "o.mp4")], "not a writable"
+    )
     empty_run = tmp_path / "run2"
     shutil.copytree(trained_run, empty_run)
     shutil.rmtree(empty_run / "headpose")
@@ -371,13 +373,15 @@ def test_cli_animate_and_bad_inputs(lsp, trained_run, single_face_dataset, speec
             str(single_face_dataset),
             "--audio",
             str(speech_file),
-            "-o",
+            "--output",
             str(out),
         ],
         "run `lsp train headpose` first",
     )
-    fails([*base, "--audio", str(speech_file), "-o", str(out), "--set", "bogus=1"], "bad --set")
-    fails([*base, "--audio", str(speech_file), "-o", str(out), "--fps", "25"], "60 or 30")
+    fails(
+        [*base, "--audio", str(speech_file), "--output", str(out), "--set", "bogus=1"], "bad --set"
+    )
+    fails([*base, "--audio", str(speech_file), "--output", str(out), "--fps", "25"], "60 or 30")
     old = tmp_path / "old.h5"
     shutil.copy(single_face_dataset, old)
     import h5py
@@ -393,7 +397,7 @@ def test_cli_animate_and_bad_inputs(lsp, trained_run, single_face_dataset, speec
             str(old),
             "--audio",
             str(speech_file),
-            "-o",
+            "--output",
             str(out),
         ],
         "schema version 1",

@@ -259,7 +259,7 @@ def test_mouth_prediction_matches_training_validation(eval_run, single_face_data
 
 def test_cli_prints_the_tables(lsp, eval_run, tmp_path):
     out = tmp_path / "report.json"
-    args = ["--max-frames", "2", "--seeds", "1", "--device", "cpu", "--json", str(out)]
+    args = ["--max-frames", "2", "--seeds", "1", "--device", "cpu", "--output", str(out)]
     r = lsp("eval", "--run-dir", str(eval_run), *args, "--no-progress")
     assert r.exit_code == 0, r.output
     text = " ".join(r.output.split())
@@ -325,7 +325,7 @@ def test_bad_datasets(lsp, eval_run, single_face_dataset, tmp_path, edit, error,
         str(bad),
         "--device",
         "cpu",
-        "--json",
+        "--output",
         str(tmp_path / "x.json"),
         "--no-progress",
     )

@@ -190,7 +190,9 @@ def test_hostile_run_file_refused_by_every_loader(
         result = lsp(*args, "--device", "cpu", "--set", f"{stage}_train.max_steps=1")
     elif command == "animate":
         out = tmp_path / "out" / "x.mp4"
-        result = lsp("animate", "-r", run_copy, "--audio", speech_wav, "-o", out, "--device", "cpu")
+        result = lsp(
+            "animate", "-r", run_copy, "--audio", speech_wav, "--output", out, "--device", "cpu"
+        )
         assert not out.parent.exists() or not any(out.parent.iterdir())
     else:
         result = lsp("eval", "-r", run_copy, "--device", "cpu", "--max-frames", 1, "--seeds", 1)
@@ -259,7 +261,9 @@ def test_bad_dataset_one_line_nothing_written(
     if command == "train":
         result = lsp("train", "all", "-r", new_run, "--dataset", ds, "--device", "cpu")
     elif command == "animate":
-        result = lsp("animate", "-r", fake_run, "--dataset", ds, "--audio", speech_wav, "-o", out)
+        result = lsp(
+            "animate", "-r", fake_run, "--dataset", ds, "--audio", speech_wav, "--output", out
+        )
     else:
         result = lsp("eval", "-r", fake_run, "--dataset", ds, "--device", "cpu")
     assert result.exit_code == 1, result.output
@@ -318,7 +322,7 @@ def test_resume_state_weights_that_do_not_fit(tmp_path):
 
 def test_animate_into_missing_run_creates_nothing(lsp, tmp_path, speech_wav):
     typo = tmp_path / "typo_dir"
-    result = lsp("animate", "-r", typo, "--audio", speech_wav, "-o", tmp_path / "x.mp4")
+    result = lsp("animate", "-r", typo, "--audio", speech_wav, "--output", tmp_path / "x.mp4")
     assert result.exit_code == 1
     assert (
         flat(result.output)
@@ -331,7 +335,7 @@ def test_animate_into_missing_run_creates_nothing(lsp, tmp_path, speech_wav):
 def test_animate_output_container_refused(lsp, fake_run, tmp_path, speech_wav, name):
     out = tmp_path / "out" / name
     before = snapshot(fake_run)
-    result = lsp("animate", "-r", fake_run, "--audio", speech_wav, "-o", out)
+    result = lsp("animate", "-r", fake_run, "--audio", speech_wav, "--output", out)
     assert result.exit_code == 1
     text = flat(result.output)
     assert (
@@ -370,7 +374,7 @@ def test_animate_dataset_checked_against_run_person(
         info["source_sha256"] = recorded
     (fake_run / "run.json").write_text(json.dumps(info))
     out = tmp_path / "out.mp4"
-    args = ["-r", fake_run, "--dataset", synthetic_dataset, "--audio", speech_wav, "-o", out]
+    args = ["-r", fake_run, "--dataset", synthetic_dataset, "--audio", speech_wav, "--output", out]
     result = lsp("animate", *args, "--device", "cpu")
     text = flat(result.output)
     assert result.exit_code == 1 and "Traceback" not in text and not out.exists()
@@ -410,7 +414,9 @@ def test_animate_container_follows_extension(lsp, trained_run, short_wav, tmp_pa
     formats = {}
     for ext in ("mp4", "mov", "mkv"):
         out = tmp_path / f"x.{ext}"
-        result = lsp("animate", "-r", trained_run, "--audio", short_wav, "-o", out, "--fps", 30)
+        result = lsp(
+            "animate", "-r", trained_run, "--audio", short_wav, "--output", out, "--fps", 30
+        )
         assert result.exit_code == 0, result.output
         assert "warning" not in result.output
         with av.open(str(out)) as c:
@@ -435,7 +441,16 @@ def test_animate_container_follows_extension(lsp, trained_run, short_wav, tmp_pa
 
 def test_animate_other_person_refused(lsp, trained_run, synthetic_dataset, short_wav, tmp_path):
     out = tmp_path / "x.mp4"
-    args = ["-r", trained_run, "--dataset", synthetic_dataset, "--audio", short_wav, "-o", out]
+    args = [
+        "-r",
+        trained_run,
+        "--dataset",
+        synthetic_dataset,
+        "--audio",
+        short_wav,
+        "--output",
+        out,
+    ]
     result = lsp("animate", *args)
     assert result.exit_code == 1
     assert flat(result.output).startswith(f"error: {synthetic_dataset}: prepped from another video")

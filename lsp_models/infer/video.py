@@ -27,7 +27,7 @@ def container(path: Path) -> str:
     if suffix not in CONTAINERS:
         raise InputError(
             f"{path}: cannot write {suffix or 'a file without an extension'} (H.264 + AAC): "
-            f"name the output {', '.join(CONTAINERS)}, e.g. -o {Path(path).stem or 'out'}.mp4"
+            f"name the output {', '.join(CONTAINERS)}, e.g. --output {Path(path).stem or 'out'}.mp4"
         )
     return CONTAINERS[suffix]
 
@@ -178,4 +178,4 @@ def check_output(path: Path) -> None:
             f"cannot write the output {path}: {folder} is not a writable folder ({exc.strerror})"
         ) from None
     if Path(path).is_dir():
-        raise InputError(f"{path} is a folder: give the output file, e.g. -o out.mp4")
+        raise InputError(f"{path} is a folder: give the output file, e.g. --output out.mp4")
