@@ -156,3 +156,27 @@ def stage_progress(enabled: bool = True) -> Iterator:
             bar.update(tasks[stage], completed=done, total=total)
 
         yield update
+
+
+@contextmanager
+def clip_progress(enabled: bool = True) -> Iterator:
+    """Progress of several clips at once, one bar per clip (its current stage); yields a
+    ``progress(clip, stage, done, total)`` callback that any thread may call."""
+    if not enabled or os.environ.get("LSP_NO_PROGRESS"):
+        yield lambda clip, stage, done, total: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def update(clip: str, stage: str, done: int, total: int | None) -> None:
+            if clip not in tasks:
+                tasks[clip] = bar.add_task(clip, total=total)
+            bar.update(tasks[clip], description=f"{clip}: {stage:<9}", completed=done, total=total)
+
+        yield update

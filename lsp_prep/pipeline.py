@@ -166,8 +166,12 @@ def prep_video(
     name: str | None = None,
     force: bool = False,
     progress: ProgressFn = no_progress,
+    manifest: bool = True,
 ) -> PrepResult:
-    """Turn ``video`` into ``out_dir/<name>.h5``; see the module docstring for stages."""
+    """Turn ``video`` into ``out_dir/<name>.h5``; see the module docstring for stages.
+
+    ``manifest=False`` leaves ``out_dir/manifest.csv`` to the caller (:mod:`lsp_prep.batch`
+    writes the rows of clips prepped in several processes from one)."""
     video, out_dir = Path(video), Path(out_dir)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -184,7 +188,7 @@ def prep_video(
             same = f.attrs.get("prep_key") == job.key("pack")
         if same:
             schema.validate(job.final)
-            return _reuse(job, timings)
+            return _reuse(job, timings, manifest=manifest)
     job.cache.mkdir(parents=True, exist_ok=True)
     clip, warnings = _run_stages(job, info, timings, progress)
     t = time.perf_counter()
@@ -214,7 +218,8 @@ def prep_video(
         warnings=warnings,
         timings=timings,
     )
-    update_manifest(out_dir, result)
+    if manifest:
+        update_manifest(out_dir, result)
     cache.drop(job.cache)
     return result
 
@@ -375,7 +380,7 @@ def _geometry(
     return head_from_arrays(arrays)
 
 
-def _reuse(job: Job, timings: dict[str, float]) -> PrepResult:
+def _reuse(job: Job, timings: dict[str, float], *, manifest: bool) -> PrepResult:
     """The result of a finished dataset prepped with the same inputs and config."""
     final = job.final
     with h5py.File(final, "r") as f:
@@ -396,5 +401,6 @@ def _reuse(job: Job, timings: dict[str, float]) -> PrepResult:
         reused=True,
         timings=timings,
     )
-    update_manifest(final.parent, result)
+    if manifest:
+        update_manifest(final.parent, result)
     return result

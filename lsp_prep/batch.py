@@ -1,0 +1,502 @@
+"""Many clips in one ``lsp prep``: checked up front, named uniquely, prepped in isolation.
+
+:func:`plan_clips` looks at every input before any work starts: a path that does not exist
+or cannot be read refuses the whole command (a mistyped argument; nothing is written), a
+file that exists but cannot be prepped (empty, damaged, no video or audio stream, too
+short) is set aside as failed while the others go ahead. Clips whose file names collide
+(``dir1/clip.mp4``, ``dir2/clip.mp4``) get names made unique with their folder names, and
+the plan says which.
+
+:func:`prep_clips` then runs :func:`lsp_prep.pipeline.prep_video` once per clip, on one of
+three executors:
+
+* serial (``jobs=1``): in this process, one clip after another;
+* ``local`` with ``jobs > 1``: a pool of worker processes on this machine (started with
+  forkserver, or spawn where there is none: MediaPipe's graphs are not fork-safe once
+  created), each held to one thread per library so N jobs use N cores;
+* ``ray``: one Ray task per clip on an existing cluster (``address="auto"``) or on a
+  private local instance (``address="local"``); every node must see the output directory
+  at the same path.
+
+A clip that fails (its input, a bug, a worker that died) fails alone: its outcome carries
+the message and the others finish. Workers never touch the manifest: the driver writes
+each finished clip's row as it arrives, so rows from several processes cannot race. Each
+clip keeps its stage caches and partial file until it is finished, so an interrupted batch
+resumes clip by clip when the same command runs again.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import traceback
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from lsp_prep.config import PrepConfig
+from lsp_prep.dataset.manifest import PrepResult, update_manifest
+from lsp_prep.errors import InputError, LSPError
+from lsp_prep.stages.probe import check_input, check_output_dir
+
+
+class Executor(str, Enum):
+    """Where the clips run."""
+
+    local = "local"
+    """Worker processes of this machine (``jobs`` of them)."""
+    ray = "ray"
+    """One task per clip on a Ray cluster."""
+
+
+LOCAL_RAY = "local"
+"""``address`` that starts a private Ray instance on this machine instead of joining one."""
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+"""Environment variables that size the thread pools of OpenMP and BLAS libraries."""
+
+INTERRUPT_GRACE_S = 2.0
+"""After Ctrl-C, how long the driver waits for workers that got the same signal from the
+terminal before it forwards the interrupt to the ones still running."""
+
+PROGRESS_EVERY_S = 0.25
+"""A worker reports a stage's progress to the driver at most this often."""
+
+ClipProgressFn = Callable[[str, str, int, "int | None"], None]
+"""Called as ``progress(clip, stage, done, total)`` (a clip's name, then as
+:data:`lsp_prep.progress.ProgressFn`)."""
+
+
+def no_clip_progress(clip: str, stage: str, done: int, total: int | None) -> None:
+    """A :data:`ClipProgressFn` that reports nothing."""
+    return None
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    """One clip of a batch: its video and the name of its dataset (``OUT/<name>.h5``)."""
+
+    video: Path
+    name: str
+
+
+@dataclass
+class Outcome:
+    """What became of one clip: its result, or the one-line reason it failed."""
+
+    video: Path
+    name: str
+    result: PrepResult | None = None
+    error: str = ""
+    """Empty when the clip was prepped; else what went wrong and what to do."""
+    detail: str = ""
+    """The traceback of an unexpected error (shown with ``--verbose``)."""
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The clips to prep, those refused by the up-front check, and notes for the user."""
+
+    jobs: tuple[ClipJob, ...]
+    refused: tuple[Outcome, ...] = ()
+    notes: tuple[str, ...] = ()
+    order: tuple[str, ...] = ()
+    """Every clip's name in the order given (the default: refused ones, then jobs)."""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.order or tuple(o.name for o in (*self.refused, *self.jobs))
+
+
+def dataset_names(videos: Sequence[Path]) -> dict[Path, str]:
+    """The dataset name of each video: its file name without the extension, or, where two
+    videos would get the same name, that name prefixed with as many of their folder names
+    as make them differ (``a/x/clip.mp4``, ``b/x/clip.mp4`` -> ``a_x_clip``, ``b_x_clip``)
+    and, for two files of one folder, suffixed with the extension (``clip_mp4``,
+    ``clip_mov``). Raises InputError if a made-up name is still taken."""
+    paths = [Path(os.path.abspath(v)) for v in videos]
+    names: dict[Path, str] = {}
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for p in paths:
+        groups[p.stem.casefold()].append(p)
+    for group in groups.values():
+        if len(group) == 1:
+            names[group[0]] = group[0].stem
+            continue
+        depth = max(len(p.parts) for p in group)
+        for d in range(depth):
+            for ext in (False, True):
+                cand = {p: _name(p, d, ext) for p in group}
+                if (d or ext) and len(set(cand.values())) == len(group):
+                    break
+            else:
+                continue
+            break
+        names.update(cand)
+    taken: dict[str, Path] = {}
+    for p in paths:
+        other = taken.setdefault(names[p].casefold(), p)
+        if other != p:
+            raise InputError(
+                f"{other} and {p} would both be written as {names[p]}.h5: rename one of "
+                "them, or prep them into different output directories"
+            )
+    return {Path(v): names[p] for v, p in zip(videos, paths, strict=True)}
+
+
+def _name(path: Path, depth: int, ext: bool) -> str:
+    """``path``'s stem after ``depth`` of its folder names, and its extension if ``ext``."""
+    parts = [*path.parent.parts[len(path.parent.parts) - depth :], path.stem]
+    if ext and path.suffix:
+        parts.append(path.suffix.lstrip("."))
+    return "_".join(s.strip("/\\") or "root" for s in parts)
+
+
+def plan_clips(
+    videos: Sequence[Path], *, out_dir: Path, config: PrepConfig, audio: Path | None = None
+) -> Plan:
+    """Check every input before any work: refuse the command (InputError, nothing written)
+    when a path is missing or unreadable or ``out_dir`` is not writable; set aside as
+    failed each file that cannot be prepped; name the rest uniquely."""
+    videos = [Path(v) for v in videos]
+    missing = [f"{v}: no such file" for v in videos if not v.exists()]
+    missing += [
+        f"{v}: not readable (permission denied)"
+        for v in videos
+        if v.exists() and not os.access(v, os.R_OK)
+    ]
+    if missing:
+        raise InputError(
+            "; ".join(missing) + f" - nothing was prepped: fix the path{'s' * (len(missing) > 1)} "
+            "and run again"
+        )
+    notes: list[str] = []
+    unique: dict[Path, Path] = {}
+    for v in videos:
+        first = unique.setdefault(v.resolve(), v)
+        if first is not v:
+            notes.append(f"{v} is the same file as {first}: prepped once")
+    names = dataset_names(list(unique.values()))
+    clashes: dict[str, list[Path]] = defaultdict(list)
+    for v in unique.values():
+        clashes[v.stem.casefold()].append(v)
+    for group in clashes.values():
+        if len(group) > 1:
+            made = ", ".join(f"{v} -> {names[v]}.h5" for v in group)
+            notes.append(f"{len(group)} clips are named {group[0].stem}: written as {made}")
+    jobs, refused = [], []
+    for v in unique.values():
+        try:
+            check_input(v, audio=audio, config=config)
+        except InputError as exc:
+            refused.append(Outcome(v, names[v], error=str(exc)))
+        else:
+            jobs.append(ClipJob(v, names[v]))
+    check_output_dir(Path(out_dir))
+    order = tuple(names[v] for v in unique.values())
+    return Plan(tuple(jobs), tuple(refused), tuple(notes), order)
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """What every clip of a batch shares (sent once per clip to a worker)."""
+
+    out_dir: Path
+    config: PrepConfig
+    audio: Path | None
+    force: bool
+
+
+def prep_clips(
+    plan: Plan,
+    *,
+    out_dir: Path,
+    config: PrepConfig = PrepConfig(),
+    audio: Path | None = None,
+    force: bool = False,
+    jobs: int = 1,
+    executor: Executor = Executor.local,
+    address: str | None = None,
+    progress: ClipProgressFn = no_clip_progress,
+    on_done: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Prep every clip of ``plan`` into ``out_dir``; one :class:`Outcome` per clip of the
+    plan (refused ones included), in the plan's order. Each finished clip's manifest row
+    is written here, as it arrives; ``on_done`` is called with every outcome.
+
+    Ctrl-C stops every worker (each clip keeps its caches and partial file, so the same
+    call resumes) and is raised again once they have stopped."""
+    if jobs < 1:
+        raise InputError(f"--jobs must be at least 1, got {jobs}")
+    settings = BatchSettings(Path(out_dir), config, audio, force)
+    done: dict[str, Outcome] = {}
+
+    def finish(outcome: Outcome) -> None:
+        if outcome.result is not None:
+            update_manifest(settings.out_dir, outcome.result)
+        done[outcome.name] = outcome
+        if on_done is not None:
+            on_done(outcome)
+
+    for o in plan.refused:
+        finish(o)
+    if executor is Executor.ray:
+        _run_ray(plan.jobs, settings, jobs=jobs, address=address, finish=finish)
+    elif jobs == 1 or len(plan.jobs) <= 1:
+        for job in plan.jobs:
+            outcome = prep_one(job, settings, functools.partial(progress, job.name))
+            finish(outcome)
+            if outcome.interrupted:
+                raise KeyboardInterrupt
+    else:
+        _run_local(plan.jobs, settings, jobs=jobs, progress=progress, finish=finish)
+    return [done[n] for n in plan.names if n in done]
+
+
+def prep_one(
+    job: ClipJob, settings: BatchSettings, progress: Callable[[str, int, int | None], None]
+) -> Outcome:
+    """One clip in this process, every failure caught into the outcome (the manifest is
+    left to the driver)."""
+    from lsp_prep.pipeline import prep_video
+
+    try:
+        result = prep_video(
+            job.video,
+            out_dir=settings.out_dir,
+            config=settings.config,
+            audio=settings.audio,
+            name=job.name,
+            force=settings.force,
+            progress=progress,
+            manifest=False,
+        )
+    except LSPError as exc:
+        return Outcome(job.video, job.name, error=str(exc))
+    except KeyboardInterrupt:
+        return Outcome(job.video, job.name, error="interrupted", interrupted=True)
+    except Exception as exc:  # isolation: a bug in one clip must not stop the others
+        return Outcome(
+            job.video,
+            job.name,
+            error=f"{job.video}: unexpected {type(exc).__name__}: {exc} (run with --verbose "
+            "for the traceback, and please report it)",
+            detail=traceback.format_exc(),
+        )
+    return Outcome(job.video, job.name, result=result)
+
+
+# ----------------------------------------------------------------------------- local pool
+
+_QUEUE: Any = None
+"""The worker's end of the progress queue (set by :func:`_init_worker`)."""
+_LIMITS: Any = None
+
+
+def limit_threads() -> None:
+    """Hold this process to one thread per library that would otherwise start a pool the
+    size of the machine (OpenCV, OpenMP, BLAS), so that N worker processes use N cores
+    instead of fighting over them. MediaPipe's graph and ffmpeg's decoder keep their own
+    threads (they are a small share of a clip's CPU time)."""
+    global _LIMITS
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    for var in THREAD_VARS:
+        os.environ[var] = "1"
+    cv2.setNumThreads(1)
+    _LIMITS = threadpool_limits(1)  # kept: the limits hold while the object lives
+
+
+def _init_worker(queue: Any) -> None:
+    """Runs once in each worker process: threads limited, progress wired, Ctrl-C ignored
+    between clips (a clip being prepped gets it, see :func:`_worker`)."""
+    global _QUEUE
+    _QUEUE = queue
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limit_threads()
+
+
+def _worker(job: ClipJob, settings: BatchSettings) -> Outcome:
+    """A worker process's task: one clip, its progress sent to the driver at most every
+    :data:`PROGRESS_EVERY_S`, interruptible while it runs."""
+    last: dict[str, float] = {}
+
+    def report(stage: str, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if done == total or now - last.get(stage, 0.0) >= PROGRESS_EVERY_S:
+            last[stage] = now
+            _QUEUE.put((job.name, stage, done, total))
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return prep_one(job, settings, report)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _mp_context() -> multiprocessing.context.BaseContext:
+    """forkserver where the platform has it (workers start from a clean, small server
+    process), else spawn; never plain fork, which copies MediaPipe's threads and graphs."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["lsp_prep.pipeline"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def _run_local(
+    jobs_: Sequence[ClipJob],
+    settings: BatchSettings,
+    *,
+    jobs: int,
+    progress: ClipProgressFn,
+    finish: Callable[[Outcome], None],
+) -> None:
+    """The clips on a pool of ``jobs`` worker processes of this machine."""
+    ctx = _mp_context()
+    queue = ctx.Queue()
+    stop = threading.Event()
+
+    def relay() -> None:  # worker progress -> the caller's callback, on the driver
+        while not stop.is_set():
+            try:
+                item = queue.get(timeout=0.1)
+            except Exception:  # queue.Empty, or the queue closed at shutdown
+                continue
+            progress(*item)
+
+    thread = threading.Thread(target=relay, daemon=True)
+    thread.start()
+    pool = ProcessPoolExecutor(
+        min(jobs, len(jobs_)), mp_context=ctx, initializer=_init_worker, initargs=(queue,)
+    )
+    futures: dict[Future, ClipJob] = {pool.submit(_worker, j, settings): j for j in jobs_}
+    pending = set(futures)
+    interrupted = False
+    try:
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                outcome = _outcome(fut, futures[fut])
+                finish(outcome)
+                interrupted |= outcome.interrupted
+            if interrupted:
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        _stop_workers(pending)
+        for fut in pending:
+            if fut.done() and not fut.cancelled():
+                finish(_outcome(fut, futures[fut]))
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        stop.set()
+        thread.join()
+        queue.close()
+
+
+def _outcome(fut: Future, job: ClipJob) -> Outcome:
+    """The outcome a finished future carries; a worker that died fails its clip alone."""
+    try:
+        return fut.result()
+    except BrokenProcessPool:
+        return Outcome(
+            job.video,
+            job.name,
+            error=f"{job.video}: the worker process preparing it died (killed, or out of "
+            "memory?): run the same command again to resume it",
+        )
+
+
+def _stop_workers(pending: set[Future]) -> None:
+    """After Ctrl-C: cancel the clips not started, give running workers that got the
+    terminal's signal :data:`INTERRUPT_GRACE_S` to stop, then interrupt the rest."""
+    for fut in pending:
+        fut.cancel()
+    running = {f for f in pending if not f.done()}
+    _, running = wait(running, timeout=INTERRUPT_GRACE_S)
+    if running:
+        for child in multiprocessing.active_children():
+            if child.pid is not None:
+                os.kill(child.pid, signal.SIGINT)
+        wait(running)
+
+
+# ----------------------------------------------------------------------------- Ray
+
+RAY_MISSING = "the ray executor needs Ray: pip install 'lsp-toolkit[ray]'"
+
+
+def _ray_task(job: ClipJob, settings: BatchSettings) -> Outcome:
+    """One clip as a Ray task (in a Ray worker process, on any node)."""
+    limit_threads()
+    return prep_one(job, settings, lambda stage, done, total: None)
+
+
+def _run_ray(
+    jobs_: Sequence[ClipJob],
+    settings: BatchSettings,
+    *,
+    jobs: int,
+    address: str | None,
+    finish: Callable[[Outcome], None],
+) -> None:
+    """One Ray task per clip (one CPU each), outcomes collected here as they finish."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError(RAY_MISSING) from None
+    address = address or "auto"
+    started = not ray.is_initialized()
+    if started:
+        try:
+            if address == LOCAL_RAY:
+                ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=address, log_to_driver=False)
+        except ConnectionError as exc:
+            raise InputError(
+                f"no Ray cluster at --address {address} ({exc}): start one with `ray start "
+                f"--head`, or use --address {LOCAL_RAY} for a private instance on this machine"
+            ) from None
+    task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
+    refs = {task.remote(j, settings): j for j in jobs_}
+    pending = list(refs)
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                try:
+                    outcome = ray.get(ref)
+                except ray.exceptions.RayError as exc:  # a worker or node died
+                    job = refs[ref]
+                    outcome = Outcome(
+                        job.video,
+                        job.name,
+                        error=f"{job.video}: its Ray task failed ({type(exc).__name__}): run "
+                        "the same command again to resume it",
+                        detail=str(exc),
+                    )
+                finish(outcome)
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref)  # a running task gets KeyboardInterrupt and keeps its caches
+        raise
+    finally:
+        if started:
+            ray.shutdown()
