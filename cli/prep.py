@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cli._common import cli_errors, clip_progress, console, stage_progress
@@ -65,7 +66,7 @@ def prep(
         Executor,
         typer.Option(
             help="Where the clips run: 'local' (this machine) or 'ray' (one task per clip on "
-            "a Ray cluster; pip install 'lsp-toolkit[ray]'; DIR must be the same path on "
+            "a Ray cluster; pip install 'lsp-toolkit\\[ray]'; DIR must be the same path on "
             "every node).",
         ),
     ] = Executor.local,
@@ -157,7 +158,7 @@ def prep(
             )
         failed = [o for o in outcomes if not o.ok]
         for o in failed:
-            console.print(f"[red]failed:[/] {o.error}", highlight=False, soft_wrap=True)
+            console.print(f"[red]failed:[/] {escape(o.error)}", highlight=False, soft_wrap=True)
             if verbose and o.detail:
                 console.print(o.detail, highlight=False)
         if failed:
@@ -183,10 +184,10 @@ def _prep_many(
     alone (lsp_prep.batch)."""
     plan = plan_clips(videos, out_dir=out_dir, config=config, audio=audio)
     for note in plan.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     for o in plan.refused:
         console.print(
-            f"[red]failed:[/] {o.error} (the other clips go ahead)",
+            f"[red]failed:[/] {escape(o.error)} (the other clips go ahead)",
             highlight=False,
             soft_wrap=True,
         )

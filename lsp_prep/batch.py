@@ -28,6 +28,7 @@ resumes clip by clip when the same command runs again.
 from __future__ import annotations
 
 import functools
+import logging
 import multiprocessing
 import os
 import signal
@@ -141,7 +142,7 @@ def dataset_names(videos: Sequence[Path]) -> dict[Path, str]:
         for d in range(depth):
             for ext in (False, True):
                 cand = {p: _name(p, d, ext) for p in group}
-                if (d or ext) and len(set(cand.values())) == len(group):
+                if (d or ext) and len({c.casefold() for c in cand.values()}) == len(group):
                     break
             else:
                 continue
@@ -466,9 +467,14 @@ def _run_ray(
     if started:
         try:
             if address == LOCAL_RAY:
-                ray.init(num_cpus=jobs, include_dashboard=False, log_to_driver=False)
+                ray.init(
+                    num_cpus=jobs,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    logging_level=logging.ERROR,
+                )
             else:
-                ray.init(address=address, log_to_driver=False)
+                ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         except ConnectionError as exc:
             raise InputError(
                 f"no Ray cluster at --address {address} ({exc}): start one with `ray start "
