@@ -214,7 +214,7 @@ def test_ctrl_c_stops_every_worker_and_the_rerun_resumes_to_the_same_datasets(
     else:
         raise AssertionError("worker processes outlived the interrupted prep")
     assert not list(out.glob("*.h5")) and not (out / "manifest.csv").exists()
-    assert len(list(out.glob("*.h5.partial"))) == 2
+    assert all(p.exists() for p in tracked)  # what the rerun resumes from
 
     rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=False)
     assert rerun.returncode == 0, rerun.stderr
@@ -227,22 +227,22 @@ def test_ctrl_c_stops_every_worker_and_the_rerun_resumes_to_the_same_datasets(
 @pytest.mark.slow
 def test_ray_executor_on_a_local_instance(lsp, jobs2, clips, tmp_path):
     """One Ray task per clip on a Ray instance started here: the bad clip fails alone, the
-    datasets equal the local ones, the driver writes the manifest, a rerun reuses."""
+    dataset equals the local one, the driver writes the manifest, a rerun reuses."""
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         out = tmp_path / "out"
-        args = [clips["dir1"], clips["dir2"], clips["zero"], "-o", out, "--executor", "ray"]
-        r = lsp("prep", *args)
+        r = lsp("prep", clips["dir1"], clips["zero"], "-o", out, "--executor", "ray")
         assert r.exit_code == 1, r.output
-        assert "error: 1 of 3 clips failed" in " ".join(r.output.split())
+        text = " ".join(r.output.split())
+        assert f"failed: {clips['zero']}: not a video" in text
+        assert "error: 1 of 2 clips failed" in text
         _, reference = jobs2
-        for name in ("dir1_clip.h5", "dir2_clip.h5"):
-            assert_same_dataset(reference / name, out / name)
-        assert sorted(pd.read_csv(out / "manifest.csv")["clip"]) == ["dir1_clip", "dir2_clip"]
-        again = lsp("prep", *args[:2], "-o", out, "--executor", "ray")
+        assert_same_dataset(reference / "dir1_clip.h5", out / "clip.h5")
+        assert list(pd.read_csv(out / "manifest.csv")["clip"]) == ["clip"]
+        again = lsp("prep", clips["dir1"], "-o", out, "--executor", "ray")
         assert again.exit_code == 0, again.output
-        assert " ".join(again.output.split()).count("reused") == 2
+        assert "reused" in again.output
     finally:
         ray.shutdown()
 
