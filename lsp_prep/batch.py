@@ -36,14 +36,16 @@ import threading
 import time
 import traceback
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from lsp_prep import cache
 from lsp_prep.config import PrepConfig
 from lsp_prep.dataset.manifest import PrepResult, update_manifest
 from lsp_prep.errors import InputError, LSPError
@@ -113,14 +115,10 @@ class Plan:
     """The clips to prep, those refused by the up-front check, and notes for the user."""
 
     jobs: tuple[ClipJob, ...]
-    refused: tuple[Outcome, ...] = ()
-    notes: tuple[str, ...] = ()
-    order: tuple[str, ...] = ()
-    """Every clip's name in the order given (the default: refused ones, then jobs)."""
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return self.order or tuple(o.name for o in (*self.refused, *self.jobs))
+    refused: tuple[Outcome, ...]
+    notes: tuple[str, ...]
+    names: tuple[str, ...]
+    """Every clip's dataset name, in the order the videos were given."""
 
 
 def dataset_names(videos: Sequence[Path]) -> dict[Path, str]:
@@ -207,9 +205,10 @@ def plan_clips(
             refused.append(Outcome(v, names[v], error=str(exc)))
         else:
             jobs.append(ClipJob(v, names[v]))
-    check_output_dir(Path(out_dir))
+    if jobs:  # nothing to prep: no output directory made
+        check_output_dir(Path(out_dir))
     order = tuple(names[v] for v in unique.values())
-    return Plan(tuple(jobs), tuple(refused), tuple(notes), order)
+    return Plan(tuple(jobs), tuple(refused), tuple(notes), names=order)
 
 
 @dataclass(frozen=True)
@@ -255,17 +254,40 @@ def prep_clips(
 
     for o in plan.refused:
         finish(o)
-    if executor is Executor.ray:
-        _run_ray(plan.jobs, settings, jobs=jobs, address=address, finish=finish)
-    elif jobs == 1 or len(plan.jobs) <= 1:
-        for job in plan.jobs:
-            outcome = prep_one(job, settings, functools.partial(progress, job.name))
-            finish(outcome)
-            if outcome.interrupted:
-                raise KeyboardInterrupt
-    else:
-        _run_local(plan.jobs, settings, jobs=jobs, progress=progress, finish=finish)
+    with _cache_kept(settings.out_dir if plan.jobs else None):
+        if executor is Executor.ray:
+            _run_ray(plan.jobs, settings, jobs=jobs, address=address, finish=finish)
+        elif jobs == 1 or len(plan.jobs) <= 1:
+            for job in plan.jobs:
+                outcome = prep_one(job, settings, functools.partial(progress, job.name))
+                finish(outcome)
+                if outcome.interrupted:
+                    raise KeyboardInterrupt
+        else:
+            _run_local(plan.jobs, settings, jobs=jobs, progress=progress, finish=finish)
     return [done[n] for n in plan.names if n in done]
+
+
+@contextmanager
+def _cache_kept(out_dir: Path | None) -> Iterator[None]:
+    """Keep ``out_dir``'s cache folder while the block runs: a clip that finishes removes
+    its own stage caches and then the folder if it looks unused
+    (:func:`lsp_prep.cache.drop`), which would race with a clip starting in another
+    process. A marker file of this process keeps the folder non-empty until the end."""
+    if out_dir is None:
+        yield
+        return
+    marker = out_dir / cache.CACHE_DIR / f".batch-{os.getpid()}"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    try:
+        yield
+    finally:
+        marker.unlink(missing_ok=True)
+        try:
+            marker.parent.rmdir()
+        except OSError:
+            pass  # clips left caches there to resume from
 
 
 def prep_one(

@@ -85,6 +85,19 @@ def test_missing_input_refuses_the_command_before_any_work(lsp, media, tmp_path)
     assert not out.exists()  # not even the output directory
 
 
+def test_when_every_clip_is_refused_nothing_is_made(lsp, media, tmp_path):
+    zero = tmp_path / "zero.mp4"
+    zero.touch()
+    out = tmp_path / "out"
+    r = lsp("prep", zero, media["carphone"], "-o", out, "--jobs", 2)
+    assert r.exit_code == 1, r.output
+    text = " ".join(r.output.split())
+    assert f"failed: {zero}: not a video or audio file ffmpeg can read" in text
+    assert f"failed: {media['carphone']}: has no audio stream; pass the speech" in text
+    assert "error: 2 of 2 clips failed (listed above)" in text
+    assert not out.exists()
+
+
 def test_plan_sets_bad_files_aside_and_preps_a_repeated_file_once(media, tmp_path):
     zero = tmp_path / "zero.mp4"
     zero.touch()
