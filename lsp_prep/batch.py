@@ -232,11 +232,10 @@ def prep_clips(
     executor: Executor = Executor.local,
     address: str | None = None,
     progress: ClipProgressFn = no_clip_progress,
-    on_done: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
     """Prep every clip of ``plan`` into ``out_dir``; one :class:`Outcome` per clip of the
     plan (refused ones included), in the plan's order. Each finished clip's manifest row
-    is written here, as it arrives; ``on_done`` is called with every outcome.
+    is written here, as it arrives.
 
     Ctrl-C stops every worker (each clip keeps its caches and partial file, so the same
     call resumes) and is raised again once they have stopped."""
@@ -249,8 +248,7 @@ def prep_clips(
         if outcome.result is not None:
             update_manifest(settings.out_dir, outcome.result)
         done[outcome.name] = outcome
-        if on_done is not None:
-            on_done(outcome)
+        progress(outcome.name, "done" if outcome.ok else "failed", 1, 1)
 
     for o in plan.refused:
         finish(o)
