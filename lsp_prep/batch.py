@@ -31,6 +31,7 @@ import functools
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import threading
 import time
@@ -205,10 +206,19 @@ def plan_clips(
             refused.append(Outcome(v, names[v], error=str(exc)))
         else:
             jobs.append(ClipJob(v, names[v]))
-    if jobs:  # nothing to prep: no output directory made
-        check_output_dir(Path(out_dir))
+    if jobs:
+        _check_writable(Path(out_dir))
     order = tuple(names[v] for v in unique.values())
     return Plan(tuple(jobs), tuple(refused), tuple(notes), names=order)
+
+
+def _check_writable(out_dir: Path) -> None:
+    """:func:`check_output_dir`, then remove the folders it made: they are made when the
+    first clip starts, so a command refused before that leaves nothing behind."""
+    made = next((p for p in reversed([out_dir, *out_dir.parents]) if not p.exists()), None)
+    check_output_dir(out_dir)
+    if made is not None:
+        shutil.rmtree(made)
 
 
 @dataclass(frozen=True)
@@ -252,29 +262,29 @@ def prep_clips(
 
     for o in plan.refused:
         finish(o)
-    with _cache_kept(settings.out_dir if plan.jobs else None):
-        if executor is Executor.ray:
-            _run_ray(plan.jobs, settings, jobs=jobs, address=address, finish=finish)
-        elif jobs == 1 or len(plan.jobs) <= 1:
+    if not plan.jobs:
+        pass
+    elif executor is Executor.ray:
+        _run_ray(plan.jobs, settings, jobs=jobs, address=address, finish=finish)
+    elif jobs == 1 or len(plan.jobs) == 1:
+        with _cache_kept(settings.out_dir):
             for job in plan.jobs:
                 outcome = prep_one(job, settings, functools.partial(progress, job.name))
                 finish(outcome)
                 if outcome.interrupted:
                     raise KeyboardInterrupt
-        else:
+    else:
+        with _cache_kept(settings.out_dir):
             _run_local(plan.jobs, settings, jobs=jobs, progress=progress, finish=finish)
     return [done[n] for n in plan.names if n in done]
 
 
 @contextmanager
-def _cache_kept(out_dir: Path | None) -> Iterator[None]:
+def _cache_kept(out_dir: Path) -> Iterator[None]:
     """Keep ``out_dir``'s cache folder while the block runs: a clip that finishes removes
     its own stage caches and then the folder if it looks unused
     (:func:`lsp_prep.cache.drop`), which would race with a clip starting in another
     process. A marker file of this process keeps the folder non-empty until the end."""
-    if out_dir is None:
-        yield
-        return
     marker = out_dir / cache.CACHE_DIR / f".batch-{os.getpid()}"
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.touch()
@@ -501,24 +511,12 @@ def _run_ray(
                 f"--head`, or use --address {LOCAL_RAY} for a private instance on this machine"
             ) from None
     task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
-    refs = {task.remote(j, settings): j for j in jobs_}
-    pending = list(refs)
+    pending: list = []
     try:
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            for ref in ready:
-                try:
-                    outcome = ray.get(ref)
-                except ray.exceptions.RayError as exc:  # a worker or node died
-                    job = refs[ref]
-                    outcome = Outcome(
-                        job.video,
-                        job.name,
-                        error=f"{job.video}: its Ray task failed ({type(exc).__name__}): run "
-                        "the same command again to resume it",
-                        detail=str(exc),
-                    )
-                finish(outcome)
+        with _cache_kept(settings.out_dir):
+            refs = {task.remote(j, settings): j for j in jobs_}
+            pending = list(refs)
+            _collect_ray(ray, refs, pending, finish)
     except KeyboardInterrupt:
         for ref in pending:
             ray.cancel(ref)  # a running task gets KeyboardInterrupt and keeps its caches
@@ -526,3 +524,24 @@ def _run_ray(
     finally:
         if started:
             ray.shutdown()
+
+
+def _collect_ray(ray: Any, refs: dict, pending: list, finish: Callable[[Outcome], None]) -> None:
+    """Each Ray task's outcome to ``finish`` as it completes (``pending`` shrinks in place,
+    so the caller can cancel what is left)."""
+    while pending:
+        ready, rest = ray.wait(pending, num_returns=1)
+        pending[:] = rest
+        for ref in ready:
+            try:
+                outcome = ray.get(ref)
+            except ray.exceptions.RayError as exc:  # a worker or node died
+                job = refs[ref]
+                outcome = Outcome(
+                    job.video,
+                    job.name,
+                    error=f"{job.video}: its Ray task failed ({type(exc).__name__}): run "
+                    "the same command again to resume it",
+                    detail=str(exc),
+                )
+            finish(outcome)

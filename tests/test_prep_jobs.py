@@ -265,6 +265,18 @@ def test_ray_executor_without_ray_says_how_to_install_it(lsp, clips_fast, tmp_pa
     r = lsp("prep", *clips_fast, "-o", tmp_path / "out", "--executor", "ray")
     assert r.exit_code == 1
     assert "the ray executor needs Ray: pip install 'lsp-toolkit[ray]'" in r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_ray_executor_without_a_cluster_says_how_to_start_one(lsp, media, tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "out"
+    r = lsp("prep", media["single_face"], "-o", out, "--executor", "ray", "--address", "auto")
+    assert r.exit_code == 1, r.output
+    text = " ".join(r.output.split())
+    assert "error: no Ray cluster at --address auto" in text
+    assert "start one with `ray start --head`, or use --address local" in text
+    assert not out.exists()
 
 
 @pytest.fixture
