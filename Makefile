@@ -32,6 +32,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_prep.py
+	$(BIN)/python benchmarks/bench_jobs.py
 	$(BIN)/python benchmarks/bench_models.py
 	$(BIN)/python benchmarks/bench_models.py --train
 	$(BIN)/python benchmarks/bench_loader.py
