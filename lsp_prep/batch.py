@@ -18,8 +18,9 @@ three executors:
   private local instance (``address="local"``); every node must see the output directory
   at the same path.
 
-A clip that fails (its input, a bug, a worker that died) fails alone: its outcome carries
-the message and the others finish. Workers never touch the manifest: the driver writes
+A clip that fails (its input, a bug) fails alone: its outcome carries the message and the
+others finish. A worker process that dies (killed, out of memory) fails the clips running
+at that moment, with a message, and the others go on in a new pool. Workers never touch the manifest: the driver writes
 each finished clip's row as it arrives, so rows from several processes cannot race. Each
 clip keeps its stage caches and partial file until it is finished, so an interrupted batch
 resumes clip by clip when the same command runs again.
@@ -374,6 +375,7 @@ def _worker(job: ClipJob, settings: BatchSettings) -> Outcome:
             _QUEUE.put((job.name, stage, done, total))
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    _QUEUE.put((job.name, "probe", 0, 1))  # started: the driver knows who was running
     try:
         return prep_one(job, settings, report)
     finally:
@@ -398,60 +400,98 @@ def _run_local(
     progress: ClipProgressFn,
     finish: Callable[[Outcome], None],
 ) -> None:
-    """The clips on a pool of ``jobs`` worker processes of this machine."""
+    """The clips on a pool of ``jobs`` worker processes of this machine.
+
+    A worker that dies (killed, out of memory, a crash in native code) breaks the pool: the
+    clips that had started then fail with that message, and the others go to a new pool
+    (each at most once more, so a clip that kills its worker before reporting cannot loop).
+    """
     ctx = _mp_context()
     queue = ctx.Queue()
     stop = threading.Event()
+    started: set[str] = set()
 
     def relay() -> None:  # worker progress -> the caller's callback, on the driver
         while not stop.is_set():
             try:
-                item = queue.get(timeout=0.1)
+                clip, stage, done, total = queue.get(timeout=0.1)
             except Exception:  # queue.Empty, or the queue closed at shutdown
                 continue
-            progress(*item)
+            started.add(clip)
+            progress(clip, stage, done, total)
 
     thread = threading.Thread(target=relay, daemon=True)
     thread.start()
-    pool = ProcessPoolExecutor(
-        min(jobs, len(jobs_)), mp_context=ctx, initializer=_init_worker, initargs=(queue,)
-    )
-    futures: dict[Future, ClipJob] = {pool.submit(_worker, j, settings): j for j in jobs_}
-    pending = set(futures)
-    interrupted = False
+    retried: set[str] = set()
+    todo = list(jobs_)
     try:
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                outcome = _outcome(fut, futures[fut])
-                finish(outcome)
-                interrupted |= outcome.interrupted
-            if interrupted:
-                raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        _stop_workers(pending)
-        for fut in pending:
-            if fut.done() and not fut.cancelled():
-                finish(_outcome(fut, futures[fut]))
-        raise
+        while todo:
+            broken = _pool_round(todo, settings, ctx, queue, jobs=jobs, finish=finish)
+            time.sleep(2 * PROGRESS_EVERY_S)  # let the relay drain the dead pool's reports
+            todo = []
+            for job in broken:
+                if job.name in started or job.name in retried:
+                    finish(_died(job))
+                else:
+                    retried.add(job.name)
+                    todo.append(job)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
         stop.set()
         thread.join()
         queue.close()
 
 
-def _outcome(fut: Future, job: ClipJob) -> Outcome:
-    """The outcome a finished future carries; a worker that died fails its clip alone."""
+def _pool_round(
+    jobs_: Sequence[ClipJob],
+    settings: BatchSettings,
+    ctx: multiprocessing.context.BaseContext,
+    queue: Any,
+    *,
+    jobs: int,
+    finish: Callable[[Outcome], None],
+) -> list[ClipJob]:
+    """``jobs_`` on one pool; returns the clips whose worker pool broke under them."""
+    pool = ProcessPoolExecutor(
+        min(jobs, len(jobs_)), mp_context=ctx, initializer=_init_worker, initargs=(queue,)
+    )
+    futures: dict[Future, ClipJob] = {pool.submit(_worker, j, settings): j for j in jobs_}
+    pending = set(futures)
+    broken: list[ClipJob] = []
+
+    def collect(fut: Future) -> bool:
+        """Finish ``fut``'s clip (or set it aside when the pool broke); interrupted?"""
+        try:
+            outcome = fut.result()
+        except BrokenProcessPool:
+            broken.append(futures[fut])
+            return False
+        finish(outcome)
+        return outcome.interrupted
+
     try:
-        return fut.result()
-    except BrokenProcessPool:
-        return Outcome(
-            job.video,
-            job.name,
-            error=f"{job.video}: the worker process preparing it died (killed, or out of "
-            "memory?): run the same command again to resume it",
-        )
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            if any([collect(f) for f in finished]):
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        _stop_workers(pending)
+        for fut in pending:
+            if fut.done() and not fut.cancelled():
+                collect(fut)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return broken
+
+
+def _died(job: ClipJob) -> Outcome:
+    """The outcome of a clip whose worker process died under it."""
+    return Outcome(
+        job.video,
+        job.name,
+        error=f"{job.video}: the worker process preparing it died (killed, or out of "
+        "memory?): run the same command again to resume it",
+    )
 
 
 def _stop_workers(pending: set[Future]) -> None:

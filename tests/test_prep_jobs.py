@@ -115,15 +115,15 @@ def test_plan_sets_bad_files_aside_and_preps_a_repeated_file_once(media, tmp_pat
 
 @pytest.fixture(scope="module")
 def clips(media, tmp_path_factory) -> dict[str, Path]:
-    """Two short real clips with the same file name in two folders (different excerpts of
-    single_face.mp4), and a zero-byte ``.mp4``."""
+    """Two short real clips with the same file name in two folders and a third (different
+    excerpts of single_face.mp4), and a zero-byte ``.mp4``."""
     from lsp_prep.media import run_ffmpeg
 
     root = tmp_path_factory.mktemp("clips")
     out: dict[str, Path] = {}
-    for key, start in (("dir1", 0.0), ("dir2", 1.0)):
+    for key, start in (("dir1", 0.0), ("dir2", 1.0), ("other", 0.5)):
         (root / key).mkdir()
-        out[key] = root / key / "clip.mp4"
+        out[key] = root / key / ("other.mp4" if key == "other" else "clip.mp4")
         cut = ["-ss", str(start), "-i", str(media["single_face"]), "-t", str(CLIP_S)]
         run_ffmpeg(["-y", *cut, "-c:v", "libx264", "-pix_fmt", "yuv420p", str(out[key])])
     out["zero"] = root / "zero.mp4"
@@ -228,6 +228,41 @@ def test_ctrl_c_stops_every_worker_and_the_rerun_resumes_to_the_same_datasets(
     for name in ("dir1_clip.h5", "dir2_clip.h5"):
         assert_same_dataset(reference / name, out / name)
     assert sorted(p.name for p in out.iterdir()) == ["dir1_clip.h5", "dir2_clip.h5", "manifest.csv"]
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_fails_its_clip_and_the_rest_go_on(clips, tmp_path):
+    """SIGKILL to both workers once they have started their clips (as the kernel's OOM
+    killer would): those two clips fail with a message, the clip still waiting runs on a
+    new pool and is written, and the manifest lists only it."""
+    import multiprocessing
+
+    from lsp_prep.batch import prep_clips
+
+    out = tmp_path / "out"
+    videos = [clips["dir1"], clips["dir2"], clips["other"]]
+    plan = plan_clips(videos, out_dir=out, config=PrepConfig())
+    seen: set[str] = set()
+
+    def kill_when_both_started(clip: str, stage: str, done: int, total: int | None) -> None:
+        seen.add(clip)
+        if seen == {"dir1_clip", "dir2_clip"}:
+            seen.add("killed")
+            for child in multiprocessing.active_children():
+                os.kill(child.pid, signal.SIGKILL)
+
+    outcomes = prep_clips(plan, out_dir=out, jobs=2, progress=kill_when_both_started)
+    assert "killed" in seen
+    by_name = {o.name: o for o in outcomes}
+    assert list(by_name) == ["dir1_clip", "dir2_clip", "other"]
+    for name, key in (("dir1_clip", "dir1"), ("dir2_clip", "dir2")):
+        assert not by_name[name].ok
+        assert by_name[name].error == (
+            f"{clips[key]}: the worker process preparing it died (killed, or out of "
+            "memory?): run the same command again to resume it"
+        )
+    assert by_name["other"].ok and (out / "other.h5").exists()
+    assert list(pd.read_csv(out / "manifest.csv")["clip"]) == ["other"]
 
 
 @pytest.mark.slow
