@@ -85,11 +85,12 @@ def test_missing_input_refuses_the_command_before_any_work(lsp, media, tmp_path)
     assert not out.exists()  # not even the output directory
 
 
-def test_when_every_clip_is_refused_nothing_is_made(lsp, media, tmp_path):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_when_every_clip_is_refused_nothing_is_made(lsp, media, tmp_path, jobs):
     zero = tmp_path / "zero.mp4"
     zero.touch()
     out = tmp_path / "out"
-    r = lsp("prep", zero, media["carphone"], "-o", out, "--jobs", 2)
+    r = lsp("prep", zero, media["carphone"], "-o", out, "--jobs", jobs)
     assert r.exit_code == 1, r.output
     text = " ".join(r.output.split())
     assert f"failed: {zero}: not a video or audio file ffmpeg can read" in text
