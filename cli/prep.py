@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cli._common import cli_errors, clip_progress, console, stage_progress
-from lsp_prep.batch import LOCAL_RAY, Executor, Outcome, plan_clips, prep_clips
+from lsp_prep.batch import LOCAL_RAY, Executor, Outcome
 from lsp_prep.config import PrepConfig
 from lsp_prep.configtree import sections_help
 from lsp_prep.errors import LSPError
@@ -182,6 +182,8 @@ def _prep_many(
 ) -> list[Outcome]:
     """Several clips (or one on Ray): every input checked up front, then prepped, each
     alone (lsp_prep.batch)."""
+    from lsp_prep.batch import plan_clips, prep_clips
+
     plan = plan_clips(videos, out_dir=out_dir, config=config, audio=audio)
     for note in plan.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)

@@ -20,10 +20,10 @@ three executors:
 
 A clip that fails (its input, a bug) fails alone: its outcome carries the message and the
 others finish. A worker process that dies (killed, out of memory) fails the clips running
-at that moment, with a message, and the others go on in a new pool. Workers never touch the manifest: the driver writes
-each finished clip's row as it arrives, so rows from several processes cannot race. Each
-clip keeps its stage caches and partial file until it is finished, so an interrupted batch
-resumes clip by clip when the same command runs again.
+at that moment, with a message, and the others go on in a new pool. Workers never touch
+the manifest: the driver writes each finished clip's row as it arrives, so rows from
+several processes cannot race. Each clip keeps its stage caches and partial file until it
+is finished, so an interrupted batch resumes clip by clip when the same command runs again.
 """
 
 from __future__ import annotations
@@ -45,13 +45,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsp_prep import cache
 from lsp_prep.config import PrepConfig
-from lsp_prep.dataset.manifest import PrepResult, update_manifest
 from lsp_prep.errors import InputError, LSPError
 from lsp_prep.stages.probe import check_input, check_output_dir
+
+if TYPE_CHECKING:  # the CLI imports this module for its options: pandas only when prepping
+    from lsp_prep.dataset.manifest import PrepResult
 
 
 class Executor(str, Enum):
@@ -250,6 +252,8 @@ def prep_clips(
 
     Ctrl-C stops every worker (each clip keeps its caches and partial file, so the same
     call resumes) and is raised again once they have stopped."""
+    from lsp_prep.dataset.manifest import update_manifest
+
     if jobs < 1:
         raise InputError(f"--jobs must be at least 1, got {jobs}")
     settings = BatchSettings(Path(out_dir), config, audio, force)
