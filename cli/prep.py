@@ -65,6 +65,7 @@ def prep(
     executor: Annotated[
         Executor,
         typer.Option(
+            metavar="local|ray",
             help="Where the clips run: 'local' (this machine) or 'ray' (one task per clip on "
             "a Ray cluster; pip install 'lsp-toolkit\\[ray]'; DIR must be the same path on "
             "every node).",
