@@ -124,6 +124,31 @@ def probe(path: Path) -> MediaInfo:
     return MediaInfo(**info)
 
 
+def video_data_end(path: Path) -> tuple[float, float]:
+    """(declared, present): the video stream's duration in seconds by the container's index,
+    and the end of the last video packet whose data is in the file. A file cut short
+    after an index at its front (an mp4 with ``+faststart``, a partial download or copy)
+    still opens and still declares its full length, but its packets stop early. Demuxing
+    reads the packets without decoding them."""
+    import av
+
+    with av.open(str(path)) as container:
+        v = container.streams.video[0]
+        tb = float(v.time_base or 0)
+        declared = float(v.duration) * tb if v.duration and tb else 0.0
+        if not declared and container.duration:
+            declared = container.duration / 1e6
+        start = float(v.start_time or 0) * tb
+        end = 0.0
+        try:
+            for packet in container.demux(v):
+                if packet.size and packet.pts is not None:
+                    end = max(end, (packet.pts + (packet.duration or 0)) * tb - start)
+        except (av.error.FFmpegError, OSError):
+            pass  # damaged data: what was read so far is what is there
+    return declared, end
+
+
 def iter_frames(
     path: Path,
     *,

@@ -103,13 +103,14 @@ def resolve_config(run_dir: Path, overrides: list[str] | None = None) -> Animate
             base = AnimateConfig.from_dict(json.loads(path.read_text()))
         except (json.JSONDecodeError, TypeError, InputError) as exc:
             raise InputError(f"{path}: not a valid animate config ({exc})") from None
-    else:
-        base = AnimateConfig()
-        try:
-            write_json(path, dataclasses.asdict(base))
-        except OSError:
-            pass  # a read-only run directory still animates with the defaults
-    return base.with_overrides(overrides or [])
+        return base.with_overrides(overrides or [])
+    base = AnimateConfig()
+    config = base.with_overrides(overrides or [])  # a bad --set is refused before any write
+    try:
+        write_json(path, dataclasses.asdict(base))
+    except OSError:
+        pass  # a read-only run directory still animates with the defaults
+    return config
 
 
 def write_json(path: Path, data: dict[str, Any], *, allow_nan: bool = True) -> None:
