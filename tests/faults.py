@@ -102,18 +102,23 @@ class Kill:
     after_s: float
 
 
-def plan_kills(seed: int, *, count: int, duration_s: float, start_s: float = 0.3) -> list[Kill]:
-    """``count`` kills for one chain of runs of a command that takes ``duration_s``
-    uninterrupted: signals drawn in turn from :data:`SIGNALS` (order shuffled by ``seed``),
-    moments drawn uniformly over the uninterrupted run and sorted. Each run of the chain
-    resumes what the last one finished, so kill ``j`` comes the gap between moments
-    ``j - 1`` and ``j`` after its run starts (at least ``start_s``): the kills land spread
-    over the whole command instead of all in its first stage."""
+def plan_kills(
+    seed: int, *, count: int, duration_s: float, start_s: float = 0.3, chain: bool = True
+) -> list[Kill]:
+    """``count`` kills of a command that takes ``duration_s`` uninterrupted: signals drawn
+    in turn from :data:`SIGNALS` (order shuffled by ``seed``), moments drawn uniformly over
+    the uninterrupted run. With ``chain`` (a command that resumes), each run resumes what
+    the last one finished, so the moments are sorted and kill ``j`` comes the gap between
+    moments ``j - 1`` and ``j`` after its run starts (at least ``start_s``): the kills land
+    spread over the whole command instead of all in its first stage. Without it (a command
+    that starts over), each kill comes at its own moment."""
     rng = random.Random(seed)
     sigs = [SIGNALS[i % len(SIGNALS)] for i in range(count)]
     rng.shuffle(sigs)
-    moments = sorted(rng.uniform(start_s, max(start_s, duration_s)) for _ in range(count))
-    gaps = np.diff([0.0, *moments])
+    moments = [rng.uniform(start_s, max(start_s, duration_s)) for _ in range(count)]
+    if not chain:
+        return [Kill(s, m) for s, m in zip(sigs, moments, strict=True)]
+    gaps = np.diff([0.0, *sorted(moments)])
     return [Kill(s, max(start_s, float(g))) for s, g in zip(sigs, gaps, strict=True)]
 
 

@@ -33,6 +33,7 @@ from tests.faults import (
     h5_content,
     kill_chain,
     plan_kills,
+    run_lsp,
     timed_run,
 )
 from tests.test_reliability_models import fake_checkpoint, fake_run, flat, snapshot  # noqa: F401
@@ -388,7 +389,7 @@ def test_swallowed_sigint_still_stops_prep(lsp, clip, tmp_path, monkeypatch):
 def test_stale_animate_temporaries_removed(tmp_path):
     """A writer killed by SIGKILL leaves ``.x.tmpPID.mp4``; the next writer of x.mp4 removes
     it (its process is gone) but never a live writer's."""
-    from lsp_models.infer.video import remove_stale_temporaries
+    from lsp_prep.dataset.writer import remove_stale_temporaries
 
     dead = 2**22 + 12345  # above the default pid_max of 2^22: no such process
     stale = tmp_path / f".x.tmp{dead}.mp4"
@@ -396,7 +397,7 @@ def test_stale_animate_temporaries_removed(tmp_path):
     other = tmp_path / f".y.tmp{dead}.mp4"
     for p in (stale, live, other):
         p.write_bytes(b"partial")
-    assert remove_stale_temporaries(tmp_path / "x.mp4") == [stale]
+    assert remove_stale_temporaries(tmp_path / "x.mp4", name="x", suffix=".mp4") == [stale]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
 
 
@@ -461,3 +462,136 @@ def test_prep_killed_at_random_resumes_to_the_same_dataset(clip, tmp_path):
         assert_same_content(h5_content(out / "clip.h5"), want)
         assert files(out) == ["clip.h5", "manifest.csv"]
     assert landed >= 6, landed
+
+
+def _checkpoint(path: Path) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _assert_same_checkpoint(got: dict, want: dict) -> None:
+    """The same step, weights and optimizer state, exactly."""
+    import torch
+
+    assert got["step"] == want["step"]
+    for part in ("model", "optimizer"):
+        flat_got, flat_want = _leaves(got[part]), _leaves(want[part])
+        assert flat_got.keys() == flat_want.keys(), part
+        for key, value in flat_want.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(flat_got[key], value), (part, key)
+            else:
+                assert flat_got[key] == value, (part, key)
+
+
+def _leaves(tree: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(tree, dict):
+        return {
+            k: v for key, sub in tree.items() for k, v in _leaves(sub, f"{prefix}{key}/").items()
+        }
+    if isinstance(tree, list | tuple):
+        return {
+            k: v for i, sub in enumerate(tree) for k, v in _leaves(sub, f"{prefix}{i}/").items()
+        }
+    return {prefix: tree}
+
+
+def _log_without_times(path: Path) -> list[dict]:
+    return [
+        {k: v for k, v in json.loads(line).items() if k != "seconds"}
+        for line in path.read_text().splitlines()
+    ]
+
+
+@pytest.mark.slow
+def test_training_killed_at_random_resumes_to_the_same_weights(single_face_dataset, tmp_path):
+    """The APC stage (a few steps, a checkpoint every 3) killed 4 times in each of 3 seeded
+    chains: every checkpoint under the final name loads, and the resumed run ends with
+    exactly the uninterrupted run's step, weights, optimizer state and metrics log."""
+    sets = [
+        "apc_train.max_steps=24",
+        "apc_train.checkpoint_every=3",
+        "apc_train.log_every=1",
+        "apc_train.batch_size=2",
+    ]
+    common = ["--dataset", single_face_dataset, "--device", "cpu"]
+    common += [a for s in sets for a in ("--set", s)]
+    ref, seconds = timed_run(
+        ["train", "apc", "-r", tmp_path / "ref", *common], log=tmp_path / "ref.log"
+    )
+    assert ref.exit_code == 0, ref.output
+    want = _checkpoint(tmp_path / "ref" / "apc" / "apc.pt")
+    assert want["step"] == 24
+    landed = 0
+    for seed in range(3):
+        run = tmp_path / f"seed{seed}"
+
+        def loads_if_there(outcome, run=run):
+            """A checkpoint under the final name is a whole one; only SIGKILL leaves a
+            temporary beside it (removed by the next save)."""
+            if (run / "apc" / "apc.pt").exists():
+                assert _checkpoint(run / "apc" / "apc.pt")["step"] % 3 == 0
+            if outcome.exit_code != -signal.SIGKILL:
+                assert list((run / "apc").glob(".apc.pt.tmp*")) == []
+
+        kills = plan_kills(100 + seed, count=4, duration_s=seconds)
+        args = ["train", "apc", "-r", run, *common]
+        logs = tmp_path / f"log{seed}"
+        outcomes, final = kill_chain(args, kills, logs=logs, after_each=loads_if_there)
+        landed += _landed(outcomes, kills)
+        assert final.exit_code == 0, final.output
+        _assert_same_checkpoint(_checkpoint(run / "apc" / "apc.pt"), want)
+        metrics = run / "apc" / "metrics.jsonl"
+        assert _log_without_times(metrics) == _log_without_times(
+            tmp_path / "ref" / "apc" / "metrics.jsonl"
+        )
+    assert landed >= 8, landed
+
+
+@pytest.mark.slow
+def test_animate_killed_at_random_restarts_clean(trained_run, speech_wav, tmp_path):
+    """animate killed by each signal: nothing under the output's name (nor its side file);
+    SIGINT and SIGTERM remove their temporary file and say that nothing was written and
+    animate cannot resume; after SIGKILL the next run removes the stale one. The rerun then
+    writes the same number of frames as an uninterrupted run."""
+    from lsp_models.infer.animate import side_file
+    from tests.conftest import ffmpeg
+
+    audio = tmp_path / "speech.wav"
+    ffmpeg("-i", str(speech_wav), "-t", "1.0", str(audio))
+    args = ["animate", "-r", trained_run, "--audio", audio, "--device", "cpu", "--fps", "30"]
+    ref, seconds = timed_run([*args, "-o", tmp_path / "ref.mp4"], log=tmp_path / "ref.log")
+    assert ref.exit_code == 0, ref.output
+    frames = json.loads((tmp_path / "ref.mp4.json").read_text())["frames"]
+    out = tmp_path / "out" / "x.mp4"
+    out.parent.mkdir()
+    kills = plan_kills(7, count=3, duration_s=seconds, start_s=0.5 * seconds, chain=False)
+    landed = 0
+    for i, kill in enumerate(kills):
+        outcome = run_lsp(
+            [*args, "-o", out],
+            log=tmp_path / f"kill{i}.log",
+            kill=kill.signal,
+            after_s=kill.after_s,
+        )
+        landed += _landed([outcome], [kill])
+        if outcome.exit_code == 0:
+            out.unlink()
+            side_file(out, ".json").unlink()
+            continue
+        assert not out.exists() and not side_file(out, ".json").exists()
+        left = [p.name for p in out.parent.iterdir()]
+        if kill.signal == signal.SIGKILL:
+            assert all(name.startswith(".x.tmp") for name in left), left
+        else:
+            assert left == [], left
+            assert f"nothing was written under {out} (animate cannot resume)" in flat(
+                outcome.output
+            )
+            assert "resume" not in flat(outcome.output).replace("cannot resume", "")
+    final = run_lsp([*args, "-o", out], log=tmp_path / "final.log")
+    assert final.exit_code == 0, final.output
+    assert json.loads(side_file(out, ".json").read_text())["frames"] == frames
+    assert sorted(p.name for p in out.parent.iterdir()) == ["x.mp4", "x.mp4.json"]
+    assert landed >= 2, landed

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from lsp_prep.constants import SAMPLE_RATE
+from lsp_prep.dataset.writer import remove_stale_temporaries
 from lsp_prep.errors import InputError, ToolError
 from lsp_prep.media import ffmpeg_exe, probe
 
@@ -30,30 +31,6 @@ def container(path: Path) -> str:
             f"name the output {', '.join(CONTAINERS)}, e.g. --output {Path(path).stem or 'out'}.mp4"
         )
     return CONTAINERS[suffix]
-
-
-def remove_stale_temporaries(path: Path) -> list[Path]:
-    """Remove the temporary files that writers of ``path`` killed by SIGKILL (or a power
-    cut) left beside it: ``.STEM.tmpPID.SUFFIX`` whose process no longer runs. Every other
-    signal removes its own (:meth:`VideoWriter.abort`). Returns what was removed."""
-    path = Path(path)
-    removed = []
-    for tmp in path.parent.glob(f".{path.stem}.tmp*{path.suffix}"):
-        pid = tmp.name[len(f".{path.stem}.tmp") : len(tmp.name) - len(path.suffix)]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 class VideoWriter:
@@ -76,7 +53,7 @@ class VideoWriter:
     ) -> None:
         self.path = Path(path)
         self.tmp = self.path.with_name(f".{self.path.stem}.tmp{os.getpid()}{self.path.suffix}")
-        remove_stale_temporaries(self.path)
+        remove_stale_temporaries(self.path, name=self.path.stem, suffix=self.path.suffix)
         self.frames = 0
         self.seconds = 0.0
         self._err = tempfile.TemporaryFile()
