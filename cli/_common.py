@@ -116,7 +116,7 @@ Verbose = Annotated[
 RESUME_HINT = "run the same command again to resume"
 """What an interrupted prep or training can do (their work is cached or checkpointed)."""
 
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+EXIT_CODES: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 """Exit code after each handled signal: 128 + the signal's number, as shells report it."""
 
 _received: list[int] = []

@@ -439,14 +439,19 @@ def _landed(outcomes, kills) -> int:
 
 @pytest.mark.slow
 def test_prep_killed_at_random_resumes_to_the_same_dataset(clip, tmp_path):
-    """3 seeds x 3 kills (SIGINT, SIGTERM, SIGKILL in a seeded order at seeded moments):
+    """2 seeds x 3 kills (SIGINT, SIGTERM, SIGKILL in a seeded order at seeded moments):
     no killed run leaves a file under the dataset's final name, and after each chain the
-    rerun's dataset holds exactly the uninterrupted one's arrays and attributes."""
-    ref, seconds = timed_run(["prep", clip, "-o", tmp_path / "ref"], log=tmp_path / "ref.log")
+    rerun's dataset holds exactly the uninterrupted one's arrays and attributes. Every
+    stage runs, the focal searches on fewer frames to keep the test short."""
+    fewer = ["camera.n_frames=16", "features.calib_frames=16", "features.every=8"]
+    sets = [a for s in fewer for a in ("--set", s)]
+    ref, seconds = timed_run(
+        ["prep", clip, "-o", tmp_path / "ref", *sets], log=tmp_path / "ref.log"
+    )
     assert ref.exit_code == 0, ref.output
     want = h5_content(tmp_path / "ref" / "clip.h5")
     landed = 0
-    for seed in range(3):
+    for seed in range(2):
         out = tmp_path / f"seed{seed}"
 
         def nothing_final(outcome, out=out):
@@ -454,14 +459,14 @@ def test_prep_killed_at_random_resumes_to_the_same_dataset(clip, tmp_path):
                 assert not (out / "clip.h5").exists() and not (out / "manifest.csv").exists()
 
         kills = plan_kills(seed, count=3, duration_s=seconds)
-        args = ["prep", clip, "-o", out]
+        args = ["prep", clip, "-o", out, *sets]
         logs = tmp_path / f"log{seed}"
         outcomes, final = kill_chain(args, kills, logs=logs, after_each=nothing_final)
         landed += _landed(outcomes, kills)
         assert final.exit_code == 0, final.output
         assert_same_content(h5_content(out / "clip.h5"), want)
         assert files(out) == ["clip.h5", "manifest.csv"]
-    assert landed >= 6, landed
+    assert landed >= 4, landed
 
 
 def _checkpoint(path: Path) -> dict:
@@ -506,7 +511,7 @@ def _log_without_times(path: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_training_killed_at_random_resumes_to_the_same_weights(single_face_dataset, tmp_path):
-    """The APC stage (a few steps, a checkpoint every 3) killed 4 times in each of 3 seeded
+    """The APC stage (a few steps, a checkpoint every 3) killed 5 times in each of 3 seeded
     chains: every checkpoint under the final name loads, and the resumed run ends with
     exactly the uninterrupted run's step, weights, optimizer state and metrics log."""
     sets = [
@@ -535,7 +540,7 @@ def test_training_killed_at_random_resumes_to_the_same_weights(single_face_datas
             if outcome.exit_code != -signal.SIGKILL:
                 assert list((run / "apc").glob(".apc.pt.tmp*")) == []
 
-        kills = plan_kills(100 + seed, count=4, duration_s=seconds)
+        kills = plan_kills(100 + seed, count=5, duration_s=seconds)
         args = ["train", "apc", "-r", run, *common]
         logs = tmp_path / f"log{seed}"
         outcomes, final = kill_chain(args, kills, logs=logs, after_each=loads_if_there)
@@ -546,7 +551,7 @@ def test_training_killed_at_random_resumes_to_the_same_weights(single_face_datas
         assert _log_without_times(metrics) == _log_without_times(
             tmp_path / "ref" / "apc" / "metrics.jsonl"
         )
-    assert landed >= 8, landed
+    assert landed >= 10, landed
 
 
 @pytest.mark.slow
