@@ -600,3 +600,16 @@ def test_animate_killed_at_random_restarts_clean(trained_run, speech_wav, tmp_pa
     assert json.loads(side_file(out, ".json").read_text())["frames"] == frames
     assert sorted(p.name for p in out.parent.iterdir()) == ["x.mp4", "x.mp4.json"]
     assert landed >= 2, landed
+
+
+def test_output_folder_doc_names_every_column_and_cache():
+    """docs/output-folder.md lists every manifest column and every cached stage."""
+    from lsp_prep.dataset.manifest import COLUMNS
+    from lsp_prep.pipeline import STAGES
+
+    doc = (Path(__file__).parents[1] / "docs" / "output-folder.md").read_text()
+    table = [ln.split("|")[1].strip(" `") for ln in doc.splitlines() if ln.startswith("| `")]
+    assert [c for c in table if c in COLUMNS] == COLUMNS
+    cached = [s.name for s in STAGES if s.cached]
+    assert [s for s in cached if f"{s}.npz" in doc] == cached
+    assert cache.CACHE_DIR in doc and ".partial" in doc
