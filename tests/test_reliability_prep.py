@@ -264,7 +264,15 @@ def test_truncated_input_refused(lsp, media, tmp_path):
         f"`ffmpeg -i {half} -t 1.1 -c copy fixed.mp4`",
     )
     assert "interrupted download or copy" in text and not out.exists()
-    assert lsp("prep", whole, "-o", out, "--set", "crop.scale=0.5").exit_code == 1  # probe passes
+    # not truncated: the whole file, and a Matroska whose audio outlasts its video by 2.5 s
+    from lsp_prep.stages.probe import check_complete
+
+    longer = tmp_path / "longer.mkv"
+    speech = str(media["speech"])
+    mux = ["-map", "0:v", "-map", "1:a", "-t", "5", "-c:v", "copy", str(longer)]
+    run_ffmpeg(["-y", "-i", str(whole), "-i", speech, *mux])
+    check_complete(whole)
+    check_complete(longer)
 
 
 @pytest.mark.slow
