@@ -334,6 +334,31 @@ def test_features_on_no_frame_warn_with_a_message():
     ]
 
 
+@pytest.mark.slow
+def test_mouth_on_a_clip_whose_val_split_is_within_the_look_ahead(tmp_path, one_thread):
+    """A clip of a second or so: its val split (16 frames) is shorter than the mouth's 18-
+    frame delay. Training warns that no validation error is measured instead of failing on
+    an empty array (it was "unexpected ValueError: cannot reshape array of size 0")."""
+    import dataclasses
+
+    from lsp_models.config import load_preset
+    from lsp_models.train.apc import train_apc
+    from lsp_models.train.mouth import train_mouth
+
+    dataset = write_dataset(tmp_path / "short.h5", **synthetic_content(n=80))
+    cfg = load_preset("cpu-small", ["mouth.window=32"])
+    two = {"max_steps": 2, "checkpoint_every": 2}
+    common = {"run_dir": tmp_path / "run", "dataset": dataset, "device": "cpu"}
+    with pytest.warns(UserWarning):
+        train_apc(model=cfg.apc, config=dataclasses.replace(cfg.apc_train, **two), **common)
+    with pytest.warns(UserWarning, match=r"val split has 16 frames, no more than .* \(18\)"):
+        result = train_mouth(
+            model=cfg.mouth, config=dataclasses.replace(cfg.mouth_train, **two), **common
+        )
+    assert result.steps == 2 and "val_mm" not in result.metrics
+    assert (tmp_path / "run" / "mouth" / "mouth.pt").is_file()
+
+
 # ------------------------------------------------------------ tracebacks and signals
 
 
