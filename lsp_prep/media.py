@@ -141,7 +141,7 @@ def video_data_end(path: Path) -> tuple[float, float]:
         streams = [v] if own else [v, *container.streams.audio]
         declared = own or (container.duration / 1e6 if container.duration else 0.0)
         start = min(
-            (float(s.start_time) * float(s.time_base) for s in streams if s.start_time),
+            (float(s.start_time * s.time_base) for s in streams if s.start_time and s.time_base),
             default=0.0,
         )
         end = 0.0
