@@ -499,6 +499,7 @@ def test_prep_killed_at_random_resumes_to_the_same_dataset(clip, tmp_path):
         assert final.exit_code == 0, final.output
         assert_same_content(h5_content(out / "clip.h5"), want)
         assert files(out) == ["clip.h5", "manifest.csv"]
+    print(f"prep: {landed} of 6 kills landed")  # shown with pytest -s
     assert landed >= 4, landed
 
 
@@ -586,6 +587,7 @@ def test_training_killed_at_random_resumes_to_the_same_weights(single_face_datas
         assert _log_without_times(metrics) == _log_without_times(
             tmp_path / "ref" / "apc" / "metrics.jsonl"
         )
+    print(f"training: {landed} of 15 kills landed")
     assert landed >= 10, landed
 
 
@@ -634,6 +636,7 @@ def test_animate_killed_at_random_restarts_clean(trained_run, speech_wav, tmp_pa
     assert final.exit_code == 0, final.output
     assert json.loads(side_file(out, ".json").read_text())["frames"] == frames
     assert sorted(p.name for p in out.parent.iterdir()) == ["x.mp4", "x.mp4.json"]
+    print(f"animate: {landed} of 3 kills landed")
     assert landed >= 2, landed
 
 
