@@ -132,6 +132,20 @@ def check_interrupted() -> None:
         raise KeyboardInterrupt
 
 
+def exit_on_signals() -> None:
+    """SIGINT or SIGTERM outside a command's :func:`handled_signals` (while the command line
+    is parsed, nothing has been done yet, or while the summary prints): one line and exit
+    130 or 143 at once. Without it Typer ends silently, or Python prints a traceback."""
+
+    def quit_now(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        console.print(f"[yellow]interrupted ({name})[/]", highlight=False)
+        raise SystemExit(EXIT_CODES.get(signum, 130))
+
+    for sig in EXIT_CODES:
+        signal.signal(sig, quit_now)
+
+
 @contextmanager
 def handled_signals() -> Iterator[None]:
     """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread, so every ``finally``

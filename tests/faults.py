@@ -5,7 +5,9 @@ leaves with what an uninterrupted run wrote.
 The children are forked from a multiprocessing fork server that imported the CLI, the
 prep pipeline and torch once, so each start costs milliseconds instead of the seconds a
 fresh interpreter needs to import them (most of a kill's cost on a 2-core machine). The
-child runs exactly what ``lsp ...`` runs: the Typer app with its signal handling.
+child runs exactly what ``lsp ...`` runs (``cli.main.main``) with its signal handling; a
+kill in its first ~0.1 s, before it reaches ``main``, would meet multiprocessing's
+start-up instead, so kills come later than that (:func:`plan_kills`'s ``start_s``).
 """
 
 from __future__ import annotations
@@ -42,11 +44,12 @@ def _child(args: list[str], log: str, env: dict[str, str]) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.environ.update(env)
-    from cli.main import app
+    from cli.main import main
 
+    sys.argv = ["lsp", *args]
     code = 0
     try:
-        app(args, prog_name="lsp")
+        main()
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     sys.stdout.flush()
@@ -91,7 +94,8 @@ def run_lsp(
         proc.join()
         raise TimeoutError(f"lsp {' '.join(map(str, args))} ran past {timeout_s} s")
     assert proc.exitcode is not None
-    return Outcome(proc.exitcode, Path(log).read_text(errors="replace"), killed)
+    output = Path(log).read_text(errors="replace") if Path(log).exists() else ""
+    return Outcome(proc.exitcode, output, killed)
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ class Kill:
 
 
 def plan_kills(
-    seed: int, *, count: int, duration_s: float, start_s: float = 0.3, chain: bool = True
+    seed: int, *, count: int, duration_s: float, start_s: float = 0.5, chain: bool = True
 ) -> list[Kill]:
     """``count`` kills of a command that takes ``duration_s`` uninterrupted: signals drawn
     in turn from :data:`SIGNALS` (order shuffled by ``seed``), moments drawn uniformly over
