@@ -369,6 +369,7 @@ def test_every_command_has_verbose(lsp):
         ["eval"],
         ["report"],
         ["convert-run"],
+        ["doctor"],
         *(["train", s] for s in ("apc", "mouth", "headpose", "renderer", "all")),
     ]
     for args in commands:
@@ -378,12 +379,12 @@ def test_every_command_has_verbose(lsp):
 
 def test_no_traceback_without_verbose(lsp, clip, tmp_path, monkeypatch):
     """An unforeseen failure (a bug) is one line; --verbose shows its traceback."""
-    import cli.prep
+    import lsp_prep.pipeline
 
     def boom(*args, **kwargs):
         raise RuntimeError("something\nunexpected")
 
-    monkeypatch.setattr(cli.prep, "prep_video", boom)
+    monkeypatch.setattr(lsp_prep.pipeline, "prep_video", boom)
     quiet = lsp("prep", clip, "-o", tmp_path)
     assert quiet.exit_code == 1 and "Traceback" not in quiet.output
     assert flat(quiet.output) == (
