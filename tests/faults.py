@@ -5,9 +5,9 @@ leaves with what an uninterrupted run wrote.
 The children are forked from a multiprocessing fork server that imported the CLI, the
 prep pipeline and torch once, so each start costs milliseconds instead of the seconds a
 fresh interpreter needs to import them (most of a kill's cost on a 2-core machine). The
-child runs exactly what ``lsp ...`` runs (``cli.main.main``) with its signal handling; a
-kill in its first ~0.1 s, before it reaches ``main``, would meet multiprocessing's
-start-up instead, so kills come later than that (:func:`plan_kills`'s ``start_s``).
+child runs exactly what ``lsp ...`` runs (``cli.main.main``) with its signal handling, and
+kills are timed from the moment it reached it (before, on a loaded machine, up to ~1.5 s
+of forking and multiprocessing's start-up would meet the signal instead).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -38,13 +39,19 @@ _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload(PRELOAD)
 
 
-def _child(args: list[str], log: str, env: dict[str, str]) -> None:
-    """The child: ``lsp ARGS`` with stdout and stderr into ``log``; exits with its code."""
+def _child(args: list[str], log: str, env: dict[str, str], started: Any) -> None:
+    """The child: ``lsp ARGS`` with stdout and stderr into ``log``; exits with its code.
+    Sets ``started`` once ``lsp``'s own signal handling is in place (what the first
+    moment of ``cli.main.main`` does), so that kills are timed from there."""
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.environ.update(env)
+    from cli._common import exit_on_signals
     from cli.main import main
+
+    exit_on_signals()
+    started.set()
 
     sys.argv = ["lsp", *args]
     code = 0
@@ -78,12 +85,14 @@ def run_lsp(
     timeout_s: float = 300.0,
 ) -> Outcome:
     """Run ``lsp ARGS`` in a child; with ``kill``, send that signal ``after_s`` seconds
-    after it started (if it is still running) and wait for it to end."""
+    after the command started (if it is still running) and wait for it to end."""
     env = {"LSP_NO_PROGRESS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = _context.Process(target=_child, args=([str(a) for a in args], str(log), env))
+    started = _context.Event()
+    proc = _context.Process(target=_child, args=([str(a) for a in args], str(log), env, started))
     proc.start()
     killed = False
     if kill is not None:
+        started.wait(timeout_s)  # forking a child of the server takes up to ~1.5 s here
         proc.join(after_s)
         if proc.is_alive() and proc.pid is not None:
             os.kill(proc.pid, kill)
@@ -107,7 +116,7 @@ class Kill:
 
 
 def plan_kills(
-    seed: int, *, count: int, duration_s: float, start_s: float = 0.5, chain: bool = True
+    seed: int, *, count: int, duration_s: float, start_s: float = 0.2, chain: bool = True
 ) -> list[Kill]:
     """``count`` kills of a command that takes ``duration_s`` uninterrupted: signals drawn
     in turn from :data:`SIGNALS` (order shuffled by ``seed``), moments drawn uniformly over
