@@ -102,7 +102,7 @@ def test_bad_set_refused_before_any_work(
     elif command == "train":
         result = lsp("train", "mouth", "-r", out, "--dataset", synthetic_dataset, "--set", item)
     else:
-        args = ["-r", fake_run, "--audio", speech_wav, "-o", out / "x.mp4"]
+        args = ["-r", fake_run, "--audio", speech_wav, "--output", out / "x.mp4"]
         result = lsp("animate", *args, "--set", item)
     one_error(result, *fragments)
     assert not out.exists() and snapshot(fake_run) == before  # no animate.json either
@@ -604,7 +604,7 @@ def test_animate_killed_at_random_restarts_clean(trained_run, speech_wav, tmp_pa
     audio = tmp_path / "speech.wav"
     ffmpeg("-i", str(speech_wav), "-t", "0.6", str(audio))
     args = ["animate", "-r", trained_run, "--audio", audio, "--device", "cpu", "--fps", "30"]
-    ref, seconds = timed_run([*args, "-o", tmp_path / "ref.mp4"], log=tmp_path / "ref.log")
+    ref, seconds = timed_run([*args, "--output", tmp_path / "ref.mp4"], log=tmp_path / "ref.log")
     assert ref.exit_code == 0, ref.output
     frames = json.loads((tmp_path / "ref.mp4.json").read_text())["frames"]
     out = tmp_path / "out" / "x.mp4"
@@ -613,7 +613,7 @@ def test_animate_killed_at_random_restarts_clean(trained_run, speech_wav, tmp_pa
     landed = 0
     for i, kill in enumerate(kills):
         outcome = run_lsp(
-            [*args, "-o", out],
+            [*args, "--output", out],
             log=tmp_path / f"kill{i}.log",
             kill=kill.signal,
             after_s=kill.after_s,
@@ -633,7 +633,7 @@ def test_animate_killed_at_random_restarts_clean(trained_run, speech_wav, tmp_pa
                 outcome.output
             )
             assert "resume" not in flat(outcome.output).replace("cannot resume", "")
-    final = run_lsp([*args, "-o", out], log=tmp_path / "final.log")
+    final = run_lsp([*args, "--output", out], log=tmp_path / "final.log")
     assert final.exit_code == 0, final.output
     assert json.loads(side_file(out, ".json").read_text())["frames"] == frames
     assert sorted(p.name for p in out.parent.iterdir()) == ["x.mp4", "x.mp4.json"]
