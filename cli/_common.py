@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -107,19 +109,99 @@ def old_spellings(renamed: dict[str, str]) -> dict[str, Any]:
     return {"token_normalize_func": normalize}
 
 
+Verbose = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show the traceback of an error (for reports).")
+]
+"""The ``--verbose`` option every command has: without it no traceback reaches the user."""
+
+RESUME_HINT = "run the same command again to resume"
+"""What an interrupted prep or training can do (their work is cached or checkpointed)."""
+
+EXIT_CODES: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
+"""Exit code after each handled signal: 128 + the signal's number, as shells report it."""
+
+_received: list[int] = []
+"""Signals received while a command runs (see :func:`handled_signals`)."""
+
+
+def check_interrupted() -> None:
+    """Raise KeyboardInterrupt when a signal arrived during the command; called by every
+    progress callback, so an interrupt that some library swallowed (a KeyboardInterrupt
+    raised inside a finaliser is only printed as "Exception ignored in ...") still stops
+    the work at the next progress step."""
+    if _received:
+        raise KeyboardInterrupt
+
+
+def exit_on_signals() -> None:
+    """SIGINT or SIGTERM outside a command's :func:`handled_signals` (while the command line
+    is parsed, nothing has been done yet, or while the summary prints): one line and exit
+    130 or 143 at once. Without it Typer ends silently, or Python prints a traceback."""
+
+    def quit_now(signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        console.print(f"[yellow]interrupted ({name})[/]", highlight=False)
+        raise SystemExit(EXIT_CODES.get(signum, 130))
+
+    for sig in EXIT_CODES:
+        signal.signal(sig, quit_now)
+
+
 @contextmanager
-def cli_errors(verbose: bool = False) -> Iterator[None]:
-    """Turn the library's exceptions into one red line and exit code 1."""
+def handled_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread, so every ``finally``
+    and ``except BaseException`` cleanup runs (temporary files removed) on either; they are
+    remembered for :func:`check_interrupted`. Outside the main thread (where Python allows
+    no handlers) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, frame: object) -> None:
+        _received.append(signum)
+        raise KeyboardInterrupt
+
+    before = {sig: signal.signal(sig, on_signal) for sig in EXIT_CODES}
+    _received.clear()
     try:
         yield
+        check_interrupted()  # work that ran on past a swallowed interrupt is not a success
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def cli_errors(verbose: bool = False, *, interrupted: str = RESUME_HINT) -> Iterator[None]:
+    """Turn the library's exceptions into one red line and exit code 1, any other error
+    into one line too (its traceback only with ``verbose``), and SIGINT or SIGTERM into one
+    line (``interrupted`` says what the user can do) and exit code 130 or 143."""
+    try:
+        with handled_signals():
+            yield
     except LSPError as exc:
         if verbose:
             console.print_exception()
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted:[/] run the same command again to resume")
-        raise typer.Exit(130) from None
+        sig = _received[0] if _received else signal.SIGINT
+        name = signal.Signals(sig).name
+        console.print(f"[yellow]interrupted ({name}):[/] {interrupted}", highlight=False)
+        raise typer.Exit(EXIT_CODES.get(sig, 130)) from None
+    except (typer.Exit, typer.Abort, typer.TyperException):
+        raise
+    except Exception as exc:  # a bug or an unforeseen failure: still one line by default
+        if verbose:
+            console.print_exception()
+        text = " ".join(str(exc).split()) or "no message"
+        console.print(
+            f"[bold red]error:[/] unexpected {type(exc).__name__}: {text} (run again with "
+            "--verbose for the traceback, and please report it)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
 
 
 @contextmanager
@@ -140,7 +222,7 @@ def shown_warnings() -> Iterator[None]:
 def stage_progress(enabled: bool = True) -> Iterator:
     """A rich progress display; yields a ``progress(stage, done, total)`` callback."""
     if not enabled or os.environ.get("LSP_NO_PROGRESS"):
-        yield lambda stage, done, total: None
+        yield lambda stage, done, total: check_interrupted()
         return
     columns = (
         TextColumn("{task.description:<8}"),
@@ -152,6 +234,7 @@ def stage_progress(enabled: bool = True) -> Iterator:
         tasks: dict[str, TaskID] = {}
 
         def update(stage: str, done: int, total: int | None) -> None:
+            check_interrupted()
             if stage not in tasks:
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from cli._common import cli_errors, console, shown_warnings, stage_progress
+from cli._common import Verbose, cli_errors, console, shown_warnings, stage_progress
 from lsp_models.constants import SAMPLING_TEMPERATURE
 
 
@@ -66,6 +68,7 @@ def animate(
         ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    verbose: Verbose = False,
 ) -> None:
     """Animate speech: audio -> mouth and head motion -> landmarks -> rendered 60 FPS mp4.
 
@@ -81,7 +84,12 @@ def animate(
     """
     from lsp_models.infer.animate import animate as run_animate
 
-    with cli_errors(), shown_warnings(), stage_progress(progress) as bar:
+    restart = f"nothing was written under {output} (animate cannot resume); run it again"
+    with (
+        cli_errors(verbose, interrupted=restart),
+        shown_warnings(),
+        stage_progress(progress) as bar,
+    ):
         result = run_animate(
             run_dir=run_dir,
             audio=audio,
@@ -95,7 +103,7 @@ def animate(
             device=device,
             overrides=overrides or [],
             chunk_s=0.04 if stream else 1.0,
-            progress=bar,
+            progress=with_estimate(bar, say=lambda line: console.print(line, highlight=False)),
         )
     table = Table(title=f"lsp animate -> {result.output}", title_justify="left")
     for col in ("stage", "seconds", "ms / frame"):
@@ -112,3 +120,50 @@ def animate(
     )
     for path in result.intermediates:
         console.print(f"intermediate: {path}", highlight=False)
+
+
+ESTIMATE_AFTER_S = 2.0
+"""Seconds of rendering measured before animate prints its estimate of the whole."""
+
+
+def with_estimate(
+    progress: Callable[[str, int, int | None], None],
+    *,
+    say: Callable[[str], None],
+    clock: Callable[[], float] = time.perf_counter,
+) -> Callable[[str, int, int | None], None]:
+    """``progress`` that also says, once, how long the whole animation will take: frames
+    left times the cost per frame measured from the first progress call (so model loading
+    and warm-up are left out) over at least :data:`ESTIMATE_AFTER_S` seconds."""
+    first: list[tuple[float, int]] = []
+    said = False
+
+    def update(stage: str, done: int, total: int | None) -> None:
+        nonlocal said
+        progress(stage, done, total)
+        now = clock()
+        if not first:
+            first.append((now, done))
+            return
+        t0, n0 = first[0]
+        if said or not total or done <= n0 or now - t0 < ESTIMATE_AFTER_S:
+            return
+        per_frame = (now - t0) / (done - n0)
+        left = per_frame * (total - done)
+        say(
+            f"estimate: {_duration(left)} left for {total - done} of {total} frames "
+            f"({1e3 * per_frame:.0f} ms per frame so far)"
+        )
+        said = True
+
+    return update
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 5 s`` or ``1 h 10 min``."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"

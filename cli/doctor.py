@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli._common import console
+from cli._common import Verbose, cli_errors, console
 
 
 def doctor(
@@ -18,6 +18,7 @@ def doctor(
             metavar="DIR", help="Where datasets and runs will go (its free disk is shown)."
         ),
     ] = Path("."),
+    verbose: Verbose = False,
 ) -> None:
     """Check this machine before a long prep or training: what is here, and what it means.
 
@@ -36,7 +37,8 @@ def doctor(
     """
     from lsp_models.doctor import STATUS_MARK, diagnose
 
-    result = diagnose(path=path)
+    with cli_errors(verbose, interrupted="nothing was changed; run it again"):
+        result = diagnose(path=path)
     table = Table(title="lsp doctor", title_justify="left")
     for col in ("check", "found", "", "what it means"):
         table.add_column(col, overflow="fold")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from cli._common import cli_errors, console, shown_warnings, stage_progress
+from cli._common import Verbose, cli_errors, console, shown_warnings, stage_progress
 
 if TYPE_CHECKING:
     from lsp_models.eval.evaluate import EvalResult
@@ -71,6 +71,7 @@ def eval_command(
         ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    verbose: Verbose = False,
 ) -> None:
     """Evaluate a trained person on the val split of its dataset.
 
@@ -96,7 +97,12 @@ def eval_command(
     """
     from lsp_models.eval.evaluate import evaluate
 
-    with cli_errors(), shown_warnings(), stage_progress(progress) as bar:
+    nothing = "nothing was written; run the same command again"
+    with (
+        cli_errors(verbose, interrupted=nothing),
+        shown_warnings(),
+        stage_progress(progress) as bar,
+    ):
         if dataset is not None:
             from lsp_models.infer.loading import check_dataset, check_person
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli._common import LspCommand, LspGroup, old_spellings
+from cli._common import LspCommand, LspGroup, exit_on_signals, old_spellings
 from cli.animate import animate
 from cli.doctor import doctor
 from cli.eval import eval_command
@@ -53,6 +53,7 @@ def _root(
 
 
 def main() -> None:
+    exit_on_signals()
     app()
 
 

@@ -149,6 +149,8 @@ def prep(
                 times = "  ".join(f"{k} {v:.1f}s" for k, v in r.timings.items())
                 console.print(f"{r.dataset.name}: {times}", highlight=False)
         for r in results:
+            for note in r.notes:
+                console.print(f"[cyan]note:[/] {note}", highlight=False, soft_wrap=True)
             for w in r.warnings:
                 console.print(f"[yellow]warning:[/] {w}", highlight=False)
         for r in results:

@@ -63,7 +63,7 @@ def report_command(
       lsp report runs/me --output runs/me.html
       lsp report data/me.h5 --json > me.json
     """
-    with cli_errors(verbose):
+    with cli_errors(verbose, interrupted="nothing was written; run the same command again"):
         if output is None and not as_json:
             output = path / "report.html" if path.is_dir() else path.with_suffix(".html")
         with stage_progress(progress and output is not None) as bar:

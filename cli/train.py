@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from cli._common import LspCommand, LspGroup, cli_errors, console, stage_progress
+from cli._common import LspCommand, LspGroup, Verbose, cli_errors, console, stage_progress
 
 if TYPE_CHECKING:
     from lsp_models.config import ModelsConfig
@@ -90,6 +90,7 @@ def _train(
     overrides: list[str] | None,
     precision: str | None,
     tensorboard: bool = False,
+    verbose: bool = False,
     **inputs: Any,
 ) -> None:
     """Train ``stages`` (None: all) in order for one person, then print each stage's
@@ -101,7 +102,12 @@ def _train(
 
     stages = stages or STAGES
     extra = [f"{n}_train.precision={precision}" for n in stages] if precision else []
-    with cli_errors(), stage_progress() as bar, warnings.catch_warnings(record=True) as caught:
+    interrupted = "run the same command again to resume from the last checkpoint"
+    with (
+        cli_errors(verbose, interrupted=interrupted),
+        stage_progress() as bar,
+        warnings.catch_warnings(record=True) as caught,
+    ):
         warnings.simplefilter("always")
         config = load_preset(preset, [*(overrides or []), *extra])
         run = RunInputs(**inputs)
@@ -176,6 +182,7 @@ def apc(
     resume: Resume = True,
     precision: Precision = None,
     tensorboard: TensorBoard = False,
+    verbose: Verbose = False,
 ) -> None:
     """Train the APC speech-feature model (3-layer GRU predicting the mel 3 frames ahead).
 
@@ -191,6 +198,7 @@ def apc(
         overrides=overrides,
         precision=precision,
         tensorboard=tensorboard,
+        verbose=verbose,
         **inputs,
     )
 
@@ -213,6 +221,7 @@ def mouth(
             "(e.g. mouth_d0 with --set mouth.delay=0) trains a variant that lsp eval compares.",
         ),
     ] = "mouth",
+    verbose: Verbose = False,
 ) -> None:
     """Train audio-to-mouth (LSTM on APC features -> 25 mouth points, 300 ms look-ahead).
 
@@ -228,6 +237,7 @@ def mouth(
         overrides=overrides,
         precision=precision,
         tensorboard=tensorboard,
+        verbose=verbose,
         **inputs,
     )
 
@@ -242,6 +252,7 @@ def headpose(
     resume: Resume = True,
     precision: Precision = None,
     tensorboard: TensorBoard = False,
+    verbose: Verbose = False,
 ) -> None:
     """Train the probabilistic head-pose model (dilated causal convs, Gaussian NLL).
 
@@ -257,6 +268,7 @@ def headpose(
         overrides=overrides,
         precision=precision,
         tensorboard=tensorboard,
+        verbose=verbose,
         **inputs,
     )
 
@@ -273,6 +285,7 @@ def renderer(
     resume: Resume = True,
     precision: Precision = None,
     tensorboard: TensorBoard = False,
+    verbose: Verbose = False,
 ) -> None:
     """Train the renderer (UNet generator + multi-scale PatchGAN; GAN + L1 + VGG + feature
     matching). Writes sample sheets to RUN/renderer/samples at every checkpoint.
@@ -297,6 +310,7 @@ def renderer(
         overrides=overrides,
         precision=precision,
         tensorboard=tensorboard,
+        verbose=verbose,
         **inputs,
     )
 
@@ -320,6 +334,7 @@ def all_stages(
     resume: Resume = True,
     precision: Precision = None,
     tensorboard: TensorBoard = False,
+    verbose: Verbose = False,
 ) -> None:
     """Train the four stages in order for one person: apc, mouth, headpose, renderer.
 
@@ -344,6 +359,7 @@ def all_stages(
         overrides=overrides,
         precision=precision,
         tensorboard=tensorboard,
+        verbose=verbose,
         **inputs,
     )
     console.print(f"[green]done:[/] {run_dir} holds the person's models; next: lsp animate")
@@ -361,6 +377,7 @@ def convert_run(
             "(which can run code).",
         ),
     ] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Rewrite a run of an older toolkit so that it loads safely (tensors and plain data).
 
@@ -374,7 +391,7 @@ def convert_run(
     from lsp_models.train.checkpoint import convert_run as convert
     from lsp_prep.errors import InputError
 
-    with cli_errors():
+    with cli_errors(verbose, interrupted="run the same command again"):
         if not trust:
             raise InputError(
                 f"{run_dir}: converting unpickles its files, which can run code: add --trust "

@@ -124,6 +124,37 @@ def probe(path: Path) -> MediaInfo:
     return MediaInfo(**info)
 
 
+def video_data_end(path: Path) -> tuple[float, float]:
+    """(declared, present): the video's duration in seconds by the container's index, and
+    the end of the data in the file. A file cut short after an index at its front (an mp4
+    with ``+faststart``, a partial download or copy) still opens and still declares its
+    full length, but its packets stop early. When the video stream declares its own
+    duration, both numbers are the video stream's; otherwise (Matroska) the container's
+    duration against the end of the last packet of any stream (an audio track longer than
+    the video is not a truncation). Demuxing reads the packets without decoding them."""
+    import av
+
+    with av.open(str(path)) as container:
+        v = container.streams.video[0]
+        tb = float(v.time_base or 0)
+        own = float(v.duration) * tb if v.duration and tb else 0.0
+        streams = [v] if own else [v, *container.streams.audio]
+        declared = own or (container.duration / 1e6 if container.duration else 0.0)
+        start = min(
+            (float(s.start_time * s.time_base) for s in streams if s.start_time and s.time_base),
+            default=0.0,
+        )
+        end = 0.0
+        try:
+            for packet in container.demux(*streams):
+                if packet.size and packet.pts is not None and packet.time_base:
+                    stop = (packet.pts + (packet.duration or 0)) * float(packet.time_base)
+                    end = max(end, stop - start)
+        except (av.error.FFmpegError, OSError):
+            pass  # damaged data: what was read so far is what is there
+    return declared, end
+
+
 def iter_frames(
     path: Path,
     *,

@@ -28,22 +28,24 @@ stages it can affect. The camera model all stages share is :mod:`lsp_prep.camera
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache as memoize
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 
 from lsp_prep import cache
 from lsp_prep.camera import crop_intrinsics, to_crop
 from lsp_prep.config import PrepConfig
 from lsp_prep.dataset import schema, writer
-from lsp_prep.dataset.manifest import PrepResult, update_manifest
-from lsp_prep.errors import InputError
+from lsp_prep.dataset.manifest import MANIFEST_NAME, PrepResult, read_manifest, update_manifest
+from lsp_prep.errors import InputError, LSPError, SchemaError
 from lsp_prep.layout import load_layout
 from lsp_prep.media import MediaInfo, sha256_file
 from lsp_prep.progress import ProgressFn, no_progress
@@ -123,6 +125,8 @@ class Job:
     name: str
     source_sha: str
     audio_sha: str
+    notes: list[str] = field(default_factory=list, compare=False)
+    """What was found damaged and recomputed, one line each (the CLI prints them)."""
 
     @property
     def final(self) -> Path:
@@ -149,7 +153,11 @@ class Job:
         """The stage's arrays from its cache, else computed and cached; and whether they
         came from the cache."""
         path, key = self.cache / f"{stage}.npz", self.key(stage)
-        arrays = cache.load(path, key)
+        try:
+            arrays = cache.load(path, key)
+        except cache.Damaged as exc:
+            self.notes.append(f"{path}: damaged stage cache ({exc}); recomputing {stage}")
+            arrays = None
         if arrays is not None:
             return arrays, True
         arrays = compute()
@@ -170,9 +178,35 @@ def prep_video(
 ) -> PrepResult:
     """Turn ``video`` into ``out_dir/<name>.h5``; see the module docstring for stages.
 
+    A finished dataset of the same inputs and config is reused; one of other settings,
+    another video or another ``audio`` is refused unless ``force`` (InputError naming what
+    differs); a damaged one (unreadable, invalid, or not matching its checksum in the
+    manifest) is prepped again, and the result's ``notes`` say so. A refused clip leaves
+    no output directory that was not there before.
+
     ``manifest=False`` leaves ``out_dir/manifest.csv`` to the caller (:mod:`lsp_prep.batch`
     writes the rows of clips prepped in several processes from one)."""
     video, out_dir = Path(video), Path(out_dir)
+    made_dir = not out_dir.exists()
+    try:
+        return _prep(video, out_dir, config, audio, name, force, progress, manifest)
+    except LSPError:
+        if made_dir:
+            _remove_if_empty(out_dir)
+        raise
+
+
+def _prep(
+    video: Path,
+    out_dir: Path,
+    config: PrepConfig,
+    audio: Path | None,
+    name: str | None,
+    force: bool,
+    progress: ProgressFn,
+    manifest: bool,
+) -> PrepResult:
+    """:func:`prep_video` after its arguments are paths."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     info = check_input(video, audio=audio, config=config)
@@ -183,12 +217,8 @@ def prep_video(
     if force:
         cache.drop(job.cache)
         job.partial.unlink(missing_ok=True)
-    elif job.final.exists():
-        with h5py.File(job.final, "r") as f:
-            same = f.attrs.get("prep_key") == job.key("pack")
-        if same:
-            schema.validate(job.final)
-            return _reuse(job, timings, manifest=manifest)
+    elif job.final.exists() and _existing_is_reusable(job):
+        return _reuse(job, timings, manifest=manifest)
     job.cache.mkdir(parents=True, exist_ok=True)
     clip, warnings = _run_stages(job, info, timings, progress)
     t = time.perf_counter()
@@ -216,12 +246,83 @@ def prep_video(
         source_sha256=job.source_sha,
         dataset_sha256=sha256_file(job.final),
         warnings=warnings,
+        notes=job.notes,
         timings=timings,
     )
     if manifest:
         update_manifest(out_dir, result)
     cache.drop(job.cache)
     return result
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` and its empty subfolders when no file is left in it."""
+    if any(p.is_file() for p in folder.rglob("*")):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _existing_is_reusable(job: Job) -> bool:
+    """Whether the finished dataset ``job.final`` can be reused. False (with a note) when
+    it is damaged, to be prepped again; InputError when it was prepped from other inputs or
+    with other settings, which only ``--force`` replaces."""
+    final = job.final
+    try:
+        with h5py.File(final, "r") as f:
+            key = f.attrs.get("prep_key")
+            stored = {k: f.attrs.get(k) for k in ("config", "source_sha256", "audio_sha256")}
+        schema.validate(final)
+        expected = _manifest_sha(job)
+        if expected is not None and expected != sha256_file(final):
+            raise SchemaError(f"its SHA-256 differs from the one in {MANIFEST_NAME}")
+    except (OSError, SchemaError, KeyError, ValueError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        job.notes.append(f"{final}: damaged ({reason}); prepping it again")
+        return False
+    if key == job.key("pack"):
+        return True
+    raise InputError(
+        f"{final} exists, prepped {_differences(job, stored)}: pass --force to replace "
+        "it, or choose another -o"
+    )
+
+
+def _manifest_sha(job: Job) -> str | None:
+    """The dataset checksum the output's manifest records for this clip, if any."""
+    try:
+        rows = read_manifest(job.out_dir)
+        match = rows[rows["clip"] == job.name]
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        return None
+    return str(match["dataset_sha256"].iloc[0]) if len(match) else None
+
+
+def _differences(job: Job, stored: dict) -> str:
+    """What separates the existing dataset from this run, as words for the refusal."""
+    if stored["source_sha256"] != job.source_sha:
+        return f"from another video than {job.video} (its source SHA-256 differs)"
+    if (stored["audio_sha256"] or "") != job.audio_sha:
+        return "with another speech track (--audio)"
+    try:
+        old = json.loads(stored["config"])
+    except (TypeError, ValueError):
+        old = {}
+    new = job.config.to_dict()
+    changed = [
+        f"{section}.{k}: {old.get(section, {}).get(k)!r} -> {v!r}"
+        for section, fields in new.items()
+        for k, v in fields.items()
+        if old.get(section, {}).get(k) != _plain(v)
+    ]
+    if not changed:
+        return "by another version of the toolkit"
+    more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+    return f"with other settings ({'; '.join(changed[:4])}{more})"
+
+
+def _plain(value: object) -> object:
+    """A config value as JSON gives it back (tuples as lists)."""
+    return json.loads(json.dumps(value))
 
 
 def _run_stages(
@@ -246,7 +347,7 @@ def _run_stages(
         refined = _features(job, head, mesh, mesh_crop, masks["valid"], boxes, frame_size, progress)
         head = refined.head
         k_crop = crop_intrinsics(head.calibration.K, boxes, size)
-    warnings = [f"{video}: {w}" for w in refined.warnings]
+    warnings = [f"{video}: {w}" for w in refined.warnings if w]
     if not head.calibration.identified:
         warnings.append(
             f"{video}: focal length not identified: {head.calibration.reason}; "
@@ -267,7 +368,7 @@ def _run_stages(
                 progress=progress,
             ),
         )
-    warnings += [f"{video}: {w}" for w in shoulders.pop("warnings", np.array([])).tolist()]
+    warnings += [f"{video}: {w}" for w in np.atleast_1d(shoulders.pop("warnings", [])) if w]
     clip = Clip(
         mesh_crop, lsp73, masks, head, k_crop, refined.n_features, refined.source, shoulders
     )
@@ -344,6 +445,8 @@ def _track(
         progress("track", n, n)
     try:
         check_length(job.video, n, config=config)
+        if tracks.detected.mean() < 0.02:
+            _refuse_small_face(job, info)
         mesh, masks = track_stage.clean_tracks(
             tracks, fps=config.ingest.fps, config=config.track, source=str(job.video)
         )
@@ -351,6 +454,25 @@ def _track(
         cache.drop(job.cache)  # a refused clip leaves nothing behind
         raise
     return mesh, masks, tracks.frame_size
+
+
+def _refuse_small_face(job: Job, info: MediaInfo) -> None:
+    """InputError when the clip holds a face too small for Face Mesh, saying how to crop
+    the video around it; returns when there is none (clean_tracks refuses such a clip)."""
+    box = track_stage.find_small_face(job.video, info, config=job.config.track)
+    if box is None:
+        return
+    face = float(max(box[2] - box[0], box[3] - box[1]))
+    side = int(min(info.width, info.height, 4 * face)) // 2 * 2
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    x = int(np.clip(cx - side / 2, 0, info.width - side))
+    y = int(np.clip(cy - side / 2, 0, info.height - side))
+    raise InputError(
+        f"{job.video}: the face is too small to track (about {face:.0f} px wide in "
+        f"{info.width}x{info.height} frames; it needs to fill roughly a tenth of the "
+        f"frame's width): film closer, or crop the video around the face, e.g. "
+        f"`ffmpeg -i {job.video} -vf crop={side}:{side}:{x}:{y} -c:a copy cropped.mp4`"
+    )
 
 
 def _geometry(

@@ -120,8 +120,10 @@ def test_second_run_reuses_and_force_recomputes(lsp, media, tmp_path, cut_clip):
     r = lsp("prep", clip, "-o", out, "--force")
     assert r.exit_code == 0 and "written" in r.output
     assert first.dataset.stat().st_mtime_ns != mtime
-    # a changed setting is a different dataset: recomputed, not reused
+    # a changed setting is refused (naming it) until --force replaces the dataset
     r = lsp("prep", clip, "-o", out, "--set", "ingest.jpeg_quality=70")
+    assert r.exit_code == 1 and "ingest.jpeg_quality: 92 -> 70" in " ".join(r.output.split())
+    r = lsp("prep", clip, "-o", out, "--set", "ingest.jpeg_quality=70", "--force")
     assert r.exit_code == 0 and "written" in r.output
     assert len(pd.read_csv(out / "manifest.csv")) == 1
 

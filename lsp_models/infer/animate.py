@@ -47,7 +47,13 @@ from lsp_models.infer.loading import (
     require_run,
 )
 from lsp_models.infer.stream import AnimatedFrame, AnimationStream
-from lsp_models.infer.video import VideoWriter, check_audio, check_output, iter_audio
+from lsp_models.infer.video import (
+    VideoWriter,
+    check_audio,
+    check_output,
+    container,
+    iter_audio,
+)
 from lsp_prep.constants import FPS, SAMPLE_RATE
 from lsp_prep.dataset.writer import atomic_output
 from lsp_prep.errors import InputError
@@ -108,7 +114,12 @@ def animate(
     duration = _check_inputs(
         fps=fps, audio=audio, output=output, pose_from=pose_from, run_dir=run_dir, dataset=dataset
     )
-    config = config or resolve_config(run_dir, overrides)
+    if config is None:
+        resolve_config(run_dir, overrides, write_defaults=False)  # a bad --set: nothing made
+        check_output(output)
+        config = resolve_config(run_dir, overrides)
+    else:
+        check_output(output)
     dev = pick_device(device)
     models = load_models(run_dir, device=dev)
     dataset = Path(dataset) if dataset is not None else find_dataset(run_dir)
@@ -186,7 +197,7 @@ def _check_inputs(
     if pose_from is not None:
         check_dataset(pose_from, option="--pose-from")
     duration = check_audio(audio)
-    check_output(output)
+    container(output)  # its folder is made by check_output once the --set items pass
     return duration
 
 

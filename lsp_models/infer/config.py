@@ -94,22 +94,27 @@ class AnimateConfig:
         return configtree.from_data(cls, data, where="animate")
 
 
-def resolve_config(run_dir: Path, overrides: list[str] | None = None) -> AnimateConfig:
-    """RUN/animate.json (the person's settings; written with the defaults when missing) with
-    ``--set`` overrides applied."""
+def resolve_config(
+    run_dir: Path, overrides: list[str] | None = None, *, write_defaults: bool = True
+) -> AnimateConfig:
+    """RUN/animate.json (the person's settings) with ``--set`` overrides applied; when the
+    file is missing, the defaults, which are written there (unless ``write_defaults`` is
+    False) only after the overrides were accepted."""
     path = Path(run_dir) / CONFIG_FILE
     if path.is_file():
         try:
             base = AnimateConfig.from_dict(json.loads(path.read_text()))
         except (json.JSONDecodeError, TypeError, InputError) as exc:
             raise InputError(f"{path}: not a valid animate config ({exc})") from None
-    else:
-        base = AnimateConfig()
+        return base.with_overrides(overrides or [])
+    base = AnimateConfig()
+    config = base.with_overrides(overrides or [])
+    if write_defaults:
         try:
             write_json(path, dataclasses.asdict(base))
         except OSError:
             pass  # a read-only run directory still animates with the defaults
-    return base.with_overrides(overrides or [])
+    return config
 
 
 def write_json(path: Path, data: dict[str, Any], *, allow_nan: bool = True) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from lsp_prep.constants import SAMPLE_RATE
+from lsp_prep.dataset.writer import remove_stale_temporaries
 from lsp_prep.errors import InputError, ToolError
 from lsp_prep.media import ffmpeg_exe, probe
 
@@ -52,6 +53,7 @@ class VideoWriter:
     ) -> None:
         self.path = Path(path)
         self.tmp = self.path.with_name(f".{self.path.stem}.tmp{os.getpid()}{self.path.suffix}")
+        remove_stale_temporaries(self.path, name=self.path.stem, suffix=self.path.suffix)
         self.frames = 0
         self.seconds = 0.0
         self._err = tempfile.TemporaryFile()

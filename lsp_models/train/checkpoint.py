@@ -26,6 +26,7 @@ import torch
 from lsp_models.train.loop import TrainConfig, TrainState, unwrap
 from lsp_prep import __version__
 from lsp_prep.dataset.schema import SCHEMA_VERSION
+from lsp_prep.dataset.writer import remove_stale_temporaries
 from lsp_prep.errors import CheckpointError
 
 CHECKPOINT_VERSION = 1
@@ -71,6 +72,7 @@ def save_plain(path: Path, payload: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = to_plain(payload, path.name)
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         torch.save(data, tmp)

@@ -19,6 +19,7 @@ optimisation path as one process with B (up to float summation order).
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -126,6 +127,26 @@ def unwrap(model: nn.Module) -> nn.Module:
 LossFn = Callable[[Any], dict[str, torch.Tensor]]
 
 
+def forget_after(log_path: Path, step: int) -> None:
+    """Drop the records of steps after ``step`` from the metrics log: a run killed after
+    its last checkpoint logged steps that the resumed run computes and logs again."""
+    if not log_path.is_file():
+        return
+    lines = log_path.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] > step:
+                continue
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by the kill
+        kept.append(line)
+    if kept != lines:
+        tmp = log_path.with_name(f".{log_path.name}.tmp{os.getpid()}")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, log_path)
+
+
 def train(
     state: TrainState,
     *,
@@ -158,6 +179,7 @@ def train(
     log = None
     if rank == 0:
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        forget_after(log_path, state.step)
         log = open(log_path, "a")  # closed in the finally below
     try:
         while state.step < config.max_steps:

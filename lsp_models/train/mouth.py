@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,8 @@ def train_mouth(
     def evaluate() -> dict[str, float]:
         """Val error (mean point distance, cm and mm) against the mean-prediction baseline."""
         val = person.val
+        if len(val) <= model.delay or not person.valid[val][: len(val) - model.delay].any():
+            return {}  # a val split within the look-ahead (a clip of a second or two)
         net.eval()
         with torch.no_grad():
             pred, _ = net(torch.from_numpy(feats[val][None]).to(dev))
@@ -81,6 +84,12 @@ def train_mouth(
         base = np.linalg.norm((target_mean - t).reshape(len(t), -1, 3), axis=-1)[ok].mean()
         return {"val_mm": float(dist * 10), "baseline_mm": float(base * 10)}
 
+    if len(person.val) <= model.delay:
+        warnings.warn(
+            f"the val split has {len(person.val)} frames, no more than the mouth's look-ahead "
+            f"({model.delay}): no validation error is measured (prep a longer clip)",
+            stacklevel=2,
+        )
     result = run_stage(
         "mouth",
         net,

@@ -35,6 +35,8 @@ class PrepResult:
     dataset_sha256: str
     reused: bool = False
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Damaged files found and recomputed (a stage cache, the dataset itself), one line each."""
     timings: dict[str, float] = field(default_factory=dict)
 
 

@@ -161,9 +161,39 @@ def jpeg_dtype() -> np.dtype:
     return h5py.vlen_dtype(np.dtype("uint8"))
 
 
+def remove_stale_temporaries(
+    path: Path, *, name: str | None = None, suffix: str = ""
+) -> list[Path]:
+    """Remove what writers of ``path`` killed by SIGKILL (or a power cut) left beside it:
+    temporary siblings ``.NAME.tmpPID{suffix}`` (``name`` defaults to ``path``'s name)
+    whose process no longer runs. Any other signal lets a writer remove its own. Returns
+    the paths removed."""
+    path = Path(path)
+    head = f".{name if name is not None else path.name}.tmp"
+    removed = []
+    for tmp in path.parent.glob(f"{head}*{suffix}"):
+        pid = tmp.name[len(head) : len(tmp.name) - len(suffix)]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 @contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; rename it to ``path`` only if the block succeeds."""
+    """Yield a temporary sibling path; rename it to ``path`` only if the block succeeds.
+    Temporaries of killed earlier writers of ``path`` are removed first."""
+    remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         yield tmp

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lsp_prep.config import PrepConfig
 from lsp_prep.errors import InputError
-from lsp_prep.media import MediaInfo, probe
+from lsp_prep.media import MediaInfo, probe, video_data_end
 
 
 def check_output_dir(out_dir: Path) -> None:
@@ -48,7 +48,25 @@ def check_input(video: Path, *, audio: Path | None, config: PrepConfig) -> Media
             f"{video}: clip is {info.duration_s:.2f} s long; prep needs at least "
             f"{config.ingest.min_duration_s:g} s (3-5 minutes makes a good person model)"
         )
+    check_complete(video)
     return info
+
+
+TRUNCATED_S = 0.5
+"""A video whose packets end more than this (and 5 % of its length) before the duration
+its container declares is refused as truncated."""
+
+
+def check_complete(video: Path) -> None:
+    """Refuse a video cut short: its container's index declares more than its data holds."""
+    declared, present = video_data_end(video)
+    if declared and declared - present > max(TRUNCATED_S, 0.05 * declared):
+        raise InputError(
+            f"{video}: the file is truncated: its container declares {declared:.1f} s of "
+            f"video but the data ends at {present:.1f} s (an interrupted download or copy?); "
+            "use the complete file, or make a clean copy of the part that is there with "
+            f"`ffmpeg -i {video} -t {present:.1f} -c copy fixed.mp4`"
+        )
 
 
 def check_length(video: Path, n: int, *, config: PrepConfig) -> None:

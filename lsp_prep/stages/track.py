@@ -222,6 +222,45 @@ class FaceMeshTracker:
         return pts
 
 
+SMALL_FACE_FRAMES = 3
+"""Frames (one a second from the start) :func:`find_small_face` looks at."""
+
+
+def find_small_face(video: Path, info: MediaInfo, *, config: TrackConfig) -> np.ndarray | None:
+    """The box (x0, y0, x1, y1, original pixels) of a face too small for the tracker, or
+    None. Run when tracking found no face: the full-range detector sees the whole frame
+    at 192x192, where a face under ~1/15 of the frame is a few pixels; here it looks at
+    overlapping tiles of half the frame's shorter side instead (on the tiny-face test
+    clip a 43 px face in 1280x720 is found in every tile round it, and in no whole frame)."""
+    import mediapipe as mp
+
+    size = tracking_size((info.width, info.height), config.max_side)
+    frames = iter_frames(video, fps=1, size=(info.width, info.height), out_size=size)
+    found: list[np.ndarray] = []
+    with (
+        quiet_native_stderr(),
+        mp.solutions.face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=config.min_detection_confidence
+        ) as detector,
+    ):
+        for k, frame in enumerate(frames):
+            if k >= SMALL_FACE_FRAMES:
+                break
+            h, w = frame.shape[:2]
+            side = max(32, min(h, w) // 2)
+            for y in range(0, max(1, h - side + 1), side // 2):
+                for x in range(0, max(1, w - side + 1), side // 2):
+                    tile = np.ascontiguousarray(frame[y : y + side, x : x + side])
+                    for d in detector.process(tile).detections or []:
+                        b = d.location_data.relative_bounding_box
+                        x0, y0 = x + b.xmin * side, y + b.ymin * side
+                        found.append(np.array([x0, y0, x0 + b.width * side, y0 + b.height * side]))
+    if not found:
+        return None
+    box = np.median(np.stack(found), axis=0)
+    return box * (info.width / size[0])
+
+
 def _normalise(points: np.ndarray) -> np.ndarray:
     """Centre and scale each shape to unit RMS radius: (N, P, D) -> (N, P, D)."""
     c = points - points.mean(axis=1, keepdims=True)

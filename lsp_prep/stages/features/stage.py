@@ -136,7 +136,12 @@ def refine_clip(
     pixels. Keeps the landmark track, with a warning, when there are no features."""
     n = len(valid)
     if not feats["points3d"].size:
-        return Refined(head, np.zeros(n, np.int64), np.zeros(n, np.int8), [str(feats["warning"])])
+        warning = str(feats["warning"]) or (
+            f"no texture features found on the upper face of reference frame "
+            f"{int(feats['reference'])}; head poses come from the landmarks alone (a face "
+            "with little texture, or a blurred or dark clip: better light helps)"
+        )
+        return Refined(head, np.zeros(n, np.int64), np.zeros(n, np.int8), [warning])
     with threadpool_limits(1):
         refined, refinement = refine_head(
             head,
