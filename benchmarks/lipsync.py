@@ -41,6 +41,7 @@ the baseline; truth explains >= 60 % of the targets' variance, pose <= 5 %.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import tempfile
@@ -54,6 +55,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lsp_prep.constants import SAMPLE_RATE
+from lsp_synth.mesh import FaceModel
 from lsp_synth.speaker import MOUTH_PARAMS, SpeakerRule
 
 console = Console(width=200)
@@ -132,9 +134,7 @@ def render_speaker(work: Path, setup: SpeakerSetup) -> Speaker:
     from lsp_prep.layout import load_layout
     from lsp_synth import render3d
     from lsp_synth.audio import write_wav
-    from lsp_synth.mesh import face_model
     from lsp_synth.pinhole import Camera
-    from lsp_synth.portraits import astronaut_portrait
     from lsp_synth.samples import fetch_package
 
     work.mkdir(parents=True, exist_ok=True)
@@ -150,7 +150,7 @@ def render_speaker(work: Path, setup: SpeakerSetup) -> Speaker:
         write_wav(voice, y, sr=SAMPLE_RATE)
         truth = render3d.render_head_clip(
             video,
-            model=face_model(astronaut_portrait().image),
+            model=speaker_face(),
             camera=Camera(focal=setup.focal, size=setup.size),
             duration_s=setup.seconds,
             fps=setup.fps,
@@ -303,14 +303,21 @@ def tracked_mouth(dataset: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     return mean + person.mouth.astype(np.float64), ok, np.sort(person.train), np.sort(person.val)
 
 
-def truth_mouth(rule: SpeakerRule, y: np.ndarray, n: int) -> np.ndarray:
-    """The rule's LSP mouth points (n, 25, 3), truth object cm, for audio ``y`` at 60 FPS."""
-    from lsp_prep.layout import load_layout
+@functools.cache
+def speaker_face() -> FaceModel:
+    """The rendered face (built once per process: Face Mesh on the photo)."""
     from lsp_synth.mesh import face_model
     from lsp_synth.portraits import astronaut_portrait
 
+    return face_model(astronaut_portrait().image)
+
+
+def truth_mouth(rule: SpeakerRule, y: np.ndarray, n: int) -> np.ndarray:
+    """The rule's LSP mouth points (n, 25, 3), truth object cm, for audio ``y`` at 60 FPS."""
+    from lsp_prep.layout import load_layout
+
     layout = load_layout()
-    model = face_model(astronaut_portrait().image)
+    model = speaker_face()
     params = rule.params(y, sr=SAMPLE_RATE, fps=ANIMATE_FPS, n_frames=n)
     return rule.deform(model, params)[:, layout.mediapipe_index[layout.mouth]]
 
@@ -484,9 +491,11 @@ def main() -> None:
     setup = SpeakerSetup(seconds=args.seconds)
     clock: dict[str, float] = {}
     t = time.perf_counter()
+    console.log(f"render {setup.seconds:g} s into {work}")
     speaker = render_speaker(work / "render", setup)
     clock["render"] = time.perf_counter() - t
     t = time.perf_counter()
+    console.log("prep")
     dataset = prep_speaker(speaker, work / "data")
     clock["prep"] = time.perf_counter() - t
     frame = fit_frame(speaker, dataset)
@@ -497,6 +506,7 @@ def main() -> None:
     first_run = None
     for source in args.apc:
         run = work / f"run_{source}"
+        console.log(f"train {run.name}")
         trained[source] = train_run(
             run,
             dataset,
@@ -509,6 +519,7 @@ def main() -> None:
         first_run = first_run or run
         for i, d in enumerate(args.delays):
             folder = mouth_folder(d, first=i == 0)
+            console.log(f"score {run.name}/{folder}")
             val = val_scores(run, dataset, folder)
             for label, speech in (("held-out", heldout), ("training", seen)):
                 s = score_speech(run, dataset, frame, setup.rule, speech, mouth=folder)
