@@ -199,15 +199,17 @@ def train_run(
     """APC (on ``corpus``, or the person's audio when None), one mouth model per delay
     (folder ``mouth`` for the first, ``mouth_dD`` for the others), the head-pose model
     (copied from ``headpose_from`` when given) and, with ``renderer``, the renderer.
-    Returns training seconds per stage; stages already trained are kept (0 s)."""
+    Returns training seconds per stage (RUN/lipsync_seconds.json keeps them for reruns;
+    a stage trained elsewhere counts 0 s); stages already trained are kept."""
     from lsp_models.config import load_preset
     from lsp_models.train.runner import RunInputs, train_stage
 
-    seconds: dict[str, float] = {}
+    record = run / "lipsync_seconds.json"
+    seconds: dict[str, float] = json.loads(record.read_text()) if record.is_file() else {}
 
     def stage(name: str, folder: str, sets: list[str], **inputs) -> None:
         if (run / folder / f"{name}.pt").is_file():
-            seconds[folder] = 0.0
+            seconds.setdefault(folder, 0.0)
             return
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -216,6 +218,7 @@ def train_run(
             args = RunInputs(run_dir=run, dataset=dataset, resume=False, **inputs)
             train_stage(name, config=config, inputs=args)
         seconds[folder] = time.perf_counter() - t
+        record.write_text(json.dumps(seconds))
 
     stage("apc", "apc", [], corpus=corpus)
     for i, d in enumerate(delays):
@@ -379,10 +382,11 @@ def score_speech(
     for y in speech.values():
         motion = predict_motion(models, person, y, config=config, pose_from=dataset)
         n = motion.n_frames
-        truth = frame.apply(truth_mouth(rule, y, n)) - frame.truth_mean  # (n, 25, 3)
+        truth = frame.apply(truth_mouth(rule, y, n))  # (n, 25, 3)
+        moved = truth - frame.truth_mean
         raw = person.mean_shape[idx] + motion.mouth_raw - frame.tracked_mean
-        errors.append(np.linalg.norm(raw - truth, axis=-1).mean(1))
-        bases.append(np.linalg.norm(truth, axis=-1).mean(1))
+        errors.append(np.linalg.norm(raw - moved, axis=-1).mean(1))
+        bases.append(np.linalg.norm(moved, axis=-1).mean(1))
         pairs.append((lip_opening(motion.geometry["points3d"][:, idx]), lip_opening(truth)))
     rs = {k: lagged_r(pairs, k) for k in range(-MAX_LAG, MAX_LAG + 1)}
     best = max(rs, key=lambda k: rs[k])
@@ -603,7 +607,9 @@ def variance_table(split: dict[str, dict[str, float]], r_track: float) -> Table:
 
 
 def timing_table(clock: dict[str, float], trained: dict[str, dict[str, float]]) -> Table:
-    t = Table(title="minutes (0.00: reused from the work folder)", title_justify="left")
+    t = Table(
+        title="minutes (render, prep: 0.00 when reused from the work folder)", title_justify="left"
+    )
     t.add_column("step")
     t.add_column("minutes", justify="right")
     for k, v in clock.items():
