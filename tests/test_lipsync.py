@@ -20,11 +20,15 @@ from lsp_prep.media import load_audio
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
-SETUP = SpeakerSetup(seconds=40.0, size=(640, 360), focal=700.0, distance_cm=55.0)
-"""40 s of the speaker, small frames: a few minutes of render and prep on 2 cores."""
+SETUP = SpeakerSetup(seconds=30.0, size=(640, 360), focal=700.0, distance_cm=55.0)
+"""30 s of the speaker, small frames: a minute or two of render and prep on 2 cores."""
 
-MIN_TRAINING_R = 0.5
-"""Lip-opening r on the training speech (measured: TBD on this machine)."""
+TRAINING = ["apc_train.max_steps=50", "mouth_train.max_steps=100", "headpose_train.max_steps=20"]
+"""Short training: enough to fit the speaker's own speech (the benchmark trains fully)."""
+
+MIN_TRAINING_R = 0.75
+"""Lip-opening r on the training speech (measured 0.89 at lag 0; mouth error 1.15 mm
+against a 1.58 mm mean baseline)."""
 
 
 def test_the_models_learn_the_speakers_lip_sync(tmp_path) -> None:
@@ -34,9 +38,7 @@ def test_the_models_learn_the_speakers_lip_sync(tmp_path) -> None:
     assert len(list(speaker.corpus.iterdir())) > 400  # the prompts not rendered
     dataset = prep_speaker(speaker, tmp_path / "data")
     run = tmp_path / "run"
-    seconds = train_run(
-        run, dataset, corpus=None, delays=[18], overrides=["headpose_train.max_steps=20"]
-    )
+    seconds = train_run(run, dataset, corpus=None, delays=[18], overrides=TRAINING)
     assert set(seconds) == {"apc", "mouth", "headpose"}
     frame = fit_frame(speaker, dataset)
     assert 0.5 < frame.scale < 2.0  # the dataset's nominal cm against the mesh's cm
@@ -44,7 +46,7 @@ def test_the_models_learn_the_speakers_lip_sync(tmp_path) -> None:
     score = score_speech(run, dataset, frame, SETUP.rule, {"training": y})
     assert score.r0 > MIN_TRAINING_R, score
     assert abs(score.lag) <= 3, score
-    assert score.error_mm < score.baseline_mm, score
+    assert score.error_mm < 0.9 * score.baseline_mm, score
     split = variance_split(speaker, dataset)
-    assert split["all 25"]["truth mouth"] > 0.1, split
+    assert split["all 25"]["truth mouth"] > 0.2, split  # measured 0.36 (pose: 0.20)
     assert np.isfinite([v for g in split.values() for v in g.values()]).all()
