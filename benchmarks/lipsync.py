@@ -486,7 +486,8 @@ def main() -> None:
     ap.add_argument("--delays", type=int, nargs="+", default=[18, 0])
     ap.add_argument("--renderer", action="store_true", help="train the renderer, animate a video")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="preset override")
-    ap.add_argument("--threads", type=int, default=2)
+    # 1, not 2: with other jobs on the 2 cores, 2 torch threads made APC steps ~5x slower
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
     args = ap.parse_args()
     import torch
 
