@@ -1,7 +1,7 @@
 """Lip sync, measured where the relation between sound and mouth is known (issue 12).
 
     python benchmarks/lipsync.py [--work DIR] [--seconds 150] [--apc corpus own]
-                                 [--delays 18 0] [--renderer] [--set key=value ...]
+                                 [--delays 18 0] [--renderer] [--threads 1] [--set key=value ...]
 
 1. **The speaker.** A real photo's head (scikit-image's astronaut) speaks 2.5 minutes of
    real recorded speech of one woman (Debian's asterisk-core-sounds-en-wav prompts, in a
