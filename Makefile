@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   install, then a real clip -> lsp prep -> lsp train all -> lsp animate -> out/
+#   make demo-speaker   a synthetic speaker whose mouth follows its voice -> out-speaker/
 #   make test   install and run the test suite
 #   make test-fast   the fast tier only (pytest -m "not slow", under a minute)
 PYTHON ?= python3
@@ -7,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo demo-speaker test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python examples/quickstart.py out
+
+demo-speaker: $(STAMP)
+	$(BIN)/python examples/synthetic_speaker.py out-speaker
 
 test: $(STAMP)
 	$(BIN)/ruff check .

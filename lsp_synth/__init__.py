@@ -28,6 +28,9 @@ Shared
     ``torso``      the shoulder plane behind the head and its tracked points
     ``expression`` a real clip's expressions (rigid part removed, skull kept rigid) and a
                    hand-like occluder, for expressive renders
+    ``speaker``    the speech-driven speaker: a documented rule from audio to jaw, lips,
+                   width and rounding (the mouth leading the sound), blinks; the mesh
+                   deformed by it, the skull rigid
     ``render3d``   the conventions, Euler angles, :class:`~lsp_synth.render3d.HeadMotion`,
                    :class:`~lsp_synth.render3d.Truth3D`,
                    :func:`~lsp_synth.render3d.render_head_clip`

@@ -3,7 +3,8 @@
 A real face photo becomes a textured 3D mesh (:func:`lsp_synth.mesh.face_model`).
 :func:`render_head_clip` moves that mesh by a known rigid pose every frame
 (:class:`HeadMotion`), opens its mouth by a known amount driven by a speech envelope
-(:func:`lsp_synth.audio.speech_envelope`), projects it with a known pinhole
+(:func:`lsp_synth.audio.speech_envelope`), or moves jaw, lips and eyelids by the
+documented speech-driven rule of :mod:`lsp_synth.speaker`, projects it with a known pinhole
 :class:`~lsp_synth.pinhole.Camera`, paints it (:func:`lsp_synth.raster.render_head_frame`)
 over a shoulder "billboard" (:mod:`lsp_synth.torso`: the torso of the same photo, a plane
 facing the camera that follows half of the head's translation) and writes the clip
@@ -46,6 +47,7 @@ from lsp_synth.layers import Background, composite, make_background
 from lsp_synth.mesh import FaceModel
 from lsp_synth.pinhole import Camera, rotation_matrices
 from lsp_synth.raster import render_head_frame
+from lsp_synth.speaker import MOUTH_PARAMS, SpeakerRule
 from lsp_synth.torso import TorsoPlane, torso_plane
 
 
@@ -166,6 +168,10 @@ class Truth3D:
     occluded: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     """(N,) bool: frames where a :class:`~lsp_synth.expression.Hand` covers face points
     (all False without a hand)."""
+    mouth_params: np.ndarray = field(default_factory=lambda: np.zeros((0, len(MOUTH_PARAMS))))
+    """(N, 4) the mouth parameters of :data:`lsp_synth.speaker.MOUTH_PARAMS` that moved
+    the mesh: with a :class:`~lsp_synth.speaker.SpeakerRule` all four, otherwise the jaw
+    (:attr:`mouth_open`) and zeros."""
 
     def __post_init__(self) -> None:
         n = len(self.times)
@@ -177,6 +183,11 @@ class Truth3D:
         }
         if self.occluded.shape == (0,):
             object.__setattr__(self, "occluded", np.zeros(n, bool))
+        if len(self.mouth_params) == 0:
+            params = np.zeros((n, len(MOUTH_PARAMS)))
+            params[:, 0] = self.mouth_open
+            object.__setattr__(self, "mouth_params", params)
+        shapes["mouth_params"] = (self.mouth_params.shape, (n, len(MOUTH_PARAMS)))
         for name, (got, want) in shapes.items():
             if got != want:
                 raise ValueError(f"{name} must be {want}, got {got}")
@@ -212,6 +223,7 @@ def render_head_clip(
     audio: np.ndarray | None = None,
     sr: int = SAMPLE_RATE,
     mouth_open_cm: float = 1.2,
+    speaker: SpeakerRule | None = None,
     expressions: Expressions | None = None,
     expression_gain: float = 1.0,
     hand: Hand | None = None,
@@ -227,8 +239,12 @@ def render_head_clip(
     The clip holds ``round(duration_s * fps)`` frames of ``camera.size``. ``audio`` (S,)
     mono float at ``sr`` drives the mouth through :func:`~lsp_synth.audio.speech_envelope`
     and is muxed as AAC, cut or zero-padded to the clip's length; without it the mouth stays
-    at rest. ``expressions`` (a real clip's face motion, see :mod:`lsp_synth.expression`)
-    are added to the mesh every frame, times ``expression_gain``, on top of the jaw; the
+    at rest. With ``speaker`` the mouth and eyelids follow
+    :class:`~lsp_synth.speaker.SpeakerRule` instead (jaw, lips, width and rounding from the
+    audio, the mouth leading the sound; blinks), ``mouth_open_cm`` is unused, and the truth
+    holds the rule's parameters. ``expressions`` (a real clip's face motion, see
+    :mod:`lsp_synth.expression`) are added to the mesh every frame, times
+    ``expression_gain``, on top of the jaw; the
     truth's pose stays the skull's. ``hand`` paints an occluder over the lower face, and
     the truth's ``occluded`` marks the frames it covers. ``background`` is a
     :func:`~lsp_synth.layers.make_background` kind or an RGB image (H, W, 3). With
@@ -242,9 +258,16 @@ def render_head_clip(
     n = len(times)
     bg = _background(background, camera=camera, seed=motion.seed)
     audio = _fit_audio(audio, n_samples=round(n / fps * sr))
-    env = speech_envelope(audio, sr=sr, fps=fps, n_frames=n)
     rotvec, trans = motion.poses(times)
-    points_obj = model.deform(mouth_open_cm * env)
+    if speaker is None:
+        env = speech_envelope(audio, sr=sr, fps=fps, n_frames=n)
+        params = np.zeros((n, len(MOUTH_PARAMS)))
+        params[:, 0] = env
+        points_obj = model.deform(mouth_open_cm * env)
+    else:
+        params = speaker.params(audio, sr=sr, fps=fps, n_frames=n)
+        env, mouth_open_cm = params[:, 0], speaker.jaw_cm
+        points_obj = speaker.deform(model, params)
     if expressions is not None:
         points_obj += expressions.offsets_cm(
             times, rest=model.vertices, depth_scale=model.depth_scale, gain=expression_gain
@@ -287,6 +310,7 @@ def render_head_clip(
         shoulder_photo_px=np.zeros((0, 2)) if torso is None else torso.photo_px,
         shoulder_affine=np.full((n, 2, 3), np.nan) if torso is None else torso.affine,
         occluded=occluded,
+        mouth_params=params,
     )
 
 

