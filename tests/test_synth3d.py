@@ -3,7 +3,6 @@ checked against their ground truth by MediaPipe Face Mesh and by template matchi
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from lsp_prep import camera
 from lsp_prep.errors import InputError
 from lsp_prep.layout import load_layout
 from lsp_prep.media import iter_frames, load_audio, probe
-from lsp_synth import audio, layers, pinhole, portraits, raster, torso
+from lsp_synth import audio, layers, pinhole, portraits, torso
 from lsp_synth import mesh as synth_mesh
 from lsp_synth import render3d as synth3d
 
@@ -326,24 +325,6 @@ def test_shoulder_texture_is_where_truth_says(small_clip: Clip, model) -> None:
             assert abs(dx - s) <= 1 and abs(dy - s) <= 1, (i, q, dx - s, dy - s)
             checked += 1
     assert checked >= 15
-
-
-def test_render_speed(model: synth_mesh.FaceModel) -> None:
-    bg = layers.make_background(size=SIZE)
-    rv, tr = FULL.poses(np.arange(20) / FPS)
-    pts = model.deform(np.linspace(0, 1.2, 20))
-    start = time.perf_counter()
-    for i in range(20):
-        raster.render_head_frame(
-            bg.copy(),
-            model=model,
-            camera=CAMERA,
-            rotation=rv[i],
-            translation=tr[i],
-            points_obj=pts[i],
-        )
-    ms = (time.perf_counter() - start) / 20 * 1000
-    assert ms < 50, f"{ms:.1f} ms per frame"
 
 
 # ----------------------------------------------------------------------------- bad input
