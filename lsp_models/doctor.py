@@ -29,9 +29,9 @@ from lsp_prep.errors import LSPError
 
 Status = Literal["ok", "warn", "missing"]
 
-PYTHON_RANGE = ((3, 10), (3, 12))
+PYTHON_RANGE = ((3, 11), (3, 12))
 """Oldest and newest Python minor versions the package declares (pyproject's
-requires-python); mediapipe 0.10.21 ships no wheel for 3.13."""
+requires-python): tomllib needs 3.11; mediapipe 0.10.21 ships no wheel for 3.13."""
 
 DATASET_MB_PER_MINUTE = 200.0
 """Dataset size per minute of video at the default settings (512x512 JPEG frames at 60 FPS
