@@ -8,7 +8,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -179,29 +179,46 @@ def cli_errors(verbose: bool = False, *, interrupted: str = RESUME_HINT) -> Iter
     try:
         with handled_signals():
             yield
-    except LSPError as exc:
+    except Exception as exc:
+        if _received:  # whatever broke after a signal broke because of it (an ImportError
+            # when a C extension's start-up was interrupted): the user stopped the command
+            _stop(interrupted, verbose=verbose)
+        _fail(exc, verbose=verbose)
+    except KeyboardInterrupt:
+        _stop(interrupted, verbose=False)
+
+
+def _stop(interrupted: str, *, verbose: bool) -> NoReturn:
+    """One line for the signal received (SIGINT if none was), exit 130 or 143."""
+    if verbose:
+        console.print_exception()
+    sig = _received[0] if _received else signal.SIGINT
+    name = signal.Signals(sig).name
+    console.print(f"[yellow]interrupted ({name}):[/] {interrupted}", highlight=False)
+    raise typer.Exit(EXIT_CODES.get(sig, 130)) from None
+
+
+def _fail(exc: Exception, *, verbose: bool) -> NoReturn:
+    """One red line for ``exc`` (its traceback only with ``verbose``), exit 1; Typer's own
+    exits pass through."""
+    if isinstance(exc, (typer.Exit, typer.Abort, typer.TyperException)):
+        raise exc
+    if isinstance(exc, LSPError):
         if verbose:
             console.print_exception()
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        sig = _received[0] if _received else signal.SIGINT
-        name = signal.Signals(sig).name
-        console.print(f"[yellow]interrupted ({name}):[/] {interrupted}", highlight=False)
-        raise typer.Exit(EXIT_CODES.get(sig, 130)) from None
-    except (typer.Exit, typer.Abort, typer.TyperException):
-        raise
-    except Exception as exc:  # a bug or an unforeseen failure: still one line by default
-        if verbose:
-            console.print_exception()
-        text = " ".join(str(exc).split()) or "no message"
-        console.print(
-            f"[bold red]error:[/] unexpected {type(exc).__name__}: {text} (run again with "
-            "--verbose for the traceback, and please report it)",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(1) from None
+    # a bug or an unforeseen failure: still one line by default
+    if verbose:
+        console.print_exception()
+    text = " ".join(str(exc).split()) or "no message"
+    console.print(
+        f"[bold red]error:[/] unexpected {type(exc).__name__}: {text} (run again with "
+        "--verbose for the traceback, and please report it)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(1) from None
 
 
 @contextmanager
