@@ -6,7 +6,7 @@ import os
 import signal
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn
 
@@ -172,10 +172,13 @@ def handled_signals() -> Iterator[None]:
 
 
 @contextmanager
-def cli_errors(verbose: bool = False, *, interrupted: str = RESUME_HINT) -> Iterator[None]:
+def cli_errors(
+    verbose: bool = False, *, interrupted: str | Callable[[], str] = RESUME_HINT
+) -> Iterator[None]:
     """Turn the library's exceptions into one red line and exit code 1, any other error
     into one line too (its traceback only with ``verbose``), and SIGINT or SIGTERM into one
-    line (``interrupted`` says what the user can do) and exit code 130 or 143."""
+    line (``interrupted`` says what the user can do, or returns it when the interrupt
+    comes: what was done by then) and exit code 130 or 143."""
     try:
         with handled_signals():
             yield
@@ -188,8 +191,10 @@ def cli_errors(verbose: bool = False, *, interrupted: str = RESUME_HINT) -> Iter
         _stop(interrupted, verbose=False)
 
 
-def _stop(interrupted: str, *, verbose: bool) -> NoReturn:
+def _stop(interrupted: str | Callable[[], str], *, verbose: bool) -> NoReturn:
     """One line for the signal received (SIGINT if none was), exit 130 or 143."""
+    if callable(interrupted):
+        interrupted = interrupted()
     if verbose:
         console.print_exception()
     sig = _received[0] if _received else signal.SIGINT

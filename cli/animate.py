@@ -84,7 +84,13 @@ def animate(
     """
     from lsp_models.infer.animate import animate as run_animate
 
-    restart = f"nothing was written under {output} (animate cannot resume); run it again"
+    finished: list[object] = []
+
+    def restart() -> str:
+        if finished:  # the interrupt came while the command was winding up
+            return f"{output} and its side files were written in full before it"
+        return f"nothing was written under {output} (animate cannot resume); run it again"
+
     with (
         cli_errors(verbose, interrupted=restart),
         shown_warnings(),
@@ -105,6 +111,7 @@ def animate(
             chunk_s=0.04 if stream else 1.0,
             progress=with_estimate(bar, say=lambda line: console.print(line, highlight=False)),
         )
+        finished.append(result)
     table = Table(title=f"lsp animate -> {result.output}", title_justify="left")
     for col in ("stage", "seconds", "ms / frame"):
         table.add_column(col, justify="left" if col == "stage" else "right")

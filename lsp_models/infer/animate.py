@@ -32,7 +32,7 @@ import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -134,15 +134,71 @@ def animate(
         pose_from=pose_from,
     )
     timings = {"load": time.perf_counter() - t0}
+    writers: list[VideoWriter] = []
+    try:
+        result = _animate_into(
+            writers,
+            stream,
+            audio,
+            output,
+            fps=fps,
+            config=config,
+            save_intermediates=save_intermediates,
+            chunk=max(1, int(chunk_s * SAMPLE_RATE)),
+            total=math.ceil(duration * fps) if duration else None,
+            progress=progress,
+            timings=timings,
+            dataset=dataset,
+            record={
+                "run_dir": run_dir,
+                "audio": audio,
+                "pose_from": pose_from,
+                "seed": seed,
+                "temperature": temperature,
+                "device": str(dev),
+            },
+        )
+    except BaseException:
+        # an interrupt after a video was renamed into place: the set is not complete
+        # (nothing under the output's name unless all of it is there)
+        committed = any(w.closed for w in writers)
+        for w in writers:
+            w.abort()
+        if committed:
+            for suffix in (".npz", ".json"):
+                side_file(output, suffix).unlink(missing_ok=True)
+        raise
+    return result
+
+
+def _animate_into(
+    writers: list[VideoWriter],
+    stream: AnimationStream,
+    audio: Path,
+    output: Path,
+    *,
+    fps: int,
+    config: AnimateConfig,
+    save_intermediates: bool,
+    chunk: int,
+    total: int | None,
+    progress: ProgressFn | None,
+    timings: dict[str, float],
+    dataset: Path,
+    record: dict[str, Any],
+) -> AnimateResult:
+    """Encode (:func:`_encode`, which adds its video writers to ``writers`` for the caller
+    to abort) and write OUTPUT.json."""
     done = _encode(
+        writers,
         stream,
         audio,
         output,
         fps=fps,
         config=config,
         save_intermediates=save_intermediates,
-        chunk=max(1, int(chunk_s * SAMPLE_RATE)),
-        total=math.ceil(duration * fps) if duration else None,
+        chunk=chunk,
+        total=total,
         progress=progress,
     )
     timings.update(stream.timings)
@@ -158,16 +214,7 @@ def animate(
         intermediates=done.paths[1:],
         config=config,
     )
-    _write_record(
-        side_file(output, ".json"),
-        result,
-        run_dir=run_dir,
-        audio=audio,
-        pose_from=pose_from,
-        seed=seed,
-        temperature=temperature,
-        device=str(dev),
-    )
+    _write_record(side_file(output, ".json"), result, **record)
     return result
 
 
@@ -239,6 +286,7 @@ class _Encoded(NamedTuple):
 
 
 def _encode(
+    writers: list[VideoWriter],
     stream: AnimationStream,
     audio: Path,
     output: Path,
@@ -260,9 +308,6 @@ def _encode(
             path, fps=fps, size=size, audio=audio, gray=gray, crf=config.crf, preset=config.preset
         )
 
-    writers = [writer(output, gray=False)]
-    if save_intermediates:
-        writers.append(writer(side_file(output, ".features.mp4"), gray=True))
     saved: dict[str, list[np.ndarray]] = {}
     count = n_samples = 0
 
@@ -281,6 +326,9 @@ def _encode(
             progress("animate", count, max(total or 0, count))
 
     try:
+        writers.append(writer(output, gray=False))
+        if save_intermediates:
+            writers.append(writer(side_file(output, ".features.mp4"), gray=True))
         for y in iter_audio(audio, chunk=chunk):
             n_samples += len(y)
             emit(stream.push(y))

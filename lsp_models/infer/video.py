@@ -17,6 +17,7 @@ from lsp_prep.constants import SAMPLE_RATE
 from lsp_prep.dataset.writer import remove_stale_temporaries
 from lsp_prep.errors import InputError, ToolError
 from lsp_prep.media import ffmpeg_exe, probe
+from lsp_prep.signals import deferred_signals
 
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 """Output extensions that carry H.264 + AAC, and ffmpeg's muxer for each."""
@@ -78,7 +79,16 @@ class VideoWriter:
         if muxer != "matroska":
             cmd += ["-movflags", "+faststart"]
         cmd += ["-f", muxer, str(self.tmp)]
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=self._err)
+        self.closed = False
+        # an interrupt while Popen starts ffmpeg would leave it running without a handle,
+        # writing the temporary file after we are gone: it is delivered once we hold one
+        try:
+            with deferred_signals():
+                self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=self._err)
+        except BaseException:
+            if hasattr(self, "_proc"):
+                self.abort()
+            raise
 
     def write(self, frames: np.ndarray) -> None:
         """frames (B, S, S, 3) or (B, S, S) uint8."""
@@ -99,16 +109,23 @@ class VideoWriter:
             pass
         if self._proc.wait() != 0:
             self._fail()
-        os.replace(self.tmp, self.path)
+        with deferred_signals():
+            os.replace(self.tmp, self.path)
+            self.closed = True
         self._err.close()
         self.seconds += time.perf_counter() - t
         return self.path
 
     def abort(self) -> None:
+        """Stop ffmpeg and remove what it wrote; after :meth:`close` this removes the
+        finished file (a later step of the caller failed)."""
         if self._proc.poll() is None:
             self._proc.kill()
         self._proc.wait()
         self.tmp.unlink(missing_ok=True)
+        if self.closed:
+            self.path.unlink(missing_ok=True)
+            self.closed = False
         self._err.close()
 
     def _fail(self) -> typing.NoReturn:
