@@ -101,3 +101,21 @@ def test_real_clip_and_its_mirror_give_mirror_image_rotations(media, tmp_path, c
     change = (a.inv() * b).mean()
     err = np.degrees(((a * change).inv() * b).magnitude())[valid]
     assert np.median(err) < 1.0, (np.median(err), np.percentile(err, 90))
+
+
+@pytest.mark.slow
+def test_refinement_refused_where_the_features_do_not_fix_the_focal_length(
+    media, tmp_path, cut_clip
+):
+    """A real expressive clip (5 s of pexels) whose texture features leave the focal length
+    open: prep keeps the landmark track whole and says why (refined, that clip and its
+    re-encoding came out 5.6 degrees apart; see GateConfig.require_focal)."""
+    from lsp_prep.pipeline import prep_video
+
+    clip = cut_clip(media["pexels"], 5.0, start=6.0)
+    result = prep_video(clip, out_dir=tmp_path / "out", audio=media["speech"])
+    with h5py.File(result.dataset) as f:
+        source, n_features = f["track/source"][:], f["track/n_features"][:]
+    said = [w for w in result.warnings if "do not fix the focal length" in w]
+    assert len(said) == 1 and "head poses come from the landmarks alone" in said[0]
+    assert not source.any() and not n_features.any()
