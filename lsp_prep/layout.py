@@ -106,3 +106,18 @@ def load_layout(name: str = "lsp73") -> Layout:
     if name == "lsp73" and layout.n_points != N_LSP_POINTS:
         raise InputError(f"lsp73 layout must have {N_LSP_POINTS} points")
     return layout
+
+
+@lru_cache(maxsize=1)
+def mesh_mirror() -> np.ndarray:
+    """(478,) Face Mesh's left-right correspondence, ``manifests/facemesh_mirror.toml``:
+    point ``i`` of a mirrored face is point ``mirror[i]`` of the face itself."""
+    data = tomllib.loads(resources.files("manifests").joinpath("facemesh_mirror.toml").read_text())
+    mirror = np.asarray(data["mirror"], np.int64)
+    n = N_MESH_POINTS
+    if mirror.shape != (n,) or not np.array_equal(np.sort(mirror), np.arange(n)):
+        raise InputError(f"facemesh_mirror must be a permutation of 0..{n - 1}")
+    if not np.array_equal(mirror[mirror], np.arange(n)):
+        raise InputError("facemesh_mirror must be its own inverse (left <-> right)")
+    mirror.setflags(write=False)
+    return mirror

@@ -21,6 +21,7 @@ import numpy as np
 from lsp_prep.camera import rescale_points
 from lsp_prep.constants import N_MESH_POINTS
 from lsp_prep.errors import InputError
+from lsp_prep.layout import mesh_mirror
 from lsp_prep.media import MediaInfo, iter_frames
 from lsp_prep.progress import ProgressFn, no_progress
 from lsp_prep.stages.crop import crop_frame
@@ -79,6 +80,12 @@ class TrackConfig:
     """Face Mesh presence score below which it falls back to detection."""
     min_confidence: float = 0.5
     """Shape-plausibility confidence below which a detected mesh is rejected."""
+    mirror_average: bool = True
+    """Run Face Mesh on the region and on its mirror image and average the two, the
+    mirror's points mapped back and relabelled left for right (:func:`lsp_prep.layout.
+    mesh_mirror`). Face Mesh's errors are not left-right symmetric: on a real talking clip
+    a face and its mirror image gave head rotations 4.9 degrees apart (median); averaged,
+    0.3. Costs a second Face Mesh call per frame."""
     max_gap_s: float = 0.25
     """Gaps of at most this many seconds between valid frames are interpolated."""
     min_valid_fraction: float = 0.5
@@ -149,22 +156,30 @@ class FaceMeshTracker:
         self.detections = 0
 
     def _build(self, mp, config: TrackConfig) -> None:
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=False,
-            max_num_faces=1,
-            refine_landmarks=True,
-            min_detection_confidence=config.min_detection_confidence,
-            min_tracking_confidence=config.min_tracking_confidence,
-        )
+        def face_mesh():
+            return mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=False,
+                max_num_faces=1,
+                refine_landmarks=True,
+                min_detection_confidence=config.min_detection_confidence,
+                min_tracking_confidence=config.min_tracking_confidence,
+            )
+
+        self._mesh = face_mesh()
+        # a second Face Mesh, with its own tracking state, follows the mirrored region
+        self._mirror = face_mesh() if config.mirror_average else None
         self._detector = mp.solutions.face_detection.FaceDetection(
             model_selection=1, min_detection_confidence=config.min_detection_confidence
         )
 
     def _run(self, model: str, image: np.ndarray):
-        return (self._mesh if model == "mesh" else self._detector).process(image)
+        models = {"mesh": self._mesh, "mirror": self._mirror, "detector": self._detector}
+        return models[model].process(image)
 
     def close(self) -> None:
         self._mesh.close()
+        if self._mirror is not None:
+            self._mirror.close()
         self._detector.close()
 
     def __enter__(self) -> FaceMeshTracker:
@@ -200,18 +215,10 @@ class FaceMeshTracker:
         r = self.config.roi_size
         s = r / side
         patch = crop_frame(frame, np.array([cx - side / 2, cy - side / 2, cx + side / 2, 0]), r)
-        res = self._run("mesh", patch)
-        if not res.multi_face_landmarks:
+        pts = self._mesh_points(patch)
+        if pts is None:
             self._roi = None
             return None
-        lm = res.multi_face_landmarks[0].landmark
-        # MediaPipe's normalised coordinates put pixel edges at integers; ours put centres there
-        pts = np.array([(p.x, p.y, p.z) for p in lm], np.float64) * r
-        pts[:, :2] -= 0.5
-        if pts.shape[0] != N_MESH_POINTS:
-            raise RuntimeError(
-                f"Face Mesh returned {pts.shape[0]} points, expected {N_MESH_POINTS}"
-            )
         pts[:, 0] = pts[:, 0] / s + cx - side / 2
         pts[:, 1] = pts[:, 1] / s + cy - side / 2
         pts[:, 2] = pts[:, 2] / s
@@ -220,6 +227,34 @@ class FaceMeshTracker:
         c = (lo + hi) / 2
         self._roi = (c[0], c[1], self.config.roi_scale * float((hi - lo).max()))
         return pts
+
+    def _mesh_points(self, patch: np.ndarray) -> np.ndarray | None:
+        """Face Mesh points (478, 3) in ``patch`` pixels, averaged with those found in its
+        mirror image when :attr:`TrackConfig.mirror_average` (either alone where the other
+        finds no face), or None."""
+        r = patch.shape[0]
+        found = [_points(self._run("mesh", patch), r)]
+        if self._mirror is not None:
+            q = _points(self._run("mirror", np.ascontiguousarray(patch[:, ::-1])), r)
+            if q is not None:
+                q[:, 0] = r - 1 - q[:, 0]
+                found.append(q[mesh_mirror()])
+        seen = [p for p in found if p is not None]
+        return np.mean(seen, axis=0) if seen else None
+
+
+def _points(result, size: int) -> np.ndarray | None:
+    """One Face Mesh result on a ``size`` x ``size`` image as (478, 3) points in its pixels
+    (z in the same scale), or None without a face."""
+    if not result.multi_face_landmarks:
+        return None
+    lm = result.multi_face_landmarks[0].landmark
+    # MediaPipe's normalised coordinates put pixel edges at integers; ours put centres there
+    pts = np.array([(p.x, p.y, p.z) for p in lm], np.float64) * size
+    pts[:, :2] -= 0.5
+    if pts.shape[0] != N_MESH_POINTS:
+        raise RuntimeError(f"Face Mesh returned {pts.shape[0]} points, expected {N_MESH_POINTS}")
+    return pts
 
 
 SMALL_FACE_FRAMES = 3

@@ -88,6 +88,9 @@ class FeatureConfig:
     """... and only where it turns at most this far from the landmark pose."""
     gate_min_accepted: float = 0.5
     """Below this fraction of measured frames passing, the landmark track is kept whole."""
+    gate_require_focal: bool = True
+    """Keep the landmark track whole when the features do not identify the focal length
+    (see GateConfig.require_focal)."""
     blend_frames: int = 6
     """Frames over which a refined span blends in from the landmark poses at each end."""
     rigidity_rounds: int = 3

@@ -161,6 +161,7 @@ def refine_clip(
                 margin_px=config.gate_margin_px,
                 max_turn_deg=config.gate_turn_deg,
                 min_accepted=config.gate_min_accepted,
+                require_focal=config.gate_require_focal,
                 max_gap=2 * config.every,
                 ramp=config.blend_frames,
             ),

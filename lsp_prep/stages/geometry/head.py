@@ -143,7 +143,8 @@ def refine_head(
 
     1. The focal length: :func:`~lsp_prep.stages.geometry.focal.search_focal` on up to
        ``calib_features`` features in ``calib_frames`` measured frames chosen for pose
-       variety, which also refines their 3D points.
+       variety, which also refines their 3D points. When it is not identified (and
+       ``gate.require_focal``), the landmark track is kept whole, with a warning.
     2. The pose of every measured frame: a batched robust fit to those features; then
        which features move with the skull (:func:`~lsp_prep.stages.geometry.rigidity.
        rigid_fit`: reweighted bundle adjustments on up to ``calib_frames`` frames chosen
@@ -185,6 +186,13 @@ def refine_head(
         calib_frames=calib_frames,
         calib_features=calib_features,
     )
+    if gate.require_focal and not cal.identified:
+        warning = (
+            f"the texture features do not fix the focal length ({cal.reason}), so they "
+            "determine the head's rotation no better than the landmarks; head poses come "
+            "from the landmarks alone"
+        )
+        return head, Refinement(np.zeros(n, np.int64), np.zeros(n, np.int8), warning)
     t_land = refocus(head.translation, cal.focal / head.calibration.focal)
     step = max(1.0, float(np.median(np.diff(idx))))  # idx has at least 8 frames
     cfg = replace(geometry, smooth_frames=geometry.smooth_frames / step, huber_px=rigidity.huber_px)
