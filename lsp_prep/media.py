@@ -170,14 +170,19 @@ def iter_frames(
     inside ffmpeg).
 
     ffmpeg's ``fps`` filter picks, for every output tick, the source frame shown at that
-    time (duplicating or dropping frames), and applies rotation metadata. ``size`` is the
-    displayed (width, height) from :func:`probe`; ``out_size`` has ffmpeg area-resample the
-    frames (in its own process) to that (width, height). A reader thread keeps
-    ``prefetch`` frames ahead so decoding overlaps with the consumer's work.
+    time (duplicating or dropping frames), and applies rotation metadata. A source frame
+    shown at several ticks comes out as exact copies (:func:`is_repeat` finds them).
+    ``size`` is the displayed (width, height) from :func:`probe`; ``out_size`` has ffmpeg
+    area-resample the frames (in its own process) to that (width, height). A reader thread
+    keeps ``prefetch`` frames ahead so decoding overlaps with the consumer's work.
     """
-    vf = f"fps={fps}:round=near"
+    # Resampling and the pixel-format conversion run before the fps filter, so once per
+    # source frame rather than once per tick: the output is bit-identical either way
+    # (checked on 24/30 FPS clips, scaled and not), and a 30 FPS 1080p source measured
+    # 3.7 s of ffmpeg CPU instead of 5.6 s for 10 s of video.
+    vf = f"format={pix_fmt},fps={fps}:round=near"
     if out_size is not None and tuple(out_size) != tuple(size):
-        vf += f",scale={out_size[0]}:{out_size[1]}:flags=area"
+        vf = f"scale={out_size[0]}:{out_size[1]}:flags=area,{vf}"
         size = out_size
     w, h = size
     cmd = [
@@ -228,6 +233,25 @@ def iter_frames(
         rc = proc.wait()
         if completed and rc != 0:
             raise ToolError(f"ffmpeg failed decoding {path} ({rc}): {err.strip()[-500:]}")
+
+
+REPEAT_SAMPLE_ROWS = 16
+""":func:`is_repeat` compares every this-many-th row before the whole frame."""
+
+
+def is_repeat(frame: np.ndarray, previous: np.ndarray | None) -> bool:
+    """Whether ``frame`` is an exact copy of ``previous`` (both (H, W, 3) uint8 from
+    :func:`iter_frames`): ffmpeg's fps filter repeats a source frame whose display time
+    spans several ticks (each frame of a 30 FPS source twice at 60 FPS, of a variable-rate
+    phone video as often as its timestamps say) as a copy of the same decoded picture, so
+    equality finds exactly the ticks that show no new source frame. A sparse row sample is
+    compared first, so distinct frames cost a fraction of a full comparison."""
+    if previous is None or frame.shape != previous.shape:
+        return False
+    return bool(
+        np.array_equal(frame[::REPEAT_SAMPLE_ROWS], previous[::REPEAT_SAMPLE_ROWS])
+        and np.array_equal(frame, previous)
+    )
 
 
 def _read_frames(

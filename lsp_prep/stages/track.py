@@ -22,7 +22,7 @@ from lsp_prep.camera import rescale_points
 from lsp_prep.constants import N_MESH_POINTS
 from lsp_prep.errors import InputError
 from lsp_prep.layout import mesh_mirror
-from lsp_prep.media import MediaInfo, iter_frames
+from lsp_prep.media import MediaInfo, is_repeat, iter_frames
 from lsp_prep.progress import ProgressFn, no_progress
 from lsp_prep.stages.crop import crop_frame
 
@@ -385,6 +385,7 @@ class Tracks:
     mesh: np.ndarray  # (N, 478, 3) float32; NaN where not detected
     detected: np.ndarray  # (N,) bool: the tracker returned a mesh
     frame_size: tuple[int, int]  # (width, height) as decoded
+    tracked: np.ndarray  # (N,) bool: Face Mesh ran on the frame (else it repeats the last)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The arrays the stage cache stores."""
@@ -392,13 +393,15 @@ class Tracks:
             "mesh": self.mesh,
             "detected": self.detected,
             "frame_size": np.array(self.frame_size),
+            "tracked": self.tracked,
         }
 
     @classmethod
     def from_arrays(cls, z: dict[str, np.ndarray]) -> Tracks:
         """Inverse of :meth:`to_arrays`."""
         w, h = (int(v) for v in z["frame_size"])
-        return cls(z["mesh"], z["detected"], (w, h))
+        tracked = z["tracked"] if "tracked" in z else np.ones(len(z["detected"]), bool)
+        return cls(z["mesh"], z["detected"], (w, h), tracked)
 
 
 def track_faces(
@@ -407,15 +410,30 @@ def track_faces(
     config: TrackConfig,
     total: int | None = None,
     progress: ProgressFn = no_progress,
+    reuse_repeats: bool = True,
 ) -> Tracks:
-    """Run the Face Mesh tracker over an iterable of RGB frames (pure but for MediaPipe)."""
+    """Run the Face Mesh tracker over an iterable of RGB frames (pure but for MediaPipe).
+
+    With ``reuse_repeats`` a frame that is an exact copy of the one before (a source frame
+    shown at several ticks of the canonical clock, :func:`lsp_prep.media.is_repeat`) gets
+    that frame's result instead of another Face Mesh run: a 30 FPS source is tracked at
+    30 FPS and its results are put on the 60 FPS clock. ``False`` runs Face Mesh on every
+    frame (what prep did before; the test compares the two)."""
     meshes: list[np.ndarray | None] = []
+    tracked: list[bool] = []
     size = (0, 0)
+    previous: np.ndarray | None = None
     with quiet_native_stderr(), FaceMeshTracker(config) as tracker:
         for i, frame in enumerate(frames):
             size = (frame.shape[1], frame.shape[0])
-            pts = tracker(frame)
-            meshes.append(None if pts is None else pts.astype(np.float32))
+            if reuse_repeats and is_repeat(frame, previous):
+                meshes.append(meshes[-1])
+                tracked.append(False)
+            else:
+                pts = tracker(frame)
+                meshes.append(None if pts is None else pts.astype(np.float32))
+                tracked.append(True)
+            previous = frame
             if i % 30 == 0:
                 progress("track", i + 1, total)
     n = len(meshes)
@@ -424,7 +442,7 @@ def track_faces(
     mesh = np.full((n, N_MESH_POINTS, 3), np.nan, np.float32)
     if detected.any():
         mesh[detected] = np.stack([m for m in meshes if m is not None])
-    return Tracks(mesh, detected, size)
+    return Tracks(mesh, detected, size, np.array(tracked, bool))
 
 
 def track_video(
@@ -444,7 +462,7 @@ def track_video(
     tracks = track_faces(frames, config=config, total=total, progress=progress)
     if small != size:
         mesh = rescale_points(tracks.mesh, small, size).astype(np.float32)
-        tracks = Tracks(mesh, tracks.detected, size)
+        tracks = Tracks(mesh, tracks.detected, size, tracks.tracked)
     return tracks
 
 
