@@ -91,40 +91,44 @@ def run(clips: list[Path], out: Path, jobs: int) -> tuple[float, float]:
     return wall, sum(seen.values())
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--clips", type=int, default=4)
-    ap.add_argument("--seconds", type=float, default=4.0)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--jobs", type=int, default=2)
-    args = ap.parse_args()
-    total_s = args.clips * args.seconds
-    rows: list[tuple[int, int, float, float, float]] = []  # repeat, jobs, wall, cpu, load
+def measure(
+    *, clips: int, seconds: float, repeats: int, jobs: int
+) -> list[tuple[int, int, float, float, float]]:
+    """Serial and ``--jobs`` runs, alternating, on ``clips`` excerpts of ``seconds``:
+    rows of (repeat, jobs, wall s, CPU s, load average before)."""
+    rows: list[tuple[int, int, float, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        clips = cut_clips(root, n=args.clips, seconds=args.seconds)
-        for rep in range(args.repeats):
-            for jobs in (1, args.jobs):
+        paths = cut_clips(root, n=clips, seconds=seconds)
+        for rep in range(repeats):
+            for n_jobs in (1, jobs):
                 load = os.getloadavg()[0]
-                console.print(f"run {rep + 1}: --jobs {jobs} (load {load:.1f}) ...")
-                wall, cpu = run(clips, root / f"out{rep}-{jobs}", jobs)
-                rows.append((rep, jobs, wall, cpu, load))
+                console.print(f"run {rep + 1}: --jobs {n_jobs} (load {load:.1f}) ...")
+                wall, cpu = run(paths, root / f"out{rep}-{n_jobs}", n_jobs)
+                rows.append((rep, n_jobs, wall, cpu, load))
+    return rows
 
+
+def report(
+    rows: list[tuple[int, int, float, float, float]], *, clips: int, seconds: float, jobs: int
+) -> float:
+    """Print the table of :func:`measure`'s rows and the target line; the mean ratio."""
+    total_s = clips * seconds
     table = Table(
-        title=f"lsp prep on {args.clips} clips of {args.seconds:g} s (640x360, 24 fps) on "
+        title=f"lsp prep on {clips} clips of {seconds:g} s (640x360, 24 fps) on "
         f"{os.cpu_count()} cores"
     )
     for col in ("run", "jobs", "load before", "wall (s)", "CPU (s)", "clip s / s", "ratio"):
         table.add_column(col, justify="right")
     ratios = []
-    for rep, jobs, wall, cpu, load in rows:
+    for rep, n_jobs, wall, cpu, load in rows:
         serial = next(w for r, j, w, _, _ in rows if r == rep and j == 1)
         ratio = serial / wall
-        if jobs != 1:
+        if n_jobs != 1:
             ratios.append(ratio)
         table.add_row(
             str(rep + 1),
-            str(jobs),
+            str(n_jobs),
             f"{load:.1f}",
             f"{wall:.1f}",
             f"{cpu:.1f}",
@@ -132,11 +136,23 @@ def main() -> None:
             f"{ratio:.2f}",
         )
     console.print(table)
+    mean = statistics.mean(ratios)
     spread = f" (runs: {', '.join(f'{r:.2f}' for r in ratios)})" if len(ratios) > 1 else ""
     console.print(
-        f"target: --jobs {args.jobs} >= {TARGET}x the serial throughput -> "
-        f"{statistics.mean(ratios):.2f}x{spread}"
+        f"target: --jobs {jobs} >= {TARGET}x the serial throughput -> {mean:.2f}x{spread}"
     )
+    return mean
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--clips", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args()
+    shape = {"clips": args.clips, "seconds": args.seconds, "jobs": args.jobs}
+    report(measure(**shape, repeats=args.repeats), **shape)
 
 
 if __name__ == "__main__":

