@@ -13,8 +13,12 @@ The floor, measured in the same run on the same clip, in one process: decode-onl
 (ffmpeg to raw RGB at 60 FPS, full size, nothing else) plus MediaPipe-only time
 (FaceMesh.process on every new decoded frame, i.e. once per source frame, timed around
 the call alone). Prep runs in a fresh process; its peak RSS is that process's, ffmpeg's is
-the largest of its children. Then the many-clips measurement of bench_jobs.py (serial
-against --jobs 2 on short clips), unless --jobs-clips 0.
+the largest of its children. Then the track stage alone on the first --track-seconds of
+the 30 FPS clip, Face Mesh on every tick (as before issue 13) against once per source frame,
+alternating, with the CPU seconds of the process and of ffmpeg beside the wall time (the
+CPU time says what the change saves even on a machine other work keeps busy). Last, the
+many-clips measurement of bench_jobs.py (serial against --jobs 2 on short clips), unless
+--jobs-clips 0.
 
 Targets (issue 13): 1080p60 >= 2.5x real time and <= 1.0x the floor, peak RSS <= 1.5 GB;
 1080p30 >= 4x real time; --jobs 2 >= 1.7x the serial throughput.
@@ -115,6 +119,61 @@ def floor(path: Path) -> dict[str, float]:
     return {"n": n, "decode": decode, "mediapipe": mesh_s, "calls": calls, "found": found / calls}
 
 
+def track_cost(clip: Path, *, reuse_repeats: bool) -> dict[str, float]:
+    """The track stage's work on ``clip`` (decode at the tracking size, Face Mesh): wall
+    seconds, CPU seconds of this process and of ffmpeg, and the Face Mesh calls."""
+    import resource
+
+    from lsp_prep.stages.track import TrackConfig, track_faces, tracking_size
+
+    info = probe(clip)
+    size = (info.width, info.height)
+    small = tracking_size(size, TrackConfig().max_side)
+
+    def cpu(who: int) -> float:
+        r = resource.getrusage(who)
+        return r.ru_utime + r.ru_stime
+
+    t, own, kids = time.perf_counter(), cpu(resource.RUSAGE_SELF), cpu(resource.RUSAGE_CHILDREN)
+    frames = iter_frames(clip, fps=FPS, size=size, out_size=small)
+    tracks = track_faces(frames, config=TrackConfig(), reuse_repeats=reuse_repeats)
+    return {
+        "wall": time.perf_counter() - t,
+        "cpu": cpu(resource.RUSAGE_SELF) - own,
+        "ffmpeg_cpu": cpu(resource.RUSAGE_CHILDREN) - kids,
+        "calls": float(tracks.tracked.sum()),
+        "n": float(len(tracks.tracked)),
+    }
+
+
+def track_once_table(clip: Path, *, seconds: float, repeats: int) -> list[str]:
+    """Print the track stage's cost with and without reusing repeated ticks; target line."""
+    table = Table(title=f"track stage on the first {seconds:g} s of the 30 FPS clip")
+    for col in ("run", "Face Mesh on", "load before", "wall (s)", "CPU (s)", "ffmpeg CPU (s)"):
+        table.add_column(col, justify="right")
+    cost: dict[bool, list[float]] = {False: [], True: []}
+    for rep in range(repeats):
+        for reuse in (False, True):
+            load = os.getloadavg()[0]
+            r = track_cost(clip, reuse_repeats=reuse)
+            cost[reuse].append(r["cpu"] + r["ffmpeg_cpu"])
+            what = f"{r['calls']:.0f} of {r['n']:.0f} ticks"
+            table.add_row(
+                str(rep + 1),
+                what,
+                f"{load:.1f}",
+                f"{r['wall']:.1f}",
+                f"{r['cpu']:.1f}",
+                f"{r['ffmpeg_cpu']:.1f}",
+            )
+    console.print(table)
+    before, now = min(cost[False]), min(cost[True])
+    return [
+        f"30 FPS source: track CPU incl. ffmpeg (best of {repeats}) {before:.1f} s every "
+        f"tick -> {now:.1f} s once per source frame ({now / before:.2f}x)"
+    ]
+
+
 def run_prep(clip: Path, out: Path) -> dict:
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(clip), str(out)],
@@ -181,6 +240,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--size", default="1920x1080")
     ap.add_argument("--rates", default="60,30", help="source frame rates, comma-separated")
+    ap.add_argument("--track-seconds", type=float, default=20.0, help="0: skip")
+    ap.add_argument("--track-repeats", type=int, default=2)
     ap.add_argument("--jobs-clips", type=int, default=4, help="0: skip the many-clips runs")
     ap.add_argument("--jobs-seconds", type=float, default=4.0)
     ap.add_argument("--jobs-repeats", type=int, default=1)
@@ -192,7 +253,13 @@ def main() -> None:
         raise SystemExit(f"--rates: no target for {unknown}; choose among {sorted(TARGET_RT)}")
     with tempfile.TemporaryDirectory() as tmp:
         runs = [measure(Path(tmp), seconds=args.seconds, size=(w, h), rate=rate) for rate in rates]
-    targets = [line for m in runs for line in report(m)]
+        targets = [line for m in runs for line in report(m)]
+        if args.track_seconds:
+            part = Path(tmp) / "part30.mp4"
+            build_clip(part, seconds=args.track_seconds, size=(w, h), rate=30)
+            targets += track_once_table(
+                part, seconds=args.track_seconds, repeats=args.track_repeats
+            )
     for line in targets:
         console.print(f"target: {line}")
     if args.jobs_clips:
