@@ -454,7 +454,8 @@ def track_video(
     progress: ProgressFn = no_progress,
 ) -> Tracks:
     """Decode ``video`` at ``fps`` (pass 1), downscaled to the tracking size, and track
-    the face; points come back in original pixels."""
+    the face, running Face Mesh once per source frame (:func:`track_faces`); points come
+    back in original pixels."""
     total = int(np.ceil(info.duration_s * fps)) if info.duration_s else None
     size = (info.width, info.height)
     small = tracking_size(size, config.max_side)
