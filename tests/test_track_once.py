@@ -138,3 +138,18 @@ def test_30fps_clip_tracks_each_source_frame_once_with_the_same_landmarks(media)
     same_picture = np.flatnonzero(repeat)
     own = per_frame(old.mesh[same_picture], old.mesh[same_picture - 1])
     assert change.mean() <= own.mean() * 1.1, (change.mean(), own.mean())
+
+
+def test_track_cache_of_an_older_toolkit_reads_as_every_frame_tracked():
+    """A track.npz written before the ``tracked`` mask existed (an interrupted prep resumed
+    by this version) still loads: every frame counts as tracked."""
+    from lsp_prep.stages.track import Tracks
+
+    n = 5
+    mesh = np.zeros((n, 478, 3), np.float32)
+    old = {"mesh": mesh, "detected": np.ones(n, bool), "frame_size": np.array([640, 360])}
+    tracks = Tracks.from_arrays(old)
+    assert tracks.tracked.dtype == bool and tracks.tracked.all() and len(tracks.tracked) == n
+    assert tracks.frame_size == (640, 360)
+    again = Tracks.from_arrays(tracks.to_arrays())
+    assert np.array_equal(again.tracked, tracks.tracked)
