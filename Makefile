@@ -35,8 +35,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_prep.py
-	$(BIN)/python benchmarks/bench_jobs.py
+	$(BIN)/python benchmarks/bench_prep.py  # runs bench_jobs.py's measurement too
 	$(BIN)/python benchmarks/bench_models.py
 	$(BIN)/python benchmarks/bench_models.py --train
 	$(BIN)/python benchmarks/bench_loader.py
