@@ -110,9 +110,10 @@ def test_30fps_clip_tracks_each_source_frame_once_with_the_same_landmarks(media)
 
     Face Mesh's result depends a little on where its region of interest sits; run on every
     tick, the second copy of each source frame is tracked from a region moved by the first,
-    so the old path itself gives two results for one picture. Measured on this clip: new
-    against old 0.27 px mean (median frame 0.21, worst 1.56), the old path's two results
-    for one picture 0.34 px mean (median 0.25, worst 1.56); carphone 0.20 against 0.24."""
+    so the old path itself gives two results for one picture. Measured on this clip (Face
+    Mesh averaged with its mirror image): new against old 0.19 px mean (median frame 0.14,
+    worst 1.46), the old path's two results for one picture 0.25 px mean (median 0.20,
+    worst 1.25); carphone 0.16 against 0.18, pexels (24 FPS) 0.60 against 0.69."""
     from lsp_prep.stages.track import TrackConfig, track_faces, tracking_size
 
     src = media["single_face"]
