@@ -41,6 +41,7 @@ the baseline; truth explains >= 60 % of the targets' variance, pose <= 5 %.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import shutil
@@ -201,35 +202,53 @@ def train_run(
     (copied from ``headpose_from`` when given) and, with ``renderer``, the renderer.
     Returns training seconds per stage (RUN/lipsync_seconds.json keeps them for reruns;
     a stage trained elsewhere counts 0 s); stages already trained are kept."""
-    from lsp_models.config import load_preset
-    from lsp_models.train.runner import RunInputs, train_stage
-
-    record = run / "lipsync_seconds.json"
-    seconds: dict[str, float] = json.loads(record.read_text()) if record.is_file() else {}
 
     def stage(name: str, folder: str, sets: list[str], **inputs) -> None:
-        if (run / folder / f"{name}.pt").is_file():
-            seconds.setdefault(folder, 0.0)
-            return
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            config = load_preset("cpu-small", [*overrides, *sets])
-            t = time.perf_counter()
-            args = RunInputs(run_dir=run, dataset=dataset, resume=False, **inputs)
-            train_stage(name, config=config, inputs=args)
-        seconds[folder] = time.perf_counter() - t
-        record.write_text(json.dumps(seconds))
+        train_once(run, dataset, name, folder, [*overrides, *sets], **inputs)
 
     stage("apc", "apc", [], corpus=corpus)
     for i, d in enumerate(delays):
         name = mouth_folder(d, first=i == 0)
-        stage("mouth", name, [f"mouth.delay={d}"], mouth_name=name)
+        stage("mouth", name, [f"mouth.delay={d}"])
     if headpose_from is not None and not (run / "headpose").is_dir():
         shutil.copytree(headpose_from, run / "headpose")
     stage("headpose", "headpose", [])
     if renderer:
         stage("renderer", "renderer", [])
-    return seconds
+    return training_seconds(run)
+
+
+def training_seconds(run: Path) -> dict[str, float]:
+    """Training seconds per folder of ``run`` (RUN/lipsync_seconds.json)."""
+    record = run / "lipsync_seconds.json"
+    return json.loads(record.read_text()) if record.is_file() else {}
+
+
+def train_once(
+    run: Path, dataset: Path, stage: str, folder: str, overrides: list[str], **inputs
+) -> float:
+    """Train ``stage`` at cpu-small with ``overrides`` into RUN/``folder`` unless its checkpoint
+    is there; its training seconds (kept in RUN/lipsync_seconds.json; 0 when trained
+    elsewhere)."""
+    from lsp_models.config import load_preset
+    from lsp_models.train.runner import RunInputs, train_stage
+
+    seconds = training_seconds(run)
+    if (run / folder / f"{stage}.pt").is_file():
+        seconds.setdefault(folder, 0.0)
+        (run / "lipsync_seconds.json").write_text(json.dumps(seconds))
+        return seconds[folder]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = load_preset("cpu-small", overrides)
+        t = time.perf_counter()
+        args = RunInputs(run_dir=run, dataset=dataset, resume=False, **inputs)
+        if stage == "mouth":
+            args = dataclasses.replace(args, mouth_name=folder)
+        train_stage(stage, config=config, inputs=args)
+    seconds[folder] = time.perf_counter() - t
+    (run / "lipsync_seconds.json").write_text(json.dumps(seconds))
+    return seconds[folder]
 
 
 def mouth_folder(delay: int, *, first: bool) -> str:
@@ -363,8 +382,10 @@ def score_speech(
     speech: dict[str, np.ndarray],
     *,
     mouth: str = "mouth",
+    animate: list[str] | None = None,
 ) -> SpeechScore:
-    """Animate's motion for each clip of ``speech`` against the rule's truth (module doc)."""
+    """Animate's motion for each clip of ``speech`` against the rule's truth (module doc),
+    with ``animate`` overrides of the default animate settings (e.g. ``lle_blend=0.5``)."""
     import torch
 
     from lsp_models.eval.mouth import swap_mouth
@@ -377,7 +398,7 @@ def score_speech(
         models, _ = swap_mouth(run / mouth / "mouth.pt", models)
     person = load_person(dataset)
     idx = person_mouth_index()
-    config = AnimateConfig()
+    config = AnimateConfig().with_overrides(animate or [])
     pairs, errors, bases = [], [], []
     for y in speech.values():
         motion = predict_motion(models, person, y, config=config, pose_from=dataset)
@@ -405,8 +426,11 @@ def person_mouth_index() -> np.ndarray:
     return load_layout().mouth
 
 
-def val_scores(run: Path, dataset: Path, mouth: str) -> tuple[float, float, float]:
-    """``lsp eval``'s mouth numbers on the val split: (error mm, baseline mm, opening r)."""
+def val_scores(
+    run: Path, dataset: Path, mouth: str, *, animate: list[str] | None = None
+) -> tuple[float, float, float]:
+    """``lsp eval``'s mouth numbers on the val split: (error mm, baseline mm, opening r),
+    with ``animate`` overrides of the default animate settings."""
     import torch
 
     from lsp_models.eval.data import read_val
@@ -420,7 +444,7 @@ def val_scores(run: Path, dataset: Path, mouth: str) -> tuple[float, float, floa
     data = read_val(dataset)
     raw, _ = encode_apc(models, data.mel, None)
     feats = {
-        "projected": project_features(models, raw, AnimateConfig()),
+        "projected": project_features(models, raw, AnimateConfig().with_overrides(animate or [])),
         "raw": raw.cpu().numpy(),
     }
     m = eval_mouth(mouth, models, step, feats, data)
@@ -475,6 +499,24 @@ def opening_tracking_r(speaker: Speaker, dataset: Path) -> float:
         np.corrcoef(lip_opening(tracked[valid]), lip_opening(speaker.mouth_points[src][valid]))[
             0, 1
         ]
+    )
+
+
+def targets_error(speaker: Speaker, dataset: Path, frame: Frame) -> tuple[float, float, float]:
+    """The dataset's mouth targets taken as a prediction of the truth on its valid frames:
+    ``(error mm, baseline mm, scale)``, both as displacements from their means as in
+    :func:`score_speech`; ``scale``: the least-squares factor of the tracked displacements
+    onto the true ones (1: the targets move as far as the truth). What a model that
+    reproduced its targets exactly would score."""
+    tracked, valid, _, _ = tracked_mouth(dataset)
+    src = np.minimum(source_frames(len(valid), speaker.fps), len(speaker.mouth_points) - 1)
+    truth = frame.apply(speaker.mouth_points[src][valid]) - frame.truth_mean
+    moved = tracked[valid] - frame.tracked_mean
+    scale = float((moved * truth).sum() / (moved * moved).sum())
+    return (
+        10 * float(np.linalg.norm(moved - truth, axis=-1).mean()),
+        10 * float(np.linalg.norm(truth, axis=-1).mean()),
+        scale,
     )
 
 
