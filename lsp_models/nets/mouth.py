@@ -66,9 +66,11 @@ class AudioToMouth(nn.Module):
             width = w
         layers.append(nn.Linear(width, config.out_dim))
         self.mlp = nn.Sequential(*layers)
-        self.scale: torch.Tensor | None = None
+        self.scale: torch.Tensor | None
         if config.normalise != "none":  # set by training (train_mouth), kept in the checkpoint
             self.register_buffer("scale", torch.ones(config.out_dim))
+        else:
+            self.scale = None
 
     def forward(
         self, audio: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
