@@ -33,8 +33,11 @@ r within +-15 frames (60 FPS) and its lag (positive: the prediction is late).
 Then the variance split of the dataset's mouth targets (``track/mouth_displacement``):
 R^2 on the val frames of a linear regression fitted on the train frames, from the truth
 mouth parameters (jaw, lips, width), from the true head pose (yaw, pitch, roll), and both;
-for all 25 points, the 7 jaw-contour points and the 18 lip points. Last, minutes per
-training stage. Targets (issue 12): held-out r >= 0.85 at |lag| <= 1 and error <= 0.5x
+for all 25 points, the 7 jaw-contour points and the 18 lip points. Then the targets taken
+as a prediction of the truth (err/base, and how far they move against it), and the floor
+they set: err/base on the val frames of their expected value given the truth's mouth
+parameters (a linear fit on the train frames), the best an audio model trained on them can
+do. Last, minutes per training stage. Targets (issue 12): held-out r >= 0.85 at |lag| <= 1 and error <= 0.5x
 the baseline; truth explains >= 60 % of the targets' variance, pose <= 5 %.
 """
 
@@ -520,6 +523,24 @@ def targets_error(speaker: Speaker, dataset: Path, frame: Frame) -> tuple[float,
     )
 
 
+def target_floor(speaker: Speaker, dataset: Path, frame: Frame) -> float:
+    """err/base on the val frames of the best an audio model of these targets can do: the
+    expected target given the truth's mouth parameters (jaw, lips, width; a linear fit on
+    the train frames), against the truth, both as in :func:`targets_error`."""
+    tracked, valid, train, val = tracked_mouth(dataset)
+    src = np.minimum(source_frames(len(valid), speaker.fps), len(speaker.params) - 1)
+    params = speaker.params[src][:, [MOUTH_PARAMS.index(k) for k in ("jaw", "lips", "width")]]
+    x = np.column_stack([params, np.ones(len(params))])
+    moved = (tracked - frame.tracked_mean).reshape(len(tracked), -1)
+    tr, va = train[valid[train]], val[valid[val]]
+    coef, *_ = np.linalg.lstsq(x[tr], moved[tr], rcond=None)
+    fit = (x[va] @ coef).reshape(len(va), -1, 3)
+    truth = frame.apply(speaker.mouth_points[src][va]) - frame.truth_mean
+    return float(
+        np.linalg.norm(fit - truth, axis=-1).mean() / np.linalg.norm(truth, axis=-1).mean()
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
@@ -574,6 +595,14 @@ def main() -> None:
     console.print(result_table(rows, dataset, heldout))
     split = variance_split(speaker, dataset)
     console.print(variance_table(split, opening_tracking_r(speaker, dataset)))
+    err, base, scale = targets_error(speaker, dataset, frame)
+    floor = target_floor(speaker, dataset, frame)
+    console.print(
+        f"the targets as a prediction of the truth: err/base {err / base:.2f} (they move "
+        f"{1 / scale:.2f}x as far); the best an audio model of them can do (their linear fit "
+        f"on the truth's mouth parameters, val frames): err/base {floor:.2f}",
+        highlight=False,
+    )
     console.print(timing_table(clock, trained))
     if args.renderer and first_run is not None:
         from lsp_models.infer.animate import animate
@@ -591,6 +620,7 @@ def main() -> None:
             for s, d, lab, v, sc in rows
         ],
         "variance": split,
+        "targets": {"error_mm": err, "baseline_mm": base, "scale": scale, "floor": floor},
         "seconds": {"clock": clock, "trained": trained},
     }
     (work / "lipsync.json").write_text(json.dumps(record, indent=2))
