@@ -37,8 +37,9 @@ for all 25 points, the 7 jaw-contour points and the 18 lip points. Then the targ
 as a prediction of the truth (err/base, and how far they move against it), and the floor
 they set: err/base on the val frames of their expected value given the truth's mouth
 parameters (a linear fit on the train frames), the best an audio model trained on them can
-do. Last, minutes per training stage. Targets (issue 12): held-out r >= 0.85 at |lag| <= 1 and error <= 0.5x
-the baseline; truth explains >= 60 % of the targets' variance, pose <= 5 %.
+do. Last, minutes per training stage. Targets (issue 12): held-out r >= 0.85 at
+|lag| <= 1 and error <= 0.5x the baseline; truth explains >= 60 % of the targets'
+variance, pose <= 5 %.
 """
 
 from __future__ import annotations
