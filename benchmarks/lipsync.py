@@ -34,7 +34,7 @@ Then the variance split of the dataset's mouth targets (``track/mouth_displaceme
 R^2 on the val frames of a linear regression fitted on the train frames, from the truth
 mouth parameters (jaw, lips, width), from the true head pose (yaw, pitch, roll), and both;
 for all 25 points, the 7 jaw-contour points and the 18 lip points. Then the targets taken
-as a prediction of the truth (err/base, and how far they move against it), and the floor
+as a prediction of the truth (err/base, and their RMS against the truth's), and the floor
 they set: err/base on the val frames of their expected value given the truth's mouth
 parameters (a linear fit on the train frames), the best an audio model trained on them can
 do. Last, minutes per training stage. Targets (issue 12): held-out r >= 0.85 at
@@ -508,19 +508,18 @@ def opening_tracking_r(speaker: Speaker, dataset: Path) -> float:
 
 def targets_error(speaker: Speaker, dataset: Path, frame: Frame) -> tuple[float, float, float]:
     """The dataset's mouth targets taken as a prediction of the truth on its valid frames:
-    ``(error mm, baseline mm, scale)``, both as displacements from their means as in
-    :func:`score_speech`; ``scale``: the least-squares factor of the tracked displacements
-    onto the true ones (1: the targets move as far as the truth). What a model that
-    reproduced its targets exactly would score."""
+    ``(error mm, baseline mm, amplitude)``, both as displacements from their means as in
+    :func:`score_speech`; ``amplitude``: the RMS of the tracked displacements over the true
+    ones (noise included). What a model that reproduced its targets exactly would score."""
     tracked, valid, _, _ = tracked_mouth(dataset)
     src = np.minimum(source_frames(len(valid), speaker.fps), len(speaker.mouth_points) - 1)
     truth = frame.apply(speaker.mouth_points[src][valid]) - frame.truth_mean
     moved = tracked[valid] - frame.tracked_mean
-    scale = float((moved * truth).sum() / (moved * moved).sum())
+    amplitude = float(np.sqrt((moved**2).sum() / (truth**2).sum()))
     return (
         10 * float(np.linalg.norm(moved - truth, axis=-1).mean()),
         10 * float(np.linalg.norm(truth, axis=-1).mean()),
-        scale,
+        amplitude,
     )
 
 
@@ -596,12 +595,13 @@ def main() -> None:
     console.print(result_table(rows, dataset, heldout))
     split = variance_split(speaker, dataset)
     console.print(variance_table(split, opening_tracking_r(speaker, dataset)))
-    err, base, scale = targets_error(speaker, dataset, frame)
+    err, base, amplitude = targets_error(speaker, dataset, frame)
     floor = target_floor(speaker, dataset, frame)
     console.print(
-        f"the targets as a prediction of the truth: err/base {err / base:.2f} (they move "
-        f"{1 / scale:.2f}x as far); the best an audio model of them can do (their linear fit "
-        f"on the truth's mouth parameters, val frames): err/base {floor:.2f}",
+        f"the targets as a prediction of the truth: err/base {err / base:.2f} (RMS "
+        f"{amplitude:.2f}x the truth's, noise included); the best an audio model of them can "
+        f"do (their linear fit on the truth's mouth parameters, val frames): err/base "
+        f"{floor:.2f}",
         highlight=False,
     )
     console.print(timing_table(clock, trained))
@@ -621,7 +621,7 @@ def main() -> None:
             for s, d, lab, v, sc in rows
         ],
         "variance": split,
-        "targets": {"error_mm": err, "baseline_mm": base, "scale": scale, "floor": floor},
+        "targets": {"error_mm": err, "baseline_mm": base, "amplitude": amplitude, "floor": floor},
         "seconds": {"clock": clock, "trained": trained},
     }
     (work / "lipsync.json").write_text(json.dumps(record, indent=2))

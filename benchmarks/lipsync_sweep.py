@@ -17,7 +17,7 @@ Scores as lipsync.py's table: ``lsp eval``'s val error against the mean baseline
 held-out and training speech the error against the truth, err/base, lip-opening r at lag 0
 and the best lag. The first row, ``targets``, is the dataset's own mouth targets taken as
 the prediction of the truth (what a model that reproduced them exactly would score) and
-the factor that scales them best onto the truth. Rows are kept in ``DIR/sweep.json`` by
+their RMS against the truth's. Rows are kept in ``DIR/sweep.json`` by
 name.
 """
 
@@ -69,8 +69,8 @@ def main() -> None:
     seen = {"training speech": lipsync._load_wav(speaker.voice)[: 30 * lipsync.SAMPLE_RATE]}
     record_file = args.work / "sweep.json"
     record = json.loads(record_file.read_text()) if record_file.is_file() else {}
-    err, base, scale = lipsync.targets_error(speaker, dataset, frame)
-    record["targets"] = {"settings": [], "seconds": 0.0, "targets": [err, base, scale]}
+    err, base, amplitude = lipsync.targets_error(speaker, dataset, frame)
+    record["targets"] = {"settings": [], "seconds": 0.0, "targets": [err, base, amplitude]}
     for name, *settings in args.variant:
         preset, animate = split_settings(settings)
         folder = f"mouth_{name}" if preset else "mouth"  # animate settings alone: RUN/mouth
@@ -100,9 +100,9 @@ def sweep_table(record: dict) -> Table:
         t.add_column(col, justify="right")
     for name, row in record.items():
         if name == "targets":
-            err, base, scale = row["targets"]
+            err, base, amplitude = row["targets"]
             t.add_row(
-                name, f"tracked (scale {scale:.2f})", "", "", "", "", "", "", "",
+                name, f"tracked (RMS {amplitude:.2f}x the truth's)", "", "", "", "", "", "", "",
                 f"{err / base:.2f}", "", "", "",
             )  # fmt: skip
             continue
