@@ -33,14 +33,19 @@ r within +-15 frames (60 FPS) and its lag (positive: the prediction is late).
 Then the variance split of the dataset's mouth targets (``track/mouth_displacement``):
 R^2 on the val frames of a linear regression fitted on the train frames, from the truth
 mouth parameters (jaw, lips, width), from the true head pose (yaw, pitch, roll), and both;
-for all 25 points, the 7 jaw-contour points and the 18 lip points. Last, minutes per
-training stage. Targets (issue 12): held-out r >= 0.85 at |lag| <= 1 and error <= 0.5x
-the baseline; truth explains >= 60 % of the targets' variance, pose <= 5 %.
+for all 25 points, the 7 jaw-contour points and the 18 lip points. Then the targets taken
+as a prediction of the truth (err/base, and their RMS against the truth's), and the floor
+they set: err/base on the val frames of their expected value given the truth's mouth
+parameters (a linear fit on the train frames), the best an audio model trained on them can
+do. Last, minutes per training stage. Targets (issue 12): held-out r >= 0.85 at
+|lag| <= 1 and error <= 0.5x the baseline; truth explains >= 60 % of the targets'
+variance, pose <= 5 %.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import shutil
@@ -201,35 +206,53 @@ def train_run(
     (copied from ``headpose_from`` when given) and, with ``renderer``, the renderer.
     Returns training seconds per stage (RUN/lipsync_seconds.json keeps them for reruns;
     a stage trained elsewhere counts 0 s); stages already trained are kept."""
-    from lsp_models.config import load_preset
-    from lsp_models.train.runner import RunInputs, train_stage
-
-    record = run / "lipsync_seconds.json"
-    seconds: dict[str, float] = json.loads(record.read_text()) if record.is_file() else {}
 
     def stage(name: str, folder: str, sets: list[str], **inputs) -> None:
-        if (run / folder / f"{name}.pt").is_file():
-            seconds.setdefault(folder, 0.0)
-            return
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            config = load_preset("cpu-small", [*overrides, *sets])
-            t = time.perf_counter()
-            args = RunInputs(run_dir=run, dataset=dataset, resume=False, **inputs)
-            train_stage(name, config=config, inputs=args)
-        seconds[folder] = time.perf_counter() - t
-        record.write_text(json.dumps(seconds))
+        train_once(run, dataset, name, folder, [*overrides, *sets], **inputs)
 
     stage("apc", "apc", [], corpus=corpus)
     for i, d in enumerate(delays):
         name = mouth_folder(d, first=i == 0)
-        stage("mouth", name, [f"mouth.delay={d}"], mouth_name=name)
+        stage("mouth", name, [f"mouth.delay={d}"])
     if headpose_from is not None and not (run / "headpose").is_dir():
         shutil.copytree(headpose_from, run / "headpose")
     stage("headpose", "headpose", [])
     if renderer:
         stage("renderer", "renderer", [])
-    return seconds
+    return training_seconds(run)
+
+
+def training_seconds(run: Path) -> dict[str, float]:
+    """Training seconds per folder of ``run`` (RUN/lipsync_seconds.json)."""
+    record = run / "lipsync_seconds.json"
+    return json.loads(record.read_text()) if record.is_file() else {}
+
+
+def train_once(
+    run: Path, dataset: Path, stage: str, folder: str, overrides: list[str], **inputs
+) -> float:
+    """Train ``stage`` at cpu-small with ``overrides`` into RUN/``folder`` unless its checkpoint
+    is there; its training seconds (kept in RUN/lipsync_seconds.json; 0 when trained
+    elsewhere)."""
+    from lsp_models.config import load_preset
+    from lsp_models.train.runner import RunInputs, train_stage
+
+    seconds = training_seconds(run)
+    if (run / folder / f"{stage}.pt").is_file():
+        seconds.setdefault(folder, 0.0)
+        (run / "lipsync_seconds.json").write_text(json.dumps(seconds))
+        return seconds[folder]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = load_preset("cpu-small", overrides)
+        t = time.perf_counter()
+        args = RunInputs(run_dir=run, dataset=dataset, resume=False, **inputs)
+        if stage == "mouth":
+            args = dataclasses.replace(args, mouth_name=folder)
+        train_stage(stage, config=config, inputs=args)
+    seconds[folder] = time.perf_counter() - t
+    (run / "lipsync_seconds.json").write_text(json.dumps(seconds))
+    return seconds[folder]
 
 
 def mouth_folder(delay: int, *, first: bool) -> str:
@@ -363,8 +386,10 @@ def score_speech(
     speech: dict[str, np.ndarray],
     *,
     mouth: str = "mouth",
+    animate: list[str] | None = None,
 ) -> SpeechScore:
-    """Animate's motion for each clip of ``speech`` against the rule's truth (module doc)."""
+    """Animate's motion for each clip of ``speech`` against the rule's truth (module doc),
+    with ``animate`` overrides of the default animate settings (e.g. ``lle_blend=0.5``)."""
     import torch
 
     from lsp_models.eval.mouth import swap_mouth
@@ -377,7 +402,7 @@ def score_speech(
         models, _ = swap_mouth(run / mouth / "mouth.pt", models)
     person = load_person(dataset)
     idx = person_mouth_index()
-    config = AnimateConfig()
+    config = AnimateConfig().with_overrides(animate or [])
     pairs, errors, bases = [], [], []
     for y in speech.values():
         motion = predict_motion(models, person, y, config=config, pose_from=dataset)
@@ -405,8 +430,11 @@ def person_mouth_index() -> np.ndarray:
     return load_layout().mouth
 
 
-def val_scores(run: Path, dataset: Path, mouth: str) -> tuple[float, float, float]:
-    """``lsp eval``'s mouth numbers on the val split: (error mm, baseline mm, opening r)."""
+def val_scores(
+    run: Path, dataset: Path, mouth: str, *, animate: list[str] | None = None
+) -> tuple[float, float, float]:
+    """``lsp eval``'s mouth numbers on the val split: (error mm, baseline mm, opening r),
+    with ``animate`` overrides of the default animate settings."""
     import torch
 
     from lsp_models.eval.data import read_val
@@ -420,7 +448,7 @@ def val_scores(run: Path, dataset: Path, mouth: str) -> tuple[float, float, floa
     data = read_val(dataset)
     raw, _ = encode_apc(models, data.mel, None)
     feats = {
-        "projected": project_features(models, raw, AnimateConfig()),
+        "projected": project_features(models, raw, AnimateConfig().with_overrides(animate or [])),
         "raw": raw.cpu().numpy(),
     }
     m = eval_mouth(mouth, models, step, feats, data)
@@ -478,6 +506,41 @@ def opening_tracking_r(speaker: Speaker, dataset: Path) -> float:
     )
 
 
+def targets_error(speaker: Speaker, dataset: Path, frame: Frame) -> tuple[float, float, float]:
+    """The dataset's mouth targets taken as a prediction of the truth on its valid frames:
+    ``(error mm, baseline mm, amplitude)``, both as displacements from their means as in
+    :func:`score_speech`; ``amplitude``: the RMS of the tracked displacements over the true
+    ones (noise included). What a model that reproduced its targets exactly would score."""
+    tracked, valid, _, _ = tracked_mouth(dataset)
+    src = np.minimum(source_frames(len(valid), speaker.fps), len(speaker.mouth_points) - 1)
+    truth = frame.apply(speaker.mouth_points[src][valid]) - frame.truth_mean
+    moved = tracked[valid] - frame.tracked_mean
+    amplitude = float(np.sqrt((moved**2).sum() / (truth**2).sum()))
+    return (
+        10 * float(np.linalg.norm(moved - truth, axis=-1).mean()),
+        10 * float(np.linalg.norm(truth, axis=-1).mean()),
+        amplitude,
+    )
+
+
+def target_floor(speaker: Speaker, dataset: Path, frame: Frame) -> float:
+    """err/base on the val frames of the best an audio model of these targets can do: the
+    expected target given the truth's mouth parameters (jaw, lips, width; a linear fit on
+    the train frames), against the truth, both as in :func:`targets_error`."""
+    tracked, valid, train, val = tracked_mouth(dataset)
+    src = np.minimum(source_frames(len(valid), speaker.fps), len(speaker.params) - 1)
+    params = speaker.params[src][:, [MOUTH_PARAMS.index(k) for k in ("jaw", "lips", "width")]]
+    x = np.column_stack([params, np.ones(len(params))])
+    moved = (tracked - frame.tracked_mean).reshape(len(tracked), -1)
+    tr, va = train[valid[train]], val[valid[val]]
+    coef, *_ = np.linalg.lstsq(x[tr], moved[tr], rcond=None)
+    fit = (x[va] @ coef).reshape(len(va), -1, 3)
+    truth = frame.apply(speaker.mouth_points[src][va]) - frame.truth_mean
+    return float(
+        np.linalg.norm(fit - truth, axis=-1).mean() / np.linalg.norm(truth, axis=-1).mean()
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
@@ -532,6 +595,15 @@ def main() -> None:
     console.print(result_table(rows, dataset, heldout))
     split = variance_split(speaker, dataset)
     console.print(variance_table(split, opening_tracking_r(speaker, dataset)))
+    err, base, amplitude = targets_error(speaker, dataset, frame)
+    floor = target_floor(speaker, dataset, frame)
+    console.print(
+        f"the targets as a prediction of the truth: err/base {err / base:.2f} (RMS "
+        f"{amplitude:.2f}x the truth's, noise included); the best an audio model of them can "
+        f"do (their linear fit on the truth's mouth parameters, val frames): err/base "
+        f"{floor:.2f}",
+        highlight=False,
+    )
     console.print(timing_table(clock, trained))
     if args.renderer and first_run is not None:
         from lsp_models.infer.animate import animate
@@ -549,6 +621,7 @@ def main() -> None:
             for s, d, lab, v, sc in rows
         ],
         "variance": split,
+        "targets": {"error_mm": err, "baseline_mm": base, "amplitude": amplitude, "floor": floor},
         "seconds": {"clock": clock, "trained": trained},
     }
     (work / "lipsync.json").write_text(json.dumps(record, indent=2))

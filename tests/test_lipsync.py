@@ -26,9 +26,12 @@ SETUP = SpeakerSetup(seconds=30.0, size=(640, 360), focal=700.0, distance_cm=55.
 TRAINING = ["apc_train.max_steps=50", "mouth_train.max_steps=100", "headpose_train.max_steps=20"]
 """Short training: enough to fit the speaker's own speech (the benchmark trains fully)."""
 
-MIN_TRAINING_R = 0.75
-"""Lip-opening r on the training speech (measured 0.89 at lag 0; mouth error 1.15 mm
-against a 1.58 mm mean baseline)."""
+MIN_TRAINING_R = 0.8
+"""Lip-opening r on the training speech (schema-5 targets, two training seeds: 0.90 and
+0.86, both at lag 0; mouth error 1.11 and 1.14 mm against a 1.58 mm mean baseline)."""
+
+MAX_ERROR_RATIO = 0.8
+"""Mouth error against the mean baseline on the training speech (measured 0.71 and 0.73)."""
 
 
 def test_the_models_learn_the_speakers_lip_sync(tmp_path) -> None:
@@ -45,8 +48,10 @@ def test_the_models_learn_the_speakers_lip_sync(tmp_path) -> None:
     y = load_audio(speaker.voice, sr=SAMPLE_RATE)
     score = score_speech(run, dataset, frame, SETUP.rule, {"training": y})
     assert score.r0 > MIN_TRAINING_R, score
-    assert abs(score.lag) <= 3, score
-    assert score.error_mm < 0.9 * score.baseline_mm, score
+    assert abs(score.lag) <= 1, score  # the issue's target; measured 0
+    assert score.error_mm < MAX_ERROR_RATIO * score.baseline_mm, score
     split = variance_split(speaker, dataset)
-    assert split["all 25"]["truth mouth"] > 0.2, split  # measured 0.36 (pose: 0.20)
+    # the issue's targets are >= 60 % and <= 5 %; measured 56 % and -12 % (nothing) here
+    assert split["all 25"]["truth mouth"] > 0.45, split
+    assert split["all 25"]["head pose"] < 0.05, split
     assert np.isfinite([v for g in split.values() for v in g.values()]).all()

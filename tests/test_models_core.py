@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -17,7 +19,7 @@ from lsp_models.nets.mouth import AudioToMouth, MouthConfig
 from lsp_models.train.apc import train_apc
 from lsp_models.train.checkpoint import load_checkpoint
 from lsp_models.train.loop import TrainConfig
-from lsp_models.train.mouth import train_mouth
+from lsp_models.train.mouth import target_scale, train_mouth
 from lsp_prep.errors import CheckpointError, InputError, SchemaError
 
 TINY_APC = APCConfig(hidden=32)
@@ -56,6 +58,46 @@ def test_mouth_loss_leaves_out_frames_without_a_face():
     keep = mask[:, :10]
     assert a == pytest.approx(err[keep].mean().item(), rel=1e-5)
     assert net.losses(audio, target)["l2"].item() == pytest.approx(err.mean().item(), rel=1e-5)
+
+
+def test_mouth_normalise_scales_the_loss_not_the_output():
+    """mouth.normalise: the model still predicts cm (its output times the scale buffer),
+    the loss is in units of the scale, and the scale travels in the state dict."""
+    torch.manual_seed(0)
+    cfg = MouthConfig(
+        audio_dim=6, hidden=8, n_layers=1, mlp=(8,), delay=0, window=12, normalise="coordinate"
+    )
+    net = AudioToMouth(cfg)
+    assert net.scale is not None and AudioToMouth(TINY_MOUTH).scale is None
+    scale = torch.linspace(0.1, 2.0, 75)
+    net.scale.copy_(scale)
+    plain = AudioToMouth(dataclasses.replace(cfg, normalise="none"))
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if k != "scale"})
+    audio, target = torch.randn(2, 12, 6), torch.randn(2, 12, 75)
+    with torch.no_grad():
+        torch.testing.assert_close(net(audio)[0], plain(audio)[0] * scale)
+        expected = (((net(audio)[0] - target) / scale) ** 2).mean().item()
+    assert net.losses(audio, target)["l2"].item() == pytest.approx(expected, rel=1e-5)
+    copy = AudioToMouth(cfg)
+    copy.load_state_dict(net.state_dict())
+    torch.testing.assert_close(copy.scale, scale)
+    with pytest.raises(
+        InputError, match=re.escape("mouth.normalise must be none, global or coordinate, got 'std'")
+    ):
+        MouthConfig(normalise="std")  # type: ignore[arg-type]
+
+
+def test_target_scale_over_the_valid_train_frames():
+    rng = np.random.default_rng(0)
+    target = rng.normal(size=(100, 75)) * np.linspace(0.5, 3.0, 75)
+    target[[5, 7]] = 1e3  # frames without a face: left out
+    valid = np.ones(100, bool)
+    valid[[5, 7]] = False
+    person = SimpleNamespace(train=np.arange(80), valid=valid)
+    rows = target[np.setdiff1d(np.arange(80), [5, 7])]
+    np.testing.assert_allclose(target_scale(target, person, "coordinate"), rows.std(0), rtol=1e-5)
+    rms = np.sqrt(((rows - rows.mean(0)) ** 2).mean())
+    np.testing.assert_allclose(target_scale(target, person, "global"), np.full(75, rms), rtol=1e-5)
 
 
 def test_apc_streaming_equals_offline():

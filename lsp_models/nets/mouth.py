@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -29,12 +30,20 @@ class MouthConfig:
     window: int = 240
     """Training window length in frames (T)."""
     dropout: float = 0.0
+    normalise: Literal["none", "global", "coordinate"] = "none"
+    """Scale of the targets in training: ``none`` (cm), ``global`` (divided by their RMS over
+    the train split), ``coordinate`` (each coordinate by its own standard deviation). The
+    scale is a buffer of the model, which multiplies its output back: it predicts cm."""
 
     def __post_init__(self) -> None:
         if min(self.audio_dim, self.hidden, self.n_layers, self.out_dim, self.window) < 1:
             raise InputError("mouth: sizes and window must be >= 1")
         if not 0 <= self.delay < self.window:
             raise InputError(f"mouth.delay must be in [0, window), got {self.delay}")
+        if self.normalise not in ("none", "global", "coordinate"):
+            raise InputError(
+                f"mouth.normalise must be none, global or coordinate, got {self.normalise!r}"
+            )
 
 
 class AudioToMouth(nn.Module):
@@ -57,24 +66,32 @@ class AudioToMouth(nn.Module):
             width = w
         layers.append(nn.Linear(width, config.out_dim))
         self.mlp = nn.Sequential(*layers)
+        self.scale: torch.Tensor | None
+        if config.normalise != "none":  # set by training (train_mouth), kept in the checkpoint
+            self.register_buffer("scale", torch.ones(config.out_dim))
+        else:
+            self.scale = None
 
     def forward(
         self, audio: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         assert audio.ndim == 3 and audio.shape[-1] == self.config.audio_dim, f"{tuple(audio.shape)}"
         h, state = self.lstm(audio, state)  # (B, T, hidden)
-        return self.mlp(h), state  # (B, T, out_dim)
+        out = self.mlp(h)  # (B, T, out_dim)
+        return (out if self.scale is None else out * self.scale), state
 
     def losses(
         self, audio: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """L2 between output t and the target at t - delay (targets (B, T, out_dim)), over
-        the frames ``mask`` (B, T) keeps (all without one)."""
+        the frames ``mask`` (B, T) keeps (all without one); in units of
+        :attr:`MouthConfig.normalise`."""
         d = self.config.delay
         pred, _ = self(audio)
         pred = pred[:, d:] if d else pred
         tgt = target[:, : target.shape[1] - d] if d else target
-        err = ((pred - tgt) ** 2).mean(-1)  # (B, T - d)
+        diff = pred - tgt if self.scale is None else (pred - tgt) / self.scale
+        err = (diff**2).mean(-1)  # (B, T - d)
         if mask is None:
             return {"l2": err.mean()}
         keep = (mask[:, : mask.shape[1] - d] if d else mask).to(err.dtype)

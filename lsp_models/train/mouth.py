@@ -11,11 +11,24 @@ import torch
 
 from lsp_models.nets.mouth import AudioToMouth, MouthConfig
 from lsp_models.train.apc import build_feature_database, person_apc_features
+from lsp_models.train.data import PersonData
 from lsp_models.train.device import join_process_group, pick_device
 from lsp_models.train.loop import TrainConfig, rank_slice, world
 from lsp_models.train.stage import StageResult, record_dataset, run_stage
 from lsp_prep.errors import InputError
 from lsp_prep.progress import ProgressFn
+
+
+def target_scale(target: np.ndarray, person: PersonData, how: str) -> np.ndarray:
+    """Per-coordinate scale (out_dim,) float32 of the targets (N, out_dim) over the valid
+    train frames for :attr:`MouthConfig.normalise` ``how`` (global or coordinate)."""
+    rows = target[person.train][person.valid[person.train]]
+    dev = rows - rows.mean(0)
+    if how == "global":
+        scale = np.full(rows.shape[1], np.sqrt((dev**2).mean()))
+    else:
+        scale = dev.std(0)
+    return np.maximum(scale, 1e-6).astype(np.float32)
 
 
 def train_mouth(
@@ -46,6 +59,8 @@ def train_mouth(
     dev = join_process_group(pick_device(device))
     torch.manual_seed(config.seed)
     net = AudioToMouth(model).to(dev)
+    if net.scale is not None:
+        net.scale.copy_(torch.from_numpy(target_scale(target, person, model.normalise)))
     train_idx = person.train
     w = min(model.window, len(train_idx))
     if w <= model.delay:
