@@ -16,6 +16,7 @@ from lsp_prep.stages.geometry.quality import (
     gate_poses,
     lean_map,
     rigid_misfit,
+    well_fitted,
 )
 
 K = np.array([[800.0, 0, 320], [0, 800, 240], [0, 0, 1]])
@@ -139,6 +140,46 @@ def test_gate_refuses_a_refined_pose_that_turns_too_far_from_the_landmarks():
     const = (Rotation.from_euler("x", 7, degrees=True) * Rotation.from_rotvec(rot[idx])).as_rotvec()
     g = gate_poses(points, shape, K, (rot, trans), (idx, const, trans[idx]), max_turn_deg=6.0, **kw)
     assert g.accepted[idx].all()
+
+
+def test_trusted_frames_keep_their_refined_pose_where_the_landmarks_are_distorted():
+    # a hand over the face for frames 40-70: the landmarks (and their pose) are 6 degrees
+    # off there, the refined poses (features on the upper face) are the truth throughout
+    shape, rot, trans, _ = _scene()
+    hand = (np.arange(120) >= 40) & (np.arange(120) < 70)
+    off = Rotation.from_euler("x", np.where(hand, 6.0, 0.0)[:, None], degrees=True)
+    rot_hand = (off * Rotation.from_rotvec(rot)).as_rotvec()
+    cam = np.einsum("nij,pj->npi", Rotation.from_rotvec(rot_hand).as_matrix(), shape)
+    landmarks = project(cam + trans[:, None], K)
+    idx = np.arange(0, 120, 4)
+    refined = (idx, rot[idx], trans[idx])
+    kw = dict(margin=0.1, margin_px=0.0, max_gap=8, ramp=4)
+    g = gate_poses(landmarks, shape, K, (rot_hand, trans), refined, **kw)
+    assert not g.accepted[idx[hand[idx]]].any()  # the landmark test refuses them
+    err = np.degrees(
+        (Rotation.from_rotvec(g.rotation) * Rotation.from_rotvec(rot).inv()).magnitude()
+    )
+    assert np.median(err[hand]) > 4.0
+    # features that fit well everywhere but frame 8's: trusted where they fit
+    rms = np.full(len(idx), 0.5)
+    rms[idx == 8] = 2.0
+    trusted = well_fitted(rms, np.full(len(idx), 60), trust_rms=0.5)
+    assert trusted.sum() == len(idx) - 1 and not trusted[idx == 8].any()
+    g = gate_poses(landmarks, shape, K, (rot_hand, trans), refined, trusted=trusted, **kw)
+    assert g.accepted[idx[hand[idx]]].all()
+    err = np.degrees(
+        (Rotation.from_rotvec(g.rotation) * Rotation.from_rotvec(rot).inv()).magnitude()
+    )
+    assert err[idx[hand[idx]]].max() < 0.01  # the measured frames: their refined pose
+    assert np.median(err[hand]) < 0.1  # between them, the correction interpolated
+
+
+def test_well_fitted_needs_a_low_residual_on_enough_features():
+    rms = np.array([1.0, 1.0, 1.2, 1.6, 1.0, 1.0])
+    count = np.array([60, 60, 60, 60, 25, 35])
+    np.testing.assert_array_equal(
+        well_fitted(rms, count, trust_rms=0.5), [True, True, True, False, False, True]
+    )
 
 
 def test_dataset_stores_the_pose_source_and_the_misfit_it_documents(single_face_dataset):

@@ -86,6 +86,11 @@ class FeatureConfig:
     """Pixels (original video) added to that bound."""
     gate_turn_deg: float = 6.0
     """... and only where it turns at most this far from the landmark pose."""
+    gate_trust_features: bool = True
+    """A frame whose features fit its refined pose well keeps it even where the landmarks
+    disagree (a hand or an expression moves the whole mesh); see GateConfig.trust_features."""
+    gate_trust_rms: float = 0.5
+    """Well fitted: feature RMS at most ``1 + gate_trust_rms`` times the clip's median."""
     gate_min_accepted: float = 0.5
     """Below this fraction of measured frames passing, the landmark track is kept whole."""
     gate_require_focal: bool = True
@@ -117,7 +122,16 @@ class FeatureConfig:
             raise InputError(f"features.calib_features must be >= 6, got {self.calib_features}")
         if self.max_shift < 1 or self.levels < 0:
             raise InputError("features.max_shift must be >= 1 and features.levels >= 0")
-        if min(self.gate_margin, self.gate_margin_px, self.gate_turn_deg, self.blend_frames) < 0:
+        if (
+            min(
+                self.gate_margin,
+                self.gate_margin_px,
+                self.gate_turn_deg,
+                self.blend_frames,
+                self.gate_trust_rms,
+            )
+            < 0
+        ):
             raise InputError("features.gate_* and features.blend_frames must be >= 0")
         if not 0 <= self.gate_min_accepted <= 1:
             raise InputError("features.gate_min_accepted must be in [0, 1]")

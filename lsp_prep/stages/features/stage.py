@@ -162,6 +162,8 @@ def refine_clip(
                 max_turn_deg=config.gate_turn_deg,
                 min_accepted=config.gate_min_accepted,
                 require_focal=config.gate_require_focal,
+                trust_features=config.gate_trust_features,
+                trust_rms=config.gate_trust_rms,
                 max_gap=2 * config.every,
                 ramp=config.blend_frames,
             ),

@@ -32,6 +32,7 @@ from lsp_prep.stages.geometry.quality import (
     corrected_poses,
     gate_poses,
     rigid_misfit,
+    well_fitted,
 )
 from lsp_prep.stages.geometry.rigidity import RigidityConfig, rigid_fit
 from lsp_prep.stages.geometry.shape import back_project, initial_poses, object_points, triangulate
@@ -154,7 +155,8 @@ def refine_head(
        triangulated with the feature poses), and the gate (:func:`~lsp_prep.stages.
        geometry.quality.gate_poses`): a measured frame keeps its feature pose only where
        that explains the stable landmarks about as well as the landmark pose does (and
-       does not turn far from it once the landmark track's lean is taken out); frames
+       does not turn far from it once the landmark track's lean is taken out), or where
+       its features fit it well whatever the landmarks say (``gate.trust_features``); frames
        between accepted ones take the correction interpolated between them, blended in
        over ``gate.ramp`` frames at the ends of each span; every other frame keeps its
        landmark pose with the lean the accepted frames show taken out (one affine map
@@ -229,7 +231,10 @@ def refine_head(
     stable = np.asarray(layout.sets["stable"])
     v = np.flatnonzero(valid)
     lm2d = np.where(valid[:, None, None], lsp3d[:, stable, :2], np.nan)
-    g = _gate(lm2d, valid, head.rotation, t_land, (idx, rv, tr), cal.K, geometry, gate)
+    trusted = (
+        well_fitted(rms, count[idx], trust_rms=gate.trust_rms) if gate.trust_features else None
+    )
+    g = _gate(lm2d, valid, head.rotation, t_land, (idx, rv, tr), cal.K, geometry, gate, trusted)
     if g.accepted.sum() < gate.min_accepted * len(idx):
         warning = (
             f"the texture features' poses disagreed with the landmarks on "
@@ -271,6 +276,7 @@ def _gate(
     K: np.ndarray,
     geometry: GeometryConfig,
     gate: GateConfig,
+    trusted: np.ndarray | None = None,
 ) -> Gate:
     """The landmark poses fitted again in the refined camera ``K`` and object frame (the
     stable landmarks ``lm2d`` (N, S, 2) triangulated with the refined poses ``refined`` =
@@ -293,6 +299,7 @@ def _gate(
         max_turn_deg=gate.max_turn_deg,
         max_gap=gate.max_gap,
         ramp=gate.ramp,
+        trusted=trusted,
     )
 
 
