@@ -16,6 +16,7 @@ from lsp_prep.stages.geometry.quality import (
     gate_poses,
     lean_map,
     rigid_misfit,
+    spread_ratio,
     well_fitted,
 )
 
@@ -180,6 +181,18 @@ def test_well_fitted_needs_a_low_residual_on_enough_features():
     np.testing.assert_array_equal(
         well_fitted(rms, count, trust_rms=0.5), [True, True, True, False, False, True]
     )
+
+
+def test_spread_ratio_compares_each_axis_with_a_one_degree_floor():
+    t = np.arange(200) / 30
+    yaw, pitch, roll = 10 * np.sin(t), 3 * np.sin(1.3 * t), 0.2 * np.sin(0.7 * t)
+    land = euler_yxz_to_rotvec(yaw, pitch, roll).reshape(-1, 3)
+    wide = euler_yxz_to_rotvec(1.3 * yaw, 3 * pitch, 4 * roll).reshape(-1, 3)
+    ratio = spread_ratio(land, wide)
+    std = np.array([yaw.std(), pitch.std(), roll.std()])
+    np.testing.assert_allclose(ratio, [1.3, 3.0, 4.0] * std / (std + 1.0), rtol=0.02)
+    assert ratio[0] < 1.75 < ratio[1]  # a wider yaw is a lean taken out; pitch is not
+    assert ratio[2] < 1.0  # a head that hardly rolls: jitter of a degree is no spread
 
 
 def test_dataset_stores_the_pose_source_and_the_misfit_it_documents(single_face_dataset):

@@ -91,6 +91,9 @@ class FeatureConfig:
     disagree (a hand or an expression moves the whole mesh); see GateConfig.trust_features."""
     gate_trust_rms: float = 0.5
     """Well fitted: feature RMS at most ``1 + gate_trust_rms`` times the clip's median."""
+    gate_max_spread: float = 1.75
+    """Keep the landmark track whole when the refined head turns over more than this many
+    times the landmarks' spread (plus one degree) on any axis; see GateConfig.max_spread."""
     gate_min_accepted: float = 0.5
     """Below this fraction of measured frames passing, the landmark track is kept whole."""
     gate_require_focal: bool = True
@@ -133,6 +136,8 @@ class FeatureConfig:
             < 0
         ):
             raise InputError("features.gate_* and features.blend_frames must be >= 0")
+        if self.gate_max_spread <= 1:
+            raise InputError(f"features.gate_max_spread must be > 1, got {self.gate_max_spread}")
         if not 0 <= self.gate_min_accepted <= 1:
             raise InputError("features.gate_min_accepted must be in [0, 1]")
         if self.rigidity_rounds < 0 or self.rigidity_scale <= 0 or self.huber_px <= 0:

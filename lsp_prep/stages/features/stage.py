@@ -164,6 +164,7 @@ def refine_clip(
                 require_focal=config.gate_require_focal,
                 trust_features=config.gate_trust_features,
                 trust_rms=config.gate_trust_rms,
+                max_spread=config.gate_max_spread,
                 max_gap=2 * config.every,
                 ramp=config.blend_frames,
             ),

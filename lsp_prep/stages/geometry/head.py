@@ -32,6 +32,7 @@ from lsp_prep.stages.geometry.quality import (
     corrected_poses,
     gate_poses,
     rigid_misfit,
+    spread_ratio,
     well_fitted,
 )
 from lsp_prep.stages.geometry.rigidity import RigidityConfig, rigid_fit
@@ -243,6 +244,16 @@ def refine_head(
         )
         return head, Refinement(np.zeros(n, np.int64), np.zeros(n, np.int8), warning)
     rot, trans = g.rotation, g.translation
+    spread = spread_ratio(head.rotation[valid], rot[valid])
+    if (spread > gate.max_spread).any():
+        warning = (
+            "the texture features' head turns "
+            + ", ".join(f"{k:.1f}x" for k in spread)
+            + f" as far as the landmarks' (yaw, pitch, roll; at most {gate.max_spread:g}x "
+            "expected): the features do not follow this head; head poses come from the "
+            "landmarks alone"
+        )
+        return head, Refinement(np.zeros(n, np.int64), np.zeros(n, np.int8), warning)
 
     # landmarks in the new object frame, on the rays of the detected points
     lm_shape = triangulate(lsp3d[v][:, stable, :2], rot[v], trans[v], cal.K)
