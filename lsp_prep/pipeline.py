@@ -188,6 +188,7 @@ def prep_video(
     force: bool = False,
     progress: ProgressFn = no_progress,
     manifest: bool = True,
+    concurrent: bool = True,
 ) -> PrepResult:
     """Turn ``video`` into ``out_dir/<name>.h5``; see the module docstring for stages.
 
@@ -198,11 +199,13 @@ def prep_video(
     no output directory that was not there before.
 
     ``manifest=False`` leaves ``out_dir/manifest.csv`` to the caller (:mod:`lsp_prep.batch`
-    writes the rows of clips prepped in several processes from one)."""
+    writes the rows of clips prepped in several processes from one). ``concurrent=False``
+    runs every stage on this thread, one after the other (:func:`_run_stages`): the same
+    dataset, more slowly; the tests compare the two."""
     video, out_dir = Path(video), Path(out_dir)
     made_dir = not out_dir.exists()
     try:
-        return _prep(video, out_dir, config, audio, name, force, progress, manifest)
+        return _prep(video, out_dir, config, audio, name, force, progress, manifest, concurrent)
     except LSPError:
         if made_dir:
             _remove_if_empty(out_dir)
@@ -218,6 +221,7 @@ def _prep(
     force: bool,
     progress: ProgressFn,
     manifest: bool,
+    concurrent: bool,
 ) -> PrepResult:
     """:func:`prep_video` after its arguments are paths."""
     timings: dict[str, float] = {}
@@ -233,7 +237,7 @@ def _prep(
     elif job.final.exists() and _existing_is_reusable(job):
         return _reuse(job, timings, manifest=manifest)
     job.cache.mkdir(parents=True, exist_ok=True)
-    clip, warnings = _run_stages(job, info, timings, progress)
+    clip, warnings = _run_stages(job, info, timings, progress, concurrent=concurrent)
     t = time.perf_counter()
     n = len(clip.masks["valid"])
     y = speech_track(video, audio, info, n=n, config=config.ingest)
@@ -339,7 +343,12 @@ def _plain(value: object) -> object:
 
 
 def _run_stages(
-    job: Job, info: MediaInfo, timings: dict[str, float], progress: ProgressFn
+    job: Job,
+    info: MediaInfo,
+    timings: dict[str, float],
+    progress: ProgressFn,
+    *,
+    concurrent: bool,
 ) -> tuple[Clip, list[str]]:
     """track .. shoulders; returns what pack needs and the warnings so far.
 
@@ -349,17 +358,18 @@ def _run_stages(
     crops and the landmarks) while the features stage measures the same crops. Each runs
     the function it ran before on the same inputs, so the dataset is the same; ``timings``
     give the time this thread spent in (or waiting for) each stage, and the worker's own
-    time as ``"<stage> (beside)"``."""
+    time as ``"<stage> (beside)"``. ``concurrent=False`` runs all of it on this thread
+    (Face Mesh's two graphs too)."""
     config, video = job.config, job.video
     fps, size = config.ingest.fps, config.ingest.image_size
     with _timed(timings, "track"):
-        mesh, masks, frame_size = _track(job, info, progress)
+        mesh, masks, frame_size = _track(job, info, progress, concurrent=concurrent)
     valid = masks["valid"]
     centres, sizes = face_extent(mesh)
     boxes = crop_boxes(centres, sizes, valid, fps=fps, frame_size=frame_size, config=config.crop)
     mesh_crop = to_crop(mesh, boxes, size).astype(np.float32)
     lsp73 = load_layout().from_mesh(mesh_crop)[..., :2]
-    with Beside(timings) as beside:
+    with Beside(timings, threaded=concurrent) as beside:
         geometry = beside.submit("geometry", _geometry, job, mesh, valid, frame_size, progress)
         with _timed(timings, "frames"):
             key = job.key("frames")
@@ -408,40 +418,53 @@ class Beside:
     """One worker thread that runs stages beside this thread's (a context manager).
 
     The heavy parts of those stages (OpenCV, MediaPipe, NumPy, HDF5 and JPEG decoding)
-    release the GIL, so the two threads use two cores. Leaving the block (also by an error
-    or Ctrl-C) sets :attr:`stop`, which a long task checks between frames, and waits for
-    the worker: no thread outlives the stages, and nothing is left half-written (each
-    stage's cache is written atomically, by whichever thread computed it)."""
+    mostly release the GIL (py-spy: the shoulders' tracking holds it 54 % of its time, the
+    features' measurement 11 %), so the two threads use two cores. Leaving the block (also
+    by an error or Ctrl-C) sets :attr:`stop`, which a long task checks between frames, and
+    waits for the worker: no thread outlives the stages, and nothing is left half-written
+    (each stage's cache is written atomically, by whichever thread computed it). With
+    ``threaded=False`` a task runs at once on the caller's thread."""
 
-    def __init__(self, timings: dict[str, float]) -> None:
+    def __init__(self, timings: dict[str, float], *, threaded: bool = True) -> None:
         self.stop = threading.Event()
         self._timings = timings
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="lsp-prep-beside")
+        self._pool = ThreadPoolExecutor(1, "lsp-prep-beside") if threaded else None
 
     def submit(self, stage: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
         """Run ``fn(*args, **kwargs)`` on the worker (after what was submitted before);
-        its wall time goes to ``timings[f"{stage} (beside)"]``."""
+        its wall time goes to ``timings[f"{stage} (beside)"]``. Its exception, if any, is
+        raised by the future's ``result()``."""
 
         def timed() -> T:
             with _timed(self._timings, f"{stage} (beside)"):
                 return fn(*args, **kwargs)
 
-        return self._pool.submit(timed)
+        if self._pool is not None:
+            return self._pool.submit(timed)
+        done: Future[T] = Future()
+        try:
+            done.set_result(timed())
+        except Exception as exc:
+            done.set_exception(exc)
+        return done
 
     def __enter__(self) -> Beside:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 @contextmanager
 def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
-    """Record the wall time of the block as ``timings[stage]``."""
+    """Record the wall time of the block as ``timings[stage]`` (also when it raises)."""
     t = time.perf_counter()
-    yield
-    timings[stage] = time.perf_counter() - t
+    try:
+        yield
+    finally:
+        timings[stage] = time.perf_counter() - t
 
 
 def _features(
@@ -489,7 +512,7 @@ def _features(
 
 
 def _track(
-    job: Job, info: MediaInfo, progress: ProgressFn
+    job: Job, info: MediaInfo, progress: ProgressFn, *, concurrent: bool
 ) -> tuple[np.ndarray, dict[str, np.ndarray], tuple[int, int]]:
     """The track stage (cached), then the refusal of clips with too little face: the mesh
     (N, 478, 3) in original pixels, the per-frame masks and the frame size."""
@@ -497,7 +520,12 @@ def _track(
     arrays, hit = job.cached(
         "track",
         lambda: track_stage.track_video(
-            job.video, info, fps=config.ingest.fps, config=config.track, progress=progress
+            job.video,
+            info,
+            fps=config.ingest.fps,
+            config=config.track,
+            progress=progress,
+            concurrent=concurrent,
         ).to_arrays(),
     )
     tracks = track_stage.Tracks.from_arrays(arrays)

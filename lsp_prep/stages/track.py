@@ -488,15 +488,18 @@ def track_video(
     fps: int,
     config: TrackConfig,
     progress: ProgressFn = no_progress,
+    concurrent: bool = True,
 ) -> Tracks:
     """Decode ``video`` at ``fps`` (pass 1), downscaled to the tracking size, and track
-    the face, running Face Mesh once per source frame (:func:`track_faces`); points come
-    back in original pixels."""
+    the face, running Face Mesh once per source frame (:func:`track_faces`, ``concurrent``
+    passed on); points come back in original pixels."""
     total = int(np.ceil(info.duration_s * fps)) if info.duration_s else None
     size = (info.width, info.height)
     small = tracking_size(size, config.max_side)
     frames = iter_frames(video, fps=fps, size=size, out_size=small)
-    tracks = track_faces(frames, config=config, total=total, progress=progress)
+    tracks = track_faces(
+        frames, config=config, total=total, progress=progress, concurrent=concurrent
+    )
     if small != size:
         mesh = rescale_points(tracks.mesh, small, size).astype(np.float32)
         tracks = Tracks(mesh, tracks.detected, size, tracks.tracked)
