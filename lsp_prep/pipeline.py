@@ -19,6 +19,9 @@ pack       pack (audio, sync,            mel, candidates,     speech on the vide
                                                               field via dataset.writer
 =========  ============================  ===================  ==============================
 
+Two threads share the work (:func:`_run_stages`): Face Mesh's mirror graph runs beside
+the direct one, geometry beside frames, the shoulders' point tracking beside features.
+
 [c] cached in ``OUT/.lsp-cache/<clip>/<stage>.npz``; [r] resumable in the partial file. A
 stage's cache key names the source and every config section of the stage and of the stages
 upstream of it (:func:`stage_sections`), so a changed setting recomputes exactly the
