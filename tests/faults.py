@@ -76,6 +76,8 @@ class Outcome:
     """Whether the signal was sent (False: it finished before ``after_s``)."""
     seconds: float = 0.0
     """Wall time from the command's start (after the fork) to its end."""
+    pid: int = 0
+    """The command's process id (temporary files carry it)."""
 
 
 def run_lsp(
@@ -108,7 +110,25 @@ def run_lsp(
     seconds = time.perf_counter() - t0
     assert proc.exitcode is not None
     output = Path(log).read_text(errors="replace") if Path(log).exists() else ""
-    return Outcome(proc.exitcode, output, killed, seconds)
+    return Outcome(proc.exitcode, output, killed, seconds, proc.pid or 0)
+
+
+def wait_for_orphans(marker: str, *, timeout_s: float = 60.0) -> None:
+    """Wait until no process whose command line contains ``marker`` is left. A command
+    killed with SIGKILL cannot stop its children: an ffmpeg encoder it started reads end of
+    input and finishes its file on its own, a moment after the command is gone."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = False
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                alive |= marker.encode() in cmdline.read_bytes()
+            except OSError:  # the process ended while we looked
+                continue
+        if not alive:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"a process with {marker!r} in its command line ran past {timeout_s} s")
 
 
 @dataclass(frozen=True)
