@@ -205,9 +205,9 @@ class FastHeadPoseSampler:
             eps = torch.randn(mean.shape, generator=self.generator, dtype=self._dtype).numpy()
             pose = mean + self.temperature * np.exp(-nls) * eps
         if self._velocity is not None:  # as with_velocity: from the pose half and the last
-            h = pose.shape[1] // 2
-            pose[:, h:] = (pose[:, :h] - self._pose_view[:, :h]) * self._velocity[0]
-            pose[:, h:] += self._velocity[1]
+            k = pose.shape[1] // 2
+            pose[:, k:] = (pose[:, :k] - self._pose_view[:, :k]) * self._velocity[0]
+            pose[:, k:] += self._velocity[1]
         self._pose_view[...] = pose
         self.n += 1
         return pose
