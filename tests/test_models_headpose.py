@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 
 import pytest
@@ -179,6 +180,29 @@ def test_samplers_feed_back_velocities_of_their_poses():
         model, audio, history=history, temperature=0.7, generator=torch.Generator().manual_seed(5)
     )
     assert (drawn[..., 6:] - ref[..., 6:]).abs().max().item() > 0.1  # without: as drawn
+
+
+def test_velocity_feedback_is_the_models_choice():
+    """animate and lsp eval feed velocities of the poses back only to a model configured
+    for it (headpose.velocity_feedback); checkpoints without the key sample as before."""
+    from types import SimpleNamespace
+
+    from lsp_models.infer.predict import pose_velocity
+    from lsp_prep.configtree import from_data
+
+    mean, std = torch.zeros(12).numpy(), torch.full((12,), 2.0).numpy()
+    for flag, expected in ((False, None), (True, velocity_map(mean, std))):
+        config = HeadPoseConfig.cpu_small(velocity_feedback=flag)
+        models = SimpleNamespace(
+            headpose=SimpleNamespace(config=config), pose_mean=mean, pose_std=std
+        )
+        got = pose_velocity(models)  # type: ignore[arg-type]
+        assert got is None if expected is None else torch.equal(got, expected)
+    old = {k: v for k, v in vars(HeadPoseConfig.cpu_small()).items() if k != "velocity_feedback"}
+    assert from_data(HeadPoseConfig, old).velocity_feedback is False
+    message = "headpose.velocity_feedback must be true or false, got 1"
+    with pytest.raises(InputError, match=re.escape(message)):
+        HeadPoseConfig(velocity_feedback=1)  # type: ignore[arg-type]
 
 
 def test_fast_sampler_streams_in_chunks_and_keeps_seed_and_mean_path():
