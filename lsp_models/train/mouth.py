@@ -122,5 +122,5 @@ def train_mouth(
         folder=name,
     )
     if world()[0] == 0 and name == "mouth":
-        build_feature_database(run_dir, person)
+        build_feature_database(run_dir, person, feats)  # the APC features computed above
     return dataclasses.replace(result, metrics={**result.metrics, **evaluate()})
