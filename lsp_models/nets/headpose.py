@@ -83,8 +83,11 @@ class HeadPoseConfig:
     """The samplers feed back velocities computed from the sampled poses, as training
     computes them, instead of the velocities they drew (:func:`lsp_models.sampling.
     velocity_map`). The drawn ones are independent noise of the velocities' whole spread,
-    which the model never saw in training. False, the default, is how checkpoints written
-    before it existed are sampled."""
+    which the model never saw in training; fed back, they cost it its momentum (samples
+    0.33-0.82x the recorded range on the speech-driven speaker). The cpu-small preset
+    turns it on, with ``pose_dropout`` 0.25: with 0.5 the fed-back model overshoots (1.3-3.5x
+    the range there), with 0 it drifts on a 15 s clip (README, head motion). False, the
+    default, is how checkpoints written before it existed are sampled."""
 
     def __post_init__(self) -> None:
         for name in (
