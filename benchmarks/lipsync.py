@@ -37,9 +37,10 @@ for all 25 points, the 7 jaw-contour points and the 18 lip points. Then the targ
 as a prediction of the truth (err/base, and their RMS against the truth's), and the floor
 they set: err/base on the val frames of their expected value given the truth's mouth
 parameters (a linear fit on the train frames), the best an audio model trained on them can
-do. Last, minutes per training stage. Targets (issue 12): held-out r >= 0.85 at
-|lag| <= 1 and error <= 0.5x the baseline; truth explains >= 60 % of the targets'
-variance, pose <= 5 %.
+do; both again for their x and y with the depth left at the mean, what a model trained with
+``mouth.depth=false`` (the presets) learns. Last, minutes per training stage. Targets
+(issue 12): held-out r >= 0.85 at |lag| <= 1 and error <= 0.5x the baseline; truth
+explains >= 60 % of the targets' variance, pose <= 5 %.
 """
 
 from __future__ import annotations
@@ -485,6 +486,15 @@ def variance_split(speaker: Speaker, dataset: Path) -> dict[str, dict[str, float
     return out
 
 
+def without_depth(displacements: np.ndarray, depth: bool) -> np.ndarray:
+    """Displacements (..., 25, 3) with their z set to 0 unless ``depth``."""
+    if depth:
+        return displacements
+    out = displacements.copy()
+    out[..., 2] = 0.0
+    return out
+
+
 def r_squared(x_fit: np.ndarray, y_fit: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
     """Fraction of the total variance of ``y`` (N, D) explained by a linear fit (with
     intercept) of ``y_fit`` on ``x_fit``, applied to ``x``."""
@@ -506,15 +516,19 @@ def opening_tracking_r(speaker: Speaker, dataset: Path) -> float:
     )
 
 
-def targets_error(speaker: Speaker, dataset: Path, frame: Frame) -> tuple[float, float, float]:
+def targets_error(
+    speaker: Speaker, dataset: Path, frame: Frame, *, depth: bool = True
+) -> tuple[float, float, float]:
     """The dataset's mouth targets taken as a prediction of the truth on its valid frames:
     ``(error mm, baseline mm, amplitude)``, both as displacements from their means as in
     :func:`score_speech`; ``amplitude``: the RMS of the tracked displacements over the true
-    ones (noise included). What a model that reproduced its targets exactly would score."""
+    ones (noise included). What a model that reproduced its targets exactly would score;
+    without ``depth``, one that reproduced their x and y and left the depth at the mean
+    (``mouth.depth=false``)."""
     tracked, valid, _, _ = tracked_mouth(dataset)
     src = np.minimum(source_frames(len(valid), speaker.fps), len(speaker.mouth_points) - 1)
     truth = frame.apply(speaker.mouth_points[src][valid]) - frame.truth_mean
-    moved = tracked[valid] - frame.tracked_mean
+    moved = without_depth(tracked[valid] - frame.tracked_mean, depth)
     amplitude = float(np.sqrt((moved**2).sum() / (truth**2).sum()))
     return (
         10 * float(np.linalg.norm(moved - truth, axis=-1).mean()),
@@ -523,15 +537,16 @@ def targets_error(speaker: Speaker, dataset: Path, frame: Frame) -> tuple[float,
     )
 
 
-def target_floor(speaker: Speaker, dataset: Path, frame: Frame) -> float:
+def target_floor(speaker: Speaker, dataset: Path, frame: Frame, *, depth: bool = True) -> float:
     """err/base on the val frames of the best an audio model of these targets can do: the
     expected target given the truth's mouth parameters (jaw, lips, width; a linear fit on
-    the train frames), against the truth, both as in :func:`targets_error`."""
+    the train frames), against the truth, both as in :func:`targets_error` (``depth`` as
+    there)."""
     tracked, valid, train, val = tracked_mouth(dataset)
     src = np.minimum(source_frames(len(valid), speaker.fps), len(speaker.params) - 1)
     params = speaker.params[src][:, [MOUTH_PARAMS.index(k) for k in ("jaw", "lips", "width")]]
     x = np.column_stack([params, np.ones(len(params))])
-    moved = (tracked - frame.tracked_mean).reshape(len(tracked), -1)
+    moved = without_depth(tracked - frame.tracked_mean, depth).reshape(len(tracked), -1)
     tr, va = train[valid[train]], val[valid[val]]
     coef, *_ = np.linalg.lstsq(x[tr], moved[tr], rcond=None)
     fit = (x[va] @ coef).reshape(len(va), -1, 3)
@@ -597,11 +612,14 @@ def main() -> None:
     console.print(variance_table(split, opening_tracking_r(speaker, dataset)))
     err, base, amplitude = targets_error(speaker, dataset, frame)
     floor = target_floor(speaker, dataset, frame)
+    flat_err, _, _ = targets_error(speaker, dataset, frame, depth=False)
+    flat_floor = target_floor(speaker, dataset, frame, depth=False)
     console.print(
         f"the targets as a prediction of the truth: err/base {err / base:.2f} (RMS "
         f"{amplitude:.2f}x the truth's, noise included); the best an audio model of them can "
         f"do (their linear fit on the truth's mouth parameters, val frames): err/base "
-        f"{floor:.2f}",
+        f"{floor:.2f}; their x and y with the depth left at the mean (mouth.depth=false): "
+        f"{flat_err / base:.2f} and {flat_floor:.2f}",
         highlight=False,
     )
     console.print(timing_table(clock, trained))
@@ -621,7 +639,14 @@ def main() -> None:
             for s, d, lab, v, sc in rows
         ],
         "variance": split,
-        "targets": {"error_mm": err, "baseline_mm": base, "amplitude": amplitude, "floor": floor},
+        "targets": {
+            "error_mm": err,
+            "baseline_mm": base,
+            "amplitude": amplitude,
+            "floor": floor,
+            "error_mm_no_depth": flat_err,
+            "floor_no_depth": flat_floor,
+        },
         "seconds": {"clock": clock, "trained": trained},
     }
     (work / "lipsync.json").write_text(json.dumps(record, indent=2))

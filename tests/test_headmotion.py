@@ -173,11 +173,13 @@ def train_and_eval(run: Path, dataset: Path, overrides: list[str]):
 @pytest.mark.slow
 def test_sampled_motion_neither_jitters_nor_freezes_nor_drifts(tmp_path):
     """cpu-small head pose, 150 steps on 15 s of smooth wandering, sampled at 0.7 for the
-    9 s of val audio (about 20 s on 2 cores). Measured: |velocity| 0.5-0.7x the recorded
-    val track, std 0.2-1.3x, power above 6 Hz 1-3 %; the model before the residual mean
-    (``pose_residual=false``) jittered at 4.6-12.8x the recorded speed with 8-30 % of its
-    power above 6 Hz. The bounds are wide (one training run of a few seconds); the
-    benchmark holds the 0.8-1.25x target on real clips."""
+    9 s of val audio (about 20 s on 2 cores). Measured with the preset's velocity feedback
+    and pose dropout 0.25: |velocity| 0.65-0.90x the recorded val track, std 0.47-1.35x,
+    power above 6 Hz under 1 % (before them: 0.50-0.73x, 0.18-0.83x, 1-3 %); the model
+    before the residual mean (``pose_residual=false``) jittered at 4.6-12.8x the recorded
+    speed with 8-30 % of its power above 6 Hz. The bounds are wide (one training run of a
+    few seconds); benchmarks/headmotion.py measures the 0.8-1.25x target on real clips
+    (not met on every axis, README)."""
     dataset = wandering_dataset(tmp_path / "wander.h5")
     p = train_and_eval(tmp_path / "run", dataset, [])
     std, vel = np.array(p.std_ratio), np.array(p.velocity_ratio)

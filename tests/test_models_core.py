@@ -87,6 +87,40 @@ def test_mouth_normalise_scales_the_loss_not_the_output():
         MouthConfig(normalise="std")  # type: ignore[arg-type]
 
 
+def test_mouth_without_depth_predicts_and_learns_x_and_y_only():
+    """mouth.depth=false: the z outputs are exactly 0, the loss is the mean squared error
+    of x and y (the targets' z cannot move it), and the state dict is the same as with
+    depth, so checkpoints of either kind load; a checkpoint's config without the key (one
+    written before it existed) predicts depth as it did."""
+    from lsp_prep.configtree import from_data
+
+    torch.manual_seed(0)
+    cfg = MouthConfig(audio_dim=6, hidden=8, n_layers=1, mlp=(8,), delay=2, window=12)
+    flat = AudioToMouth(dataclasses.replace(cfg, depth=False))
+    audio, target = torch.randn(2, 12, 6), torch.randn(2, 12, 75)
+    with torch.no_grad():
+        pred = flat(audio)[0]
+    assert pred[..., 2::3].abs().max().item() == 0.0
+    assert pred[..., 0::3].abs().min().item() > 0.0
+    xy = torch.ones(75, dtype=torch.bool)
+    xy[2::3] = False
+    expected = ((pred[:, 2:] - target[:, :10]) ** 2)[..., xy].mean().item()
+    assert flat.losses(audio, target)["l2"].item() == pytest.approx(expected, rel=1e-5)
+    moved = target.clone()
+    moved[..., 2::3] += 5.0
+    assert flat.losses(audio, moved)["l2"].item() == pytest.approx(expected, rel=1e-6)
+    deep = AudioToMouth(cfg)
+    deep.load_state_dict(flat.state_dict())  # strict: no extra or missing keys
+    with torch.no_grad():
+        both = deep(audio)[0]
+    torch.testing.assert_close(both[..., 0::3], pred[..., 0::3])
+    assert both[..., 2::3].abs().min().item() > 0.0
+    old = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "depth"}
+    assert from_data(MouthConfig, old).depth is True
+    with pytest.raises(InputError, match=re.escape("mouth.depth must be true or false, got 1")):
+        MouthConfig(depth=1)  # type: ignore[arg-type]
+
+
 def test_target_scale_over_the_valid_train_frames():
     rng = np.random.default_rng(0)
     target = rng.normal(size=(100, 75)) * np.linspace(0.5, 3.0, 75)
@@ -169,6 +203,30 @@ def test_mouth_trains_and_beats_nothing_worse_than_baseline(apc_run, single_face
     assert np.mean(loss[-2:]) < 0.7 * np.mean(loss[:2])
     assert {"val_mm", "baseline_mm"} <= set(result.metrics)
     assert (apc_run / "features.pt").exists()
+
+
+def test_mouth_without_depth_keeps_the_mean_depth(apc_run, single_face_dataset):
+    """Trained with mouth.depth=false, the model's displacements have no depth at all: its
+    target mean's z is 0 too, so animate keeps the mean shape's depth."""
+    from lsp_models.infer.loading import load_mouth
+
+    train_mouth(
+        run_dir=apc_run,
+        dataset=single_face_dataset,
+        model=dataclasses.replace(TINY_MOUTH, depth=False),
+        config=TrainConfig(max_steps=4, batch_size=2, checkpoint_every=4, log_every=2),
+        name="mouth_nodepth",
+    )
+    ckpt = load_checkpoint(apc_run / "mouth_nodepth" / "mouth.pt", stage="mouth")
+    assert ckpt["model_config"]["depth"] is False
+    mean = np.asarray(ckpt["extra"]["target_mean"]).reshape(25, 3)
+    assert (mean[:, 2] == 0).all() and (mean[:, :2] != 0).any()
+    dim = ckpt["model_config"]["audio_dim"]
+    net, _, _ = load_mouth(
+        apc_run / "mouth_nodepth" / "mouth.pt", audio_dim=dim, device=torch.device("cpu")
+    )
+    with torch.no_grad():
+        assert net(torch.randn(1, 30, dim))[0][..., 2::3].abs().max().item() == 0.0
 
 
 def test_resume_equals_uninterrupted(single_face_dataset, tmp_path):

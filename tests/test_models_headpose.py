@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 
 import pytest
@@ -17,6 +18,7 @@ from lsp_models.sampling import (
     sample,
     sample_fast,
     sample_naive,
+    velocity_map,
 )
 from lsp_prep.errors import InputError
 
@@ -149,6 +151,58 @@ def test_fast_sampler_equals_cached_sampler(dtype, temperature):
     # relative: an untrained residual model wanders far, and rounding grows with the values
     assert (fast - ref).abs().max().item() < 1e-5 * max(1.0, ref.abs().max().item())
     assert ref.std() > 0.1
+
+
+def test_samplers_feed_back_velocities_of_their_poses():
+    """With ``velocity`` every sampled feature's velocity half is the difference of its pose
+    half and the frame before's, in the normalised units training uses, the first against
+    the history's last pose; the three samplers agree on it, draw for draw."""
+    model = small_model()
+    pose, audio = inputs(1, 80)
+    history = pose[:, :6]
+    mean = torch.linspace(-0.2, 0.3, 12, dtype=torch.float64).numpy()
+    std = torch.linspace(0.5, 2.0, 12, dtype=torch.float64).numpy()
+    velocity = velocity_map(mean, std)
+    args = {"history": history, "temperature": 0.7, "velocity": velocity}
+    ref = sample(model, audio, generator=torch.Generator().manual_seed(5), **args)
+    naive = sample_naive(model, audio, generator=torch.Generator().manual_seed(5), **args)
+    fast = sample_fast(model, audio, generator=torch.Generator().manual_seed(5), **args)
+    assert (naive - ref).abs().max().item() < 1e-8
+    assert (fast - ref).abs().max().item() < 1e-8 * max(1.0, ref.abs().max().item())
+    raw = ref[0].numpy() * std + mean  # (T, 12) poses and velocities in radians and cm
+    before = history[0, -1].numpy() * std + mean
+    steps = (
+        raw[:, :6]
+        - torch.cat([torch.from_numpy(before[None, :6]), torch.from_numpy(raw[:-1, :6])]).numpy()
+    )
+    assert abs(raw[:, 6:] - steps).max() < 1e-9
+    drawn = sample(
+        model, audio, history=history, temperature=0.7, generator=torch.Generator().manual_seed(5)
+    )
+    assert (drawn[..., 6:] - ref[..., 6:]).abs().max().item() > 0.1  # without: as drawn
+
+
+def test_velocity_feedback_is_the_models_choice():
+    """animate and lsp eval feed velocities of the poses back only to a model configured
+    for it (headpose.velocity_feedback); checkpoints without the key sample as before."""
+    from types import SimpleNamespace
+
+    from lsp_models.infer.predict import pose_velocity
+    from lsp_prep.configtree import from_data
+
+    mean, std = torch.zeros(12).numpy(), torch.full((12,), 2.0).numpy()
+    for flag, expected in ((False, None), (True, velocity_map(mean, std))):
+        config = HeadPoseConfig.cpu_small(velocity_feedback=flag)
+        models = SimpleNamespace(
+            headpose=SimpleNamespace(config=config), pose_mean=mean, pose_std=std
+        )
+        got = pose_velocity(models)  # type: ignore[arg-type]
+        assert got is None if expected is None else torch.equal(got, expected)
+    old = {k: v for k, v in vars(HeadPoseConfig.cpu_small()).items() if k != "velocity_feedback"}
+    assert from_data(HeadPoseConfig, old).velocity_feedback is False
+    message = "headpose.velocity_feedback must be true or false, got 1"
+    with pytest.raises(InputError, match=re.escape(message)):
+        HeadPoseConfig(velocity_feedback=1)  # type: ignore[arg-type]
 
 
 def test_fast_sampler_streams_in_chunks_and_keeps_seed_and_mean_path():

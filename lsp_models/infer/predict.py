@@ -32,7 +32,7 @@ from lsp_models.infer.motion import (
     smoothing,
 )
 from lsp_models.nets.generator import from_unit, renderer_input
-from lsp_models.sampling import sample_fast
+from lsp_models.sampling import sample_fast, velocity_map
 from lsp_models.train.render_frames import to_size
 from lsp_prep.camera import crop_intrinsics, euler_xyz_to_rotvec
 from lsp_prep.constants import FPS, IMAGE_SIZE, MELS_PER_FRAME, SAMPLE_RATE
@@ -127,8 +127,24 @@ def sample_poses(
     audio = torch.from_numpy(feats.astype(np.float32))[None].to(models.device)
     hist = torch.from_numpy(history)[None].to(models.device)
     # the same sampler as AnimationStream's (make_sampler), so streaming equals offline
-    out = sample_fast(models.headpose, audio, history=hist, temperature=temperature, generator=gen)
+    out = sample_fast(
+        models.headpose,
+        audio,
+        history=hist,
+        temperature=temperature,
+        generator=gen,
+        velocity=pose_velocity(models),
+    )
     return denormalise(models, out[0].cpu().numpy())
+
+
+def pose_velocity(models: Models) -> torch.Tensor | None:
+    """What the samplers need to feed back velocities consistent with the sampled poses
+    (:func:`lsp_models.sampling.velocity_map` of the model's feature normalisation) when
+    the head-pose model asks for it (``HeadPoseConfig.velocity_feedback``); else None."""
+    if not models.headpose.config.velocity_feedback:
+        return None
+    return velocity_map(models.pose_mean, models.pose_std)
 
 
 def denormalise(models: Models, pose: np.ndarray) -> np.ndarray:

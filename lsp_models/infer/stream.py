@@ -29,6 +29,7 @@ from lsp_models.infer.predict import (
     feature_maps,
     frame_geometry,
     n_frames,
+    pose_velocity,
     project_features,
     raw_centres,
     render,
@@ -206,7 +207,11 @@ class AnimationStream:
             history = torch.from_numpy(pose_history(models, person.path))[None].to(models.device)
             gen = torch.Generator(device=models.device).manual_seed(int(seed))
             self._sampler: HeadPoseSampler | FastHeadPoseSampler | None = make_sampler(
-                models.headpose, history=history, temperature=temperature, generator=gen
+                models.headpose,
+                history=history,
+                temperature=temperature,
+                generator=gen,
+                velocity=pose_velocity(models),
             )
             rot_sigma, trans_sigma = config.rot_sigma, config.trans_sigma
         else:

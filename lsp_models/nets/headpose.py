@@ -79,6 +79,15 @@ class HeadPoseConfig:
     free on pexels (yaw past 250 degrees after 15 s at temperature 0); with 120 (2 s at
     60 FPS; the presets) a 15 s free run of the cpu-small model (1000 steps) keeps the
     recorded range: 0.65-1.3x its std per axis over two training seeds. 0 turns it off."""
+    velocity_feedback: bool = False
+    """The samplers feed back velocities computed from the sampled poses, as training
+    computes them, instead of the velocities they drew (:func:`lsp_models.sampling.
+    velocity_map`). The drawn ones are independent noise of the velocities' whole spread,
+    which the model never saw in training; fed back, they cost it its momentum (samples
+    0.33-0.82x the recorded range on the speech-driven speaker). The cpu-small preset
+    turns it on, with ``pose_dropout`` 0.25: with 0.5 the fed-back model overshoots (1.3-3.5x
+    the range there), with 0 it drifts on a 15 s clip (README, head motion). False, the
+    default, is how checkpoints written before it existed are sampled."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -98,6 +107,10 @@ class HeadPoseConfig:
             p = getattr(self, name)
             if not (isinstance(p, (int, float)) and 0 <= p < 1):
                 raise InputError(f"headpose.{name} must be in [0, 1), got {p!r}")
+        if not isinstance(self.velocity_feedback, bool):
+            raise InputError(
+                f"headpose.velocity_feedback must be true or false, got {self.velocity_feedback!r}"
+            )
         if not isinstance(self.pose_residual, bool):
             raise InputError(
                 f"headpose.pose_residual must be true or false, got {self.pose_residual!r}"

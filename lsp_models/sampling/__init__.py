@@ -19,7 +19,7 @@ from torch import Tensor
 
 from lsp_models.nets.headpose import HeadPoseModel
 from lsp_models.sampling.cached import HeadPoseSampler
-from lsp_models.sampling.draws import check_audio, draw, warm_start
+from lsp_models.sampling.draws import check_audio, draw, velocity_map, warm_start, with_velocity
 from lsp_models.sampling.fast import FastHeadPoseSampler, fast_ok
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "sample",
     "sample_fast",
     "sample_naive",
+    "velocity_map",
     "warm_start",
 ]
 
@@ -42,6 +43,7 @@ def sample(
     history: Tensor,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    velocity: Tensor | None = None,
 ) -> Tensor:
     """Sample a pose sequence for ``audio`` (B, T, A), frame by frame (fast, cached).
 
@@ -49,14 +51,17 @@ def sample(
     first. It is replicated back to fill the receptive field, with ``audio[:, 0]`` as
     the audio of those frames (the official inference's warm start). Each sampled
     12-dim feature is fed back as it is, velocities included; a caller that wants
-    consistent velocities recomputes them from the poses afterwards. ``temperature``
+    consistent velocities passes ``velocity`` (:func:`velocity_map`): each drawn feature's
+    velocity half is then recomputed from its poses before it is fed back. ``temperature``
     scales sigma (0 gives the mean path; the official inference uses 0.3).
     ``generator`` must live on ``audio``'s device; one (B, P) normal draw per frame.
 
     Returns: (B, T, P) sampled pose features of frames 0 .. T - 1.
     """
     check_audio(audio, model.config)
-    sampler = HeadPoseSampler(model, history=history, temperature=temperature, generator=generator)
+    sampler = HeadPoseSampler(
+        model, history=history, temperature=temperature, generator=generator, velocity=velocity
+    )
     return _run_sampler(sampler, model, audio)
 
 
@@ -68,12 +73,15 @@ def sample_fast(
     history: Tensor,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    velocity: Tensor | None = None,
 ) -> Tensor:
     """Same contract and same draws as ``sample``, through ``make_sampler``: on the CPU
     the numpy ``FastHeadPoseSampler`` (equal up to rounding order, several times
     cheaper per frame), elsewhere ``HeadPoseSampler`` itself."""
     check_audio(audio, model.config)
-    sampler = make_sampler(model, history=history, temperature=temperature, generator=generator)
+    sampler = make_sampler(
+        model, history=history, temperature=temperature, generator=generator, velocity=velocity
+    )
     return _run_sampler(sampler, model, audio)
 
 
@@ -85,6 +93,7 @@ def sample_naive(
     history: Tensor,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    velocity: Tensor | None = None,
 ) -> Tensor:
     """Same contract and same draws as ``sample``, but each frame reruns the whole
     network over its last ``receptive_field`` inputs: the reference ``sample`` is
@@ -97,7 +106,9 @@ def sample_naive(
     out = audio.new_empty(B, T, model.config.pose_dim)
     for t in range(T):  # frame t is stream index R - 1 + t
         mean, nls = model.predict(pose_in[:, t : t + R], audio_in[:, t : t + R], dropout=False)
-        out[:, t] = draw(mean[:, -1], nls[:, -1], temperature, generator)
+        out[:, t] = with_velocity(
+            draw(mean[:, -1], nls[:, -1], temperature, generator), pose_in[:, R - 1 + t], velocity
+        )
         if t + 1 < T:
             pose_in[:, R + t] = out[:, t]
     return out
@@ -109,11 +120,17 @@ def make_sampler(
     history: Tensor,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    velocity: Tensor | None = None,
 ) -> HeadPoseSampler | FastHeadPoseSampler:
     """The cheapest streaming sampler for the model: ``FastHeadPoseSampler`` on the CPU in
     float32/float64, ``HeadPoseSampler`` otherwise (on a GPU a step is kernel launches either
     way). Both have ``prime``, ``step``, ``step_cond`` and ``steps``."""
-    kw: dict[str, Any] = {"history": history, "temperature": temperature, "generator": generator}
+    kw: dict[str, Any] = {
+        "history": history,
+        "temperature": temperature,
+        "generator": generator,
+        "velocity": velocity,
+    }
     return FastHeadPoseSampler(model, **kw) if fast_ok(model) else HeadPoseSampler(model, **kw)
 
 

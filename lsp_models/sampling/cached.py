@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from lsp_models.nets.headpose import GatedLayer, HeadPoseModel
-from lsp_models.sampling.draws import check_temperature, draw, warm_start
+from lsp_models.sampling.draws import check_temperature, draw, warm_start, with_velocity
 
 
 class HeadPoseSampler:
@@ -16,7 +16,9 @@ class HeadPoseSampler:
 
     ``step(audio_t (B, A)) -> pose_t (B, P)``. The queues are filled from the warm start
     (``history`` replicated back, the first frame's audio) on the first ``step`` or an
-    explicit ``prime``. Dropout is never applied, whatever the model's mode.
+    explicit ``prime``. Dropout is never applied, whatever the model's mode. With
+    ``velocity`` (:func:`~lsp_models.sampling.draws.velocity_map`) each pose's velocity half
+    is recomputed from the poses before it is returned and fed back.
     """
 
     def __init__(
@@ -26,11 +28,13 @@ class HeadPoseSampler:
         history: Tensor,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        velocity: Tensor | None = None,
     ) -> None:
         check_temperature(temperature)
         self.model = model
         self.temperature = float(temperature)
         self.generator = generator
+        self.velocity = velocity
         self.n = 0  # frames produced so far
         self._stream = warm_start(history, model.receptive_field, model.config)  # (B, R, P)
         self._pose_prev = self._stream[:, -1]  # (B, P)
@@ -71,6 +75,7 @@ class HeadPoseSampler:
         assert skip is not None
         mean, nls = model.head(skip, self._pose_prev)  # (B, P) each
         pose = draw(mean, nls, self.temperature, self.generator)
+        pose = with_velocity(pose, self._pose_prev, self.velocity)
         self._pose_prev = pose
         self.n += 1
         return pose

@@ -1,7 +1,9 @@
-"""What every head-pose sampler shares: the warm start, one Gaussian draw, argument checks."""
+"""What every head-pose sampler shares: the warm start, one Gaussian draw, the velocities
+fed back, argument checks."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -50,3 +52,30 @@ def check_audio(audio: Tensor, config: HeadPoseConfig) -> tuple[int, int, int]:
         )
     B, T, A = audio.shape
     return B, T, A
+
+
+def velocity_map(pose_mean: np.ndarray, pose_std: np.ndarray) -> Tensor:
+    """(2, P // 2) float64: the scale and offset that turn the change of the normalised pose
+    half between two frames into the normalised velocity half, as training computes
+    velocities (the difference of consecutive poses), for features normalised by
+    ``pose_mean`` and ``pose_std`` (P,): ``v = (p_t - p_{t-1}) * scale + offset``."""
+    mean, std = np.asarray(pose_mean, np.float64), np.asarray(pose_std, np.float64)
+    h = len(mean) // 2
+    return torch.from_numpy(np.stack([std[:h] / std[h:], -mean[h:] / std[h:]]))
+
+
+def with_velocity(pose: Tensor, pose_prev: Tensor, velocity: Tensor | None) -> Tensor:
+    """A drawn pose feature (B, P) with its velocity half recomputed from its pose half and
+    that of ``pose_prev`` (B, P) by ``velocity`` (:func:`velocity_map`); as drawn when None.
+
+    Why: the model is trained on features whose velocities are the differences of their
+    poses, but a sampler that feeds back the velocities it drew feeds independent noise of
+    the velocities' whole spread. Measured on the speech-driven speaker (cpu-small), the
+    model then lost its momentum: its samples moved at the recorded speed but over 0.33-0.82x
+    the recorded range, the rest jitter (benchmarks/headmotion.py).
+    """
+    if velocity is None:
+        return pose
+    h = pose.shape[-1] // 2
+    v = velocity.to(pose)
+    return torch.cat([pose[:, :h], (pose[:, :h] - pose_prev[:, :h]) * v[0] + v[1]], dim=-1)

@@ -47,6 +47,7 @@ class FastHeadPoseSampler:
         history: Tensor,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
+        velocity: Tensor | None = None,
     ) -> None:
         check_temperature(temperature)
         param = next(model.parameters())
@@ -62,6 +63,7 @@ class FastHeadPoseSampler:
         self._stream = warm_start(history, model.receptive_field, model.config)  # (B, R, P)
         self._dtype = param.dtype
         self._weights(model)
+        self._velocity = None if velocity is None else velocity.numpy().astype(self._np_dtype)
         B = self._stream.shape[0]
         c, L, G = model.config, model.n_gated, model.config.gate_channels
         dt = self._np_dtype
@@ -202,6 +204,10 @@ class FastHeadPoseSampler:
         else:
             eps = torch.randn(mean.shape, generator=self.generator, dtype=self._dtype).numpy()
             pose = mean + self.temperature * np.exp(-nls) * eps
+        if self._velocity is not None:  # as with_velocity: from the pose half and the last
+            k = pose.shape[1] // 2
+            pose[:, k:] = (pose[:, :k] - self._pose_view[:, :k]) * self._velocity[0]
+            pose[:, k:] += self._velocity[1]
         self._pose_view[...] = pose
         self.n += 1
         return pose

@@ -113,10 +113,15 @@ def person_apc_features(run_dir: Path, dataset: Path) -> tuple[PersonData, np.nd
     return person, apc_features(apc, person.mel, mean, std)
 
 
-def build_feature_database(run_dir: Path, person: PersonData) -> Path:
-    """Save the person's training-split APC features (the manifold-projection database)."""
-    net, mean, std = load_apc(run_dir)
-    feats = apc_features(net, person.mel, mean, std)
+def build_feature_database(
+    run_dir: Path, person: PersonData, feats: np.ndarray | None = None
+) -> Path:
+    """Save the person's training-split APC features (the manifold-projection database);
+    ``feats`` (N, 2H): the run's APC features of the person's audio when the caller has
+    them (:func:`person_apc_features`; computed here otherwise)."""
+    if feats is None:
+        net, mean, std = load_apc(run_dir)
+        feats = apc_features(net, person.mel, mean, std)
     path = Path(run_dir) / "features.pt"
     return save_plain(
         path, {"features": torch.from_numpy(feats[person.train]), "frames": person.train}

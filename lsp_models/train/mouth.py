@@ -56,6 +56,8 @@ def train_mouth(
     model = dataclasses.replace(model, audio_dim=feats.shape[1])
     target = np.nan_to_num(person.mouth.reshape(len(person.mouth), -1))  # (N, 75)
     target_mean = target[person.train][person.valid[person.train]].mean(0)
+    if not model.depth:
+        target_mean[2::3] = 0.0  # the model predicts no depth: the mouth keeps the mean's
     dev = join_process_group(pick_device(device))
     torch.manual_seed(config.seed)
     net = AudioToMouth(model).to(dev)
@@ -120,5 +122,5 @@ def train_mouth(
         folder=name,
     )
     if world()[0] == 0 and name == "mouth":
-        build_feature_database(run_dir, person)
+        build_feature_database(run_dir, person, feats)  # the APC features computed above
     return dataclasses.replace(result, metrics={**result.metrics, **evaluate()})
