@@ -82,7 +82,10 @@ def animate(
       lsp animate -r runs/me --audio speech.wav --output talk.mp4 --fps 30 --seed 3
       lsp animate -r runs/me --audio speech.wav --output talk.mp4 --pose-from data/me.h5
     """
-    from lsp_models.infer.animate import animate as run_animate
+    from lsp_prep.signals import deferred_signals
+
+    with deferred_signals():  # torch's C start-up prints an interrupt as a bare traceback
+        from lsp_models.infer.animate import animate as run_animate
 
     finished: list[object] = []
 

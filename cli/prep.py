@@ -97,7 +97,12 @@ def prep(
       lsp prep a.mp4 b.mp4 -o data/ --set crop.scale=2.0
       lsp prep clips/*.mp4 -o data/ --jobs 2
     """
-    from lsp_prep.pipeline import prep_video  # 0.4-1.2 s of imports: only when prep runs
+    from lsp_prep.signals import deferred_signals
+
+    # 0.4-1.2 s of imports, only when prep runs; a C extension interrupted while it starts
+    # prints a bare traceback itself, so a Ctrl-C then takes effect once they are done
+    with deferred_signals():
+        from lsp_prep.pipeline import prep_video
 
     with cli_errors(verbose):
         if audio is not None and len(videos) > 1:

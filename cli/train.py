@@ -95,10 +95,13 @@ def _train(
 ) -> None:
     """Train ``stages`` (None: all) in order for one person, then print each stage's
     summary."""
-    from lsp_models.config import STAGES, load_preset
-    from lsp_models.train.loop import world
-    from lsp_models.train.runner import RunInputs, train_stage
-    from lsp_models.train.tensorboard import TensorBoardMirror, with_mirror
+    from lsp_prep.signals import deferred_signals
+
+    with deferred_signals():  # torch's C start-up prints an interrupt as a bare traceback
+        from lsp_models.config import STAGES, load_preset
+        from lsp_models.train.loop import world
+        from lsp_models.train.runner import RunInputs, train_stage
+        from lsp_models.train.tensorboard import TensorBoardMirror, with_mirror
 
     stages = stages or STAGES
     extra = [f"{n}_train.precision={precision}" for n in stages] if precision else []

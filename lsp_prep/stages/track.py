@@ -25,6 +25,7 @@ from lsp_prep.errors import InputError
 from lsp_prep.layout import mesh_mirror
 from lsp_prep.media import MediaInfo, is_repeat, iter_frames
 from lsp_prep.progress import ProgressFn, no_progress
+from lsp_prep.signals import deferred_signals
 from lsp_prep.stages.crop import crop_frame
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging: errors and up
@@ -151,14 +152,17 @@ class FaceMeshTracker:
     image's Face Mesh graph runs on a worker thread while the direct one runs on the
     caller's: MediaPipe releases the GIL inside ``process()``, so the two calls of a frame
     take two cores. Each graph sees the same images in the same order as when they run one
-    after the other, so the points are bit-identical either way (tests/test_track_cores.py).
+    after the other, so the points are bit-identical either way (tests/test_prep_cores.py).
     """
 
     def __init__(self, config: TrackConfig = TrackConfig(), *, concurrent: bool = True) -> None:
-        import mediapipe as mp
+        # an interrupt that lands inside MediaPipe's C start-up is printed there as a bare
+        # traceback (its module init reports the KeyboardInterrupt itself): let it finish
+        with deferred_signals():
+            import mediapipe as mp
 
-        self.config = config
-        self._build(mp, config)
+            self.config = config
+            self._build(mp, config)
         self._roi: tuple[float, float, float] | None = None  # centre x, y and side (pixels)
         self._last_box: np.ndarray | None = None
         self.detections = 0
@@ -300,7 +304,8 @@ def find_small_face(video: Path, info: MediaInfo, *, config: TrackConfig) -> np.
     at 192x192, where a face under ~1/15 of the frame is a few pixels; here it looks at
     overlapping tiles of half the frame's shorter side instead (on the tiny-face test
     clip a 43 px face in 1280x720 is found in every tile round it, and in no whole frame)."""
-    import mediapipe as mp
+    with deferred_signals():  # see FaceMeshTracker.__init__
+        import mediapipe as mp
 
     size = tracking_size((info.width, info.height), config.max_side)
     frames = iter_frames(video, fps=1, size=(info.width, info.height), out_size=size)
