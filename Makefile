@@ -2,7 +2,7 @@
 #   make demo   install, then a real clip -> lsp prep -> lsp train all -> lsp animate -> out/
 #   make demo-speaker   a synthetic speaker whose mouth follows its voice -> out-speaker/
 #   make test   install and run the test suite
-#   make test-fast   the fast tier only (pytest -m "not slow", under a minute)
+#   make test-fast   the fast tier only (pytest -m "not slow", under 2 minutes)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
