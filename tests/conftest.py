@@ -77,6 +77,15 @@ def ffmpeg(*args: str) -> None:
     run_ffmpeg(["-y", *args])
 
 
+@pytest.fixture(scope="session")
+def short_clip(media, tmp_path_factory) -> Path:
+    """1.5 s of the real single-face clip, re-encoded: a short real input to prep (read
+    only; shared by the tests that kill, repeat or compare preps)."""
+    out = tmp_path_factory.mktemp("short_clip") / "clip.mp4"
+    ffmpeg("-i", str(media["single_face"]), "-t", "1.5", "-c:v", "libx264", "-c:a", "aac", str(out))
+    return out
+
+
 @pytest.fixture
 def cut_clip(tmp_path):
     """cut_clip(src, seconds, **opts) -> a re-encoded excerpt of ``src`` in tmp_path."""

@@ -16,7 +16,7 @@ import pytest
 
 from lsp_prep import pipeline
 from lsp_prep.config import PrepConfig
-from lsp_prep.media import iter_frames, probe, run_ffmpeg
+from lsp_prep.media import iter_frames, probe
 from lsp_prep.stages.track import FaceMeshTracker, TrackConfig, quiet_native_stderr
 from tests.faults import assert_same_content, h5_content
 
@@ -119,12 +119,9 @@ def test_leaving_beside_stops_a_long_task_and_waits_for_it():
 
 
 @pytest.fixture(scope="module")
-def clip(media, tmp_path_factory) -> Path:
-    """1.5 s of the real single-face clip, re-encoded."""
-    out = tmp_path_factory.mktemp("cores") / "clip.mp4"
-    src = media["single_face"]
-    run_ffmpeg(["-y", "-i", str(src), "-t", "1.5", "-c:v", "libx264", "-c:a", "aac", str(out)])
-    return out
+def clip(short_clip: Path) -> Path:
+    """The short real clip (conftest.short_clip)."""
+    return short_clip
 
 
 @pytest.fixture(scope="module")

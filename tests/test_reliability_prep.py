@@ -56,12 +56,9 @@ def one_error(result, *fragments: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def clip(media, tmp_path_factory) -> Path:
-    """1.5 s of the real single-face clip, re-encoded (a short real input to prep)."""
-    out = tmp_path_factory.mktemp("clip") / "clip.mp4"
-    src = media["single_face"]
-    run_ffmpeg(["-y", "-i", str(src), "-t", "1.5", "-c:v", "libx264", "-c:a", "aac", str(out)])
-    return out
+def clip(short_clip: Path) -> Path:
+    """The short real clip (conftest.short_clip)."""
+    return short_clip
 
 
 # ------------------------------------------------------------ --set: one typed path
