@@ -1,6 +1,6 @@
 """Both cores busy in one ``lsp prep`` (issue 13, item 1): Face Mesh's mirror graph on a
 worker thread beside the direct one, and the stages that do not need each other's results
-run beside each other (lsp_prep.pipeline.Beside: geometry beside the frames, the
+run beside each other (lsp_prep.beside.Beside: geometry beside the frames, the
 shoulders' point tracking beside the features). Each is checked to give exactly the
 serial result, and Ctrl-C on either thread to stop both and resume to the same dataset."""
 
