@@ -84,9 +84,6 @@ def animate(
     """
     from lsp_prep.signals import deferred_signals
 
-    with deferred_signals():  # torch's C start-up prints an interrupt as a bare traceback
-        from lsp_models.infer.animate import animate as run_animate
-
     finished: list[object] = []
 
     def restart() -> str:
@@ -99,6 +96,10 @@ def animate(
         shown_warnings(),
         stage_progress(progress) as bar,
     ):
+        # inside the command's handling, so an interrupt during torch's start-up (held until
+        # it is done: its C start-up prints one as a bare traceback) says what was written
+        with deferred_signals():
+            from lsp_models.infer.animate import animate as run_animate
         result = run_animate(
             run_dir=run_dir,
             audio=audio,
