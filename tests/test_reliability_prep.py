@@ -602,12 +602,17 @@ def test_animate_killed_at_random_restarts_clean(trained_run, speech_wav, tmp_pa
     audio = tmp_path / "speech.wav"
     ffmpeg("-i", str(speech_wav), "-t", "0.6", str(audio))
     args = ["animate", "-r", trained_run, "--audio", audio, "--device", "cpu", "--fps", "30"]
+    # the first run reads torch and the run's files from disk: the reference is the second
+    warm = run_lsp([*args, "--output", tmp_path / "warm.mp4"], log=tmp_path / "warm.log")
+    assert warm.exit_code == 0, warm.output
     ref, seconds = timed_run([*args, "--output", tmp_path / "ref.mp4"], log=tmp_path / "ref.log")
     assert ref.exit_code == 0, ref.output
     frames = json.loads((tmp_path / "ref.mp4.json").read_text())["frames"]
     out = tmp_path / "out" / "x.mp4"
     out.parent.mkdir()
-    kills = plan_kills(7, count=3, duration_s=seconds, start_s=0.5 * seconds, chain=False)
+    # inside the run with a margin at both ends: a run can be faster or slower than the
+    # reference by a fifth as the machine's load changes
+    kills = plan_kills(7, count=3, duration_s=0.85 * seconds, start_s=0.45 * seconds, chain=False)
     landed = 0
     stale: set[str] = set()
     for i, kill in enumerate(kills):
