@@ -167,6 +167,8 @@ def pack(
             "camera": {
                 "focal_identified": cal.identified,
                 "focal_reason": cal.reason,
+                "focal_source": cal.source,
+                "focal_interval": np.array(cal.interval),
                 "calibration_frames": cal.frames,
             },
             "shoulders": {"source": str(clip.shoulders["source"])},

@@ -27,14 +27,30 @@ class CameraConfig:
     min_rotation_deg: float = 6.0
     """Below this spread of head rotation the focal length is not identifiable."""
     min_contrast: float = 0.03
-    """The error curve must rise by this fraction above its minimum within the searched
-    range, or the clip does not identify f."""
+    """The error curve must rise by this fraction above its minimum towards both ends of
+    the searched range, or the data do not rule out a much flatter or deeper face
+    (``Calibration.bounded``; the features' poses are refused then)."""
+    interval_level: float = 0.95
+    """Confidence level of the focal length's interval (a bootstrap over frames and
+    points of the error curve's minimum)."""
+    max_interval: float = 0.3
+    """The data's focal length is used when its interval is narrower than this fraction
+    of f; otherwise the default field of view. That default (55 degrees) is within -18 %
+    and +12 % of the focal length of any camera of 50-65 degrees, a range 30 % of f wide:
+    an interval narrower than that says more than the default does."""
+    n_boot: int = 400
+    """Bootstrap resamples of the interval (its ends move by about 1 % between seeds at
+    400 on the renders of benchmarks/accuracy_track3d.py)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.min_fov_deg < self.default_fov_deg < self.max_fov_deg < 179:
             raise InputError("camera needs 0 < min_fov_deg < default_fov_deg < max_fov_deg < 179")
         if self.n_frames < 8:
             raise InputError(f"camera.n_frames must be >= 8, got {self.n_frames}")
+        if not 0 < self.interval_level < 1 or self.max_interval <= 0:
+            raise InputError("camera needs 0 < interval_level < 1 and max_interval > 0")
+        if self.n_boot < 100:
+            raise InputError(f"camera.n_boot must be >= 100, got {self.n_boot}")
 
 
 @dataclass(frozen=True)

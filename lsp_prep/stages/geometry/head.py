@@ -189,9 +189,13 @@ def refine_head(
         calib_frames=calib_frames,
         calib_features=calib_features,
     )
-    if gate.require_focal and not cal.identified:
+    if gate.require_focal and not cal.bounded:
+        why = cal.reason or (
+            f"their reprojection error rises less than {camera.min_contrast:.0%} towards one "
+            "end of the searched range"
+        )
         warning = (
-            f"the texture features do not fix the focal length ({cal.reason}), so they "
+            f"the texture features do not fix the focal length ({why}), so they "
             "determine the head's rotation no better than the landmarks; head poses come "
             "from the landmarks alone"
         )
@@ -346,6 +350,8 @@ def _focal_on_features(
         gauge=(a, b, float(np.linalg.norm(p_sub[a] - p_sub[b]))),
         frames=frames,
         config=camera,
+        name="features",
+        fallback=head.calibration,
     )
     return cal, sub
 
@@ -364,6 +370,9 @@ def head_to_arrays(head: HeadTrack) -> dict[str, np.ndarray]:
         "reason": np.array(cal.reason),
         "shape": cal.shape,
         "frames": cal.frames,
+        "interval": np.array(cal.interval),
+        "source": np.array(cal.source),
+        "bounded": np.array(cal.bounded),
         "rotation": head.rotation,
         "translation": head.translation,
         "points3d": head.points3d,
@@ -383,6 +392,9 @@ def head_from_arrays(z: dict[str, np.ndarray]) -> HeadTrack:
         str(z["reason"]),
         z["shape"],
         z["frames"],
+        (float(z["interval"][0]), float(z["interval"][1])),
+        str(z["source"]),
+        bool(z["bounded"]),
     )
     return HeadTrack(
         cal,
