@@ -33,14 +33,14 @@ class CameraConfig:
     interval_level: float = 0.95
     """Confidence level of the focal length's interval (a bootstrap over frames and
     points of the error curve's minimum)."""
-    max_interval: float = 0.3
+    max_interval: float = 0.4
     """The data's focal length is used when its interval is narrower than this fraction
-    of f; otherwise the default field of view. That default (55 degrees) is within -18 %
-    and +12 % of the focal length of any camera of 50-65 degrees, a range 30 % of f wide:
-    an interval narrower than that says more than the default does."""
-    n_boot: int = 400
-    """Bootstrap resamples of the interval (its ends move by about 1 % between seeds at
-    400 on the renders of benchmarks/accuracy_track3d.py)."""
+    of f (and inside the searched range); otherwise the default field of view."""
+    n_boot: int = 2000
+    """Bootstrap resamples of the interval."""
+    feature_groups: int = 12
+    """The texture features are resampled in this many groups of neighbours (k-means on
+    their 3D points): features on one brow or cheek move together."""
 
     def __post_init__(self) -> None:
         if not 0 < self.min_fov_deg < self.default_fov_deg < self.max_fov_deg < 179:
@@ -49,8 +49,8 @@ class CameraConfig:
             raise InputError(f"camera.n_frames must be >= 8, got {self.n_frames}")
         if not 0 < self.interval_level < 1 or self.max_interval <= 0:
             raise InputError("camera needs 0 < interval_level < 1 and max_interval > 0")
-        if self.n_boot < 100:
-            raise InputError(f"camera.n_boot must be >= 100, got {self.n_boot}")
+        if self.n_boot < 100 or self.feature_groups < 4:
+            raise InputError("camera needs n_boot >= 100 and feature_groups >= 4")
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,7 @@ def search_focal(
     config: CameraConfig = CameraConfig(),
     name: str = "landmarks",
     fallback: Calibration | None = None,
+    groups: np.ndarray | None = None,
 ) -> Calibration:
     """The bracketing search of :func:`calibrate_focal` on any rigid point set.
 
@@ -140,11 +141,16 @@ def search_focal(
     a and b at distance d (cm), which fixes the object scale.
 
     The focal length is identified when its ``config.interval_level`` interval
-    (:func:`minimum_interval`) is narrower than ``config.max_interval`` of f; it is then
-    this curve's minimum and ``source`` is ``name``. Otherwise it is ``fallback``'s focal
-    length where that calibration (of the same clip, on other points) identified it, else
-    the default field of view kept inside this curve's interval (data that rule a focal
-    length out are never overridden); the shape is fitted at that focal length.
+    (:func:`minimum_interval`, points resampled by ``groups`` (P,) labels, each point
+    alone if None) lies inside the searched range and is narrower than
+    ``config.max_interval`` of f; it is then this curve's minimum and ``source`` is
+    ``name``. Otherwise it is ``fallback``'s focal length where that calibration (of the
+    same clip, on other points) identified it, else the default field of view, kept within
+    the focal lengths whose error is within ``config.min_contrast`` of the minimum (data
+    that rule a focal length out are never overridden; a curve that does not identify f
+    is not trusted to rule out more: its interval measures the sampling noise, not the
+    pull of expressions, which on the expressive render put all of it, 545-943 px, below
+    the true 900). The shape is fitted at the focal length chosen.
     """
     w, _ = image_size
     a_g, b_g, dist_g = gauge
@@ -200,7 +206,7 @@ def search_focal(
             ]
         )
         log_lo, log_hi = minimum_interval(
-            keys, cost, level=config.interval_level, n_boot=config.n_boot
+            keys, cost, level=config.interval_level, n_boot=config.n_boot, groups=groups
         )
         interval = (float(np.exp(log_lo)), float(np.exp(log_hi)))
         rise = curve_err / curve_err.min() - 1
@@ -208,21 +214,18 @@ def search_focal(
     reason = _unidentified(
         spread, interval, float(np.exp(best)), (float(np.exp(lo)), float(np.exp(hi))), config=config
     )
-    source = name
+    source, log_default = name, float(np.log(f_default))
     if not reason:
-        chosen = best
+        focal = float(np.exp(best))
     elif fallback is not None and fallback.source != "default":
-        chosen, source = float(np.log(fallback.focal)), fallback.source
+        focal, source = fallback.focal, fallback.source
     elif not turns:
-        chosen, source = float(np.log(f_default)), "default"  # the data say nothing about f
+        focal, source = f_default, "default"  # the data say nothing about f
     else:  # what the data allow
-        chosen, source = float(np.clip(np.log(f_default), *np.log(interval))), "default"
+        ok = keys[curve_err <= (1 + config.min_contrast) * curve_err.min()]
+        focal, source = float(np.exp(np.clip(log_default, ok.min(), ok.max()))), "default"
+    chosen = best if not reason else float(np.log(focal))
     error(chosen)
-    focal = (
-        fallback.focal
-        if fallback is not None and source == fallback.source and reason
-        else float(np.exp(chosen))
-    )
     curve = np.stack([np.exp(keys), curve_err], axis=1)
     return Calibration(
         focal,
@@ -265,7 +268,13 @@ def squared_residuals(
 
 
 def minimum_interval(
-    log_f: np.ndarray, cost: np.ndarray, *, level: float, n_boot: int, seed: int = 0
+    log_f: np.ndarray,
+    cost: np.ndarray,
+    *,
+    level: float,
+    n_boot: int,
+    groups: np.ndarray | None = None,
+    seed: int = 0,
 ) -> tuple[float, float]:
     """The ``level`` interval (``lo``, ``hi``) of log f at the minimum of an error curve,
     by a two-way bootstrap over frames and points.
@@ -274,22 +283,25 @@ def minimum_interval(
     observation's cost under the fit at each of them (:func:`squared_residuals`: frame f,
     point p; 0 where not seen). The observations are not independent: residuals correlate
     within a frame (its pose error, the expression of that moment) and within a point (a
-    feature that moves with expression, a landmark placed off the skull), so frames and
-    points are resampled independently, each with replacement, and a resample's curve is
-    the sum of its observations' costs at each focal length (a pair counted as often as
-    its frame times its point). Resampling both ways overstates the spread a little rather
-    than understate it. Its minimum is the vertex of the parabola (in log f) through the
-    lowest point and its two neighbours; a minimum at the first or last focal length is
-    that end, so an interval reaching an end is open on that side. The fits are not redone
-    per resample (its curve is its cost under the full data's fits, each an upper bound
-    of its own best fit at that f), so ``n_boot`` resamples cost a few matrix products.
+    landmark placed off the skull, a feature that moves with expression) or a group of
+    points (``groups`` (P,) labels: a brow's features rise together), so frames and groups
+    are resampled independently, each with replacement, and a resample's curve is the sum
+    of its observations' costs at each focal length (a pair counted as often as its frame
+    times its group). Resampling both ways overstates the spread a little rather than
+    understate it. Its minimum is the vertex of the parabola (in log f) through the lowest
+    point and its two neighbours; a minimum at the first or last focal length is that end,
+    so an interval reaching an end is open on that side. The fits are not redone per
+    resample (its curve is its cost under the full data's fits, each an upper bound of its
+    own best fit at that f), so ``n_boot`` resamples cost a few matrix products.
     """
     m, n_f, n_p = cost.shape
     if m < 3:
         return float(log_f[0]), float(log_f[-1])
+    labels = np.arange(n_p) if groups is None else np.unique(groups, return_inverse=True)[1]
+    n_g = int(labels.max()) + 1
     rng = np.random.default_rng(seed)
     w_f = _counts(rng.integers(0, n_f, (n_boot, n_f)), n_f)  # (B, F)
-    w_p = _counts(rng.integers(0, n_p, (n_boot, n_p)), n_p)  # (B, P)
+    w_p = _counts(rng.integers(0, n_g, (n_boot, n_g)), n_g)[:, labels]  # (B, P)
     curves = np.einsum("bf,mfb->bm", w_f, cost @ w_p.T)  # (B, M)
     k = np.argmin(curves, axis=1)
     mid = np.clip(k, 1, m - 2)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy.cluster.vq import kmeans2
 from scipy.spatial.transform import Rotation, Slerp
 from threadpoolctl import threadpool_limits
 
@@ -340,6 +341,7 @@ def _focal_on_features(
     )
     a, b = int(pair[0]), int(pair[1])
     frames = select_frames(head.rotation, idx, calib_frames)
+    _, groups = kmeans2(p_sub, min(camera.feature_groups, len(sub)), seed=0, minit="++")
     cal = search_focal(
         points2d[frames][:, sub],
         p_sub,
@@ -352,6 +354,7 @@ def _focal_on_features(
         config=camera,
         name="features",
         fallback=head.calibration,
+        groups=groups,
     )
     return cal, sub
 
