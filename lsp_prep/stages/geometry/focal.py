@@ -256,6 +256,17 @@ def describe(cal: Calibration, *, level: float) -> str:
     return f"focal length {cal.focal:.0f} px from the {cal.source} ({span})"
 
 
+def point_groups(points: np.ndarray, n: int) -> np.ndarray:
+    """(P,) labels: ``points`` (P, D) grouped with their neighbours, each to the nearest of
+    ``n`` seeds spread over them (farthest-point sampling from the first point)."""
+    seeds = [0]
+    dist = np.linalg.norm(points - points[0], axis=1)
+    for _ in range(min(n, len(points)) - 1):
+        seeds.append(int(np.argmax(dist)))
+        dist = np.minimum(dist, np.linalg.norm(points - points[seeds[-1]], axis=1))
+    return np.argmin(np.linalg.norm(points[:, None] - points[seeds], axis=-1), axis=1)
+
+
 def squared_residuals(
     points2d: np.ndarray, shape: np.ndarray, rvec: np.ndarray, t: np.ndarray, K: np.ndarray
 ) -> np.ndarray:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy.cluster.vq import kmeans2
 from scipy.spatial.transform import Rotation, Slerp
 from threadpoolctl import threadpool_limits
 
@@ -19,6 +18,7 @@ from lsp_prep.stages.geometry.config import CameraConfig, GeometryConfig
 from lsp_prep.stages.geometry.focal import (
     Calibration,
     calibrate_focal,
+    point_groups,
     search_focal,
     select_frames,
 )
@@ -341,7 +341,6 @@ def _focal_on_features(
     )
     a, b = int(pair[0]), int(pair[1])
     frames = select_frames(head.rotation, idx, calib_frames)
-    _, groups = kmeans2(p_sub, min(camera.feature_groups, len(sub)), seed=0, minit="++")
     cal = search_focal(
         points2d[frames][:, sub],
         p_sub,
@@ -354,7 +353,7 @@ def _focal_on_features(
         config=camera,
         name="features",
         fallback=head.calibration,
-        groups=groups,
+        groups=point_groups(p_sub, camera.feature_groups),
     )
     return cal, sub
 
