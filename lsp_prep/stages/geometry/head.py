@@ -146,8 +146,11 @@ def refine_head(
 
     1. The focal length: :func:`~lsp_prep.stages.geometry.focal.search_focal` on up to
        ``calib_features`` features in ``calib_frames`` measured frames chosen for pose
-       variety, which also refines their 3D points. When it is not identified (and
-       ``gate.require_focal``), the landmark track is kept whole, with a warning.
+       variety, which also refines their 3D points: the features' focal length where
+       their curve identifies it (a narrow interval), else the landmarks' where theirs
+       did, else the default field of view; the features' shape is fitted at that focal
+       length. When their curve does not bound f (and ``gate.require_focal``), the
+       landmark track is kept whole, with a warning.
     2. The pose of every measured frame: a batched robust fit to those features; then
        which features move with the skull (:func:`~lsp_prep.stages.geometry.rigidity.
        rigid_fit`: reweighted bundle adjustments on up to ``calib_frames`` frames chosen
