@@ -19,9 +19,10 @@ Each is prepped twice: as shipped, and with ``features.enabled=false`` (the land
 track of earlier versions). For each the table prints the focal length found, whose it
 is (features, landmarks, or the default field of view when neither identifies it) with
 the 95 % interval of the stored curve's minimum (camera attributes ``focal_source``,
-``focal_interval``), the rotation error after removing the constant offset between the object frames (median and
-90th percentile, degrees) and the slope of estimated against true Euler angles (1 = the
-right amplitude). The issue's targets: focal error <= 3 %, median rotation error <= 1.
+``focal_interval``), the rotation error after removing the constant offset between the
+object frames (median and 90th percentile, degrees) and the slope of estimated against
+true Euler angles (1 = the right amplitude). The issue's targets: focal error <= 3 %,
+median rotation error <= 1.
 
 Real clips (no truth, issue 11): pexels with the first 20 s of the sample speech as
 --audio (as the demo preps it), the same clip re-encoded (H.264 crf 18), mirrored

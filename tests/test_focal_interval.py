@@ -122,6 +122,5 @@ def test_a_curve_that_does_not_fix_f_takes_the_landmarks_f_or_the_default():
     assert cal.identified and cal.source == "landmarks" and cal.focal == 850.0
     assert cal.K[0, 0] == 850.0 and cal.shape.shape == shape.shape
     assert describe(cal, level=0.95) == (
-        "focal length 850 px from the landmarks; the texture features do not fix it "
-        f"({cal.reason})"
+        f"focal length 850 px from the landmarks; the texture features do not fix it ({cal.reason})"
     )
