@@ -179,7 +179,7 @@ def real_scores(dataset: Path) -> dict[str, np.ndarray]:
         cam = f["camera"].attrs
         focal = float(K[0, 0])
         lo, hi = cam.get("focal_interval", (np.nan, np.nan))
-        source = str(cam.get("focal_source", "?"))
+        whose = str(cam.get("focal_source", "?"))
     shape = triangulate(lm[v], rot[v], trans[v], K)
     misfit = rigid_misfit(rot[v], trans[v], shape, K, lm[v]) * 512 / (boxes[v, 2] - boxes[v, 0])
     return {
@@ -190,7 +190,7 @@ def real_scores(dataset: Path) -> dict[str, np.ndarray]:
         "n_feat": n_feat,
         "source": source,
         "focal": np.array(focal),
-        "focal_cell": np.array(f"{source} ({lo:.0f}-{hi:.0f})"),
+        "focal_cell": np.array(f"{whose} ({lo:.0f}-{hi:.0f})"),
     }
 
 

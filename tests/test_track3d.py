@@ -64,6 +64,7 @@ def rendered(media, portrait, tmp_path_factory):
         data["identified"] = bool(f["camera"].attrs["focal_identified"])
         data["interval"] = f["camera"].attrs["focal_interval"]
         data["source"] = str(f["camera"].attrs["focal_source"])
+    data["notes"] = result.notes  # prep's summary prints them
     n = len(data["landmarks/valid"])
     src = np.clip(np.arange(n) // 2, 0, len(truth.rotation) - 1)  # ffmpeg repeats each frame
     return truth, data, src
@@ -105,6 +106,8 @@ def test_focal_length_is_found_within_six_percent(rendered):
     assert focal == curve[np.argmin(curve[:, 1]), 0]  # the minimum of the recorded curve
     lo, hi = d["interval"]
     assert lo < 500.0 < hi and (hi - lo) / focal < 0.2
+    said = f"focal length {focal:.0f} px from the features (95% interval {lo:.0f}-{hi:.0f} px)"
+    assert any(note.endswith(said) for note in d["notes"]), d["notes"]
 
 
 def test_features_measure_the_frames_and_points_project_onto_the_landmarks(rendered):
