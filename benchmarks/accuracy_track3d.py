@@ -234,7 +234,7 @@ def real_rows(table: Table, out: Path) -> None:
                 raw = np.degrees((a.inv() * b).magnitude())[v]
                 fixed = consistency(base["rotation"], g["rotation"], mirror=False)[v]
                 reenc = f"{np.median(raw):.2f} ({np.median(fixed):.2f})"
-            cells = ("", f"{g['focal']:.0f}", "", str(g["focal_cell"]), *("",) * 6)
+            cells = ("", f"{g['focal']:.0f}", "", str(g["focal_cell"]), *("",) * 5)
             table.add_row(
                 name, label, *cells, *track_cells(g), mirror, reenc, f"{g['seconds']:.0f}"
             )
