@@ -50,6 +50,9 @@ class Calibration:
     """Whose focal length ``focal`` is: ``"landmarks"`` or ``"features"`` (the curve of
     that calibration identified it), or ``"default"`` (the default field of view, kept
     within what the data allow)."""
+    landmark_interval: tuple[float, float] = (np.nan, np.nan)
+    """The landmarks' curve's interval (this one's when the landmarks' is this curve; else
+    that of the ``fallback`` calibration of :func:`search_focal`)."""
     bounded: bool = True
     """The error curve rises by ``min_contrast`` towards both ends of the searched range:
     the data rule out a much flatter and a much deeper face (the features' poses are used
@@ -237,6 +240,7 @@ def search_focal(
         np.asarray(frames),
         interval,
         source,
+        interval if fallback is None else fallback.landmark_interval,
         bounded,
     )
 

@@ -377,6 +377,7 @@ def head_to_arrays(head: HeadTrack) -> dict[str, np.ndarray]:
         "frames": cal.frames,
         "interval": np.array(cal.interval),
         "source": np.array(cal.source),
+        "landmark_interval": np.array(cal.landmark_interval),
         "bounded": np.array(cal.bounded),
         "rotation": head.rotation,
         "translation": head.translation,
@@ -399,6 +400,7 @@ def head_from_arrays(z: dict[str, np.ndarray]) -> HeadTrack:
         z["frames"],
         (float(z["interval"][0]), float(z["interval"][1])),
         str(z["source"]),
+        (float(z["landmark_interval"][0]), float(z["landmark_interval"][1])),
         bool(z["bounded"]),
     )
     return HeadTrack(
