@@ -57,6 +57,7 @@ from lsp_prep.stages import track as track_stage
 from lsp_prep.stages.crop import crop_boxes, face_extent
 from lsp_prep.stages.features.stage import Refined, measure_clip, refine_clip
 from lsp_prep.stages.frames import write_frames
+from lsp_prep.stages.geometry.focal import describe as describe_focal
 from lsp_prep.stages.geometry.head import (
     HeadTrack,
     geometry_stage,
@@ -401,11 +402,11 @@ def _run_stages(
                 job.save("shoulders", shoulders)
     assert shoulders is not None  # cached, or tracked and lifted
     warnings = [f"{video}: {w}" for w in refined.warnings if w]
+    focal = describe_focal(head.calibration, level=config.camera.interval_level)
     if not head.calibration.identified:
-        warnings.append(
-            f"{video}: focal length not identified: {head.calibration.reason}; "
-            f"used {head.calibration.focal:.0f} px"
-        )
+        warnings.append(f"{video}: {focal}")
+    else:
+        job.notes.append(f"{video}: {focal}")
     warnings += [f"{video}: {w}" for w in np.atleast_1d(shoulders.pop("warnings", [])) if w]
     clip = Clip(
         mesh_crop, lsp73, masks, head, k_crop, refined.n_features, refined.source, shoulders

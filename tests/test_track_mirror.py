@@ -116,20 +116,25 @@ def _mirror_gap(rot_clip: np.ndarray, rot_mirror: np.ndarray) -> np.ndarray:
 @pytest.mark.slow
 def test_real_expressive_clip_and_its_mirror_keep_their_landmark_tracks(media, tmp_path, cut_clip):
     """5 s of a real expressive clip (pexels) and its mirror image, prepped as shipped.
-    The clip's texture features leave the focal length open: the landmark track is kept
-    whole and prep says why (refined, that clip and its re-encoding came out 5.6 degrees
-    apart; GateConfig.require_focal). The mirror image's features fix a focal length
-    (347 px) and turn the head 2-2.7x as far as the landmarks on yaw and pitch: refused too
-    (GateConfig.max_spread; accepted, the two tracks were 9.7 degrees apart). So the two
-    are mirror images within issue 11's 2 degrees (measured 1.39, p90 2.25)."""
+    Neither clip's landmarks identify the focal length (95 % intervals 185-3661 and
+    185-4576 px, open towards short focal lengths): both use the default 615 px. The
+    clip's texture features bound f without identifying it, and the head they give turns
+    2.8x as far as the landmarks' on pitch: refused (GateConfig.max_spread). The mirror
+    image's features' error does not rise towards short focal lengths: refused
+    (GateConfig.require_focal). So both keep their landmark tracks, prep says why, and they
+    are mirror images within issue 11's 2 degrees: measured 1.05, p90 1.80. Before the
+    focal interval the contrast rule took the landmarks to fix f at 446 and 373 px for the
+    clip and its mirror image; the clip's features were then refused by require_focal, the
+    mirror's (347 px, turning 2-2.7x) by max_spread (accepted, the two tracks were 9.7
+    degrees apart), and the landmark tracks were 1.39 degrees apart (p90 2.25)."""
     from lsp_prep.pipeline import prep_video
 
     clip = cut_clip(media["pexels"], 5.0, start=6.0)
     mirrored = cut_clip(media["pexels"], 5.0, start=6.0, name="mirror.mp4", extra=("-vf", "hflip"))
     rot, valid = {}, {}
     for name, video, why in (
-        ("clip", clip, "do not fix the focal length"),
-        ("mirror", mirrored, "the features do not follow this head"),
+        ("clip", clip, "the features do not follow this head"),
+        ("mirror", mirrored, "do not fix the focal length"),
     ):
         result = prep_video(video, out_dir=tmp_path / "out", audio=media["speech"], name=name)
         with h5py.File(result.dataset) as f:

@@ -167,6 +167,9 @@ def pack(
             "camera": {
                 "focal_identified": cal.identified,
                 "focal_reason": cal.reason,
+                "focal_source": cal.source,
+                "focal_interval": np.array(cal.interval),
+                "focal_interval_landmarks": np.array(cal.landmark_interval),
                 "calibration_frames": cal.frames,
             },
             "shoulders": {"source": str(clip.shoulders["source"])},

@@ -97,8 +97,8 @@ class FeatureConfig:
     gate_min_accepted: float = 0.5
     """Below this fraction of measured frames passing, the landmark track is kept whole."""
     gate_require_focal: bool = True
-    """Keep the landmark track whole when the features do not identify the focal length
-    (see GateConfig.require_focal)."""
+    """Keep the landmark track whole when the features' reprojection error does not rise
+    towards both ends of the searched focal lengths (see GateConfig.require_focal)."""
     blend_frames: int = 6
     """Frames over which a refined span blends in from the landmark poses at each end."""
     rigidity_rounds: int = 3

@@ -27,14 +27,36 @@ class CameraConfig:
     min_rotation_deg: float = 6.0
     """Below this spread of head rotation the focal length is not identifiable."""
     min_contrast: float = 0.03
-    """The error curve must rise by this fraction above its minimum within the searched
-    range, or the clip does not identify f."""
+    """The error curve must rise by this fraction above its minimum towards both ends of
+    the searched range, or the data do not rule out a much flatter or deeper face
+    (``Calibration.bounded``; the features' poses are refused then)."""
+    interval_level: float = 0.95
+    """Confidence level of the focal length's interval (a bootstrap over frames and
+    points of the error curve's minimum)."""
+    max_interval: float = 0.45
+    """The data's focal length is used when its interval is narrower than this fraction
+    of f (and inside the searched range); otherwise the default field of view. Set between
+    what the renders of benchmarks/accuracy_track3d.py measure: features that move with
+    the skull give 11 % (5 s, f = 500) and 35-37 % (8 s turning +-20 degrees, f = 1100,
+    whose minimum is 2.3 % off), features on an expressive face 56-62 % (its minimum 23 %
+    off: expressions pull it, the interval widens). The narrow render's margin is thin:
+    grouping the features in 8 or 10 instead of 12 gives it 36-38 %."""
+    n_boot: int = 2000
+    """Bootstrap resamples of the interval (its ends move by up to 4 % between seeds)."""
+    feature_groups: int = 12
+    """The texture features are resampled in this many groups of neighbours (their 3D
+    points, each with the nearest of this many seeds spread over them): features on one
+    brow or cheek move together."""
 
     def __post_init__(self) -> None:
         if not 0 < self.min_fov_deg < self.default_fov_deg < self.max_fov_deg < 179:
             raise InputError("camera needs 0 < min_fov_deg < default_fov_deg < max_fov_deg < 179")
         if self.n_frames < 8:
             raise InputError(f"camera.n_frames must be >= 8, got {self.n_frames}")
+        if not 0 < self.interval_level < 1 or self.max_interval <= 0:
+            raise InputError("camera needs 0 < interval_level < 1 and max_interval > 0")
+        if self.n_boot < 100 or self.feature_groups < 4:
+            raise InputError("camera needs n_boot >= 100 and feature_groups >= 4")
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
-from lsp_prep.camera import focal_from_fov, intrinsics, refocus, rotvec_to_euler_xyz
+from lsp_prep.camera import (
+    focal_from_fov,
+    intrinsics,
+    project,
+    refocus,
+    rotvec_to_euler_xyz,
+)
 from lsp_prep.constants import EYE_DISTANCE_CM
 from lsp_prep.errors import InputError
 from lsp_prep.stages.geometry.bundle import bundle_adjust
@@ -36,6 +43,20 @@ class Calibration:
     """(P, 3) rigid shape of the calibration points, object coordinates (cm)."""
     frames: np.ndarray
     """(F,) frame indices used."""
+    interval: tuple[float, float] = (np.nan, np.nan)
+    """The ``interval_level`` interval (pixels) of the focal length at the minimum of
+    ``curve`` (:func:`minimum_interval`); NaN when the head turns too little to search."""
+    source: str = "landmarks"
+    """Whose focal length ``focal`` is: ``"landmarks"`` or ``"features"`` (the curve of
+    that calibration identified it), or ``"default"`` (the default field of view, kept
+    within what the data allow)."""
+    landmark_interval: tuple[float, float] = (np.nan, np.nan)
+    """The landmarks' curve's interval (this one's when the landmarks' is this curve; else
+    that of the ``fallback`` calibration of :func:`search_focal`)."""
+    bounded: bool = True
+    """The error curve rises by ``min_contrast`` towards both ends of the searched range:
+    the data rule out a much flatter and a much deeper face (the features' poses are used
+    only then)."""
 
 
 def select_frames(rvec: np.ndarray, candidates: np.ndarray, n: int) -> np.ndarray:
@@ -111,6 +132,9 @@ def search_focal(
     gauge: tuple[int, int, float],
     frames: np.ndarray,
     config: CameraConfig = CameraConfig(),
+    name: str = "landmarks",
+    fallback: Calibration | None = None,
+    groups: np.ndarray | None = None,
 ) -> Calibration:
     """The bracketing search of :func:`calibrate_focal` on any rigid point set.
 
@@ -118,6 +142,18 @@ def search_focal(
     frames ``frames``; ``shape0`` (P, 3) a first rigid shape; ``rvec0``/``t0`` (F, 3)
     first poses, valid for the focal length ``focal0``. ``gauge`` = (a, b, d) holds points
     a and b at distance d (cm), which fixes the object scale.
+
+    The focal length is identified when its ``config.interval_level`` interval
+    (:func:`minimum_interval`, points resampled by ``groups`` (P,) labels, each point
+    alone if None) lies inside the searched range and is narrower than
+    ``config.max_interval`` of f; it is then this curve's minimum and ``source`` is
+    ``name``. Otherwise it is ``fallback``'s focal length where that calibration (of the
+    same clip, on other points) identified it, else the default field of view, kept within
+    the focal lengths whose error is within ``config.min_contrast`` of the minimum (data
+    that rule a focal length out are never overridden; a curve that does not identify f
+    is not trusted to rule out more: its interval measures the sampling noise, not the
+    pull of expressions, which on the expressive render put all of it, 545-943 px, below
+    the true 900). The shape is fitted at the focal length chosen.
     """
     w, _ = image_size
     a_g, b_g, dist_g = gauge
@@ -152,7 +188,8 @@ def search_focal(
 
     lo = np.log(focal_from_fov(config.max_fov_deg, w))
     hi = np.log(focal_from_fov(config.min_fov_deg, w))
-    if spread < config.min_rotation_deg:
+    turns = spread >= config.min_rotation_deg
+    if not turns:
         # the data say nothing about f: solve at the default from the first shape and poses
         # alone (warm starts from a search over f can carry a degenerate shape: a clip
         # turning 5 degrees fitted 31 px off that way)
@@ -162,28 +199,150 @@ def search_focal(
     keys = np.array(sorted(solved))
     curve_err = np.array([solved[key][0] for key in keys])
     best = float(keys[np.argmin(curve_err)])
-    e_min = solved[best][0]
-    ok = keys[curve_err <= (1 + config.min_contrast) * e_min]
-    reason = _unidentified(spread, curve_err / e_min - 1, config=config)
-    if spread < config.min_rotation_deg:
-        chosen = float(np.log(f_default))  # the data say nothing about f
-        error(chosen)
-    elif reason:
-        chosen = float(np.clip(np.log(f_default), ok.min(), ok.max()))  # what the data allow
-        error(chosen)
-    else:
-        chosen = best
-    focal = float(np.exp(chosen))
+    interval = (np.nan, np.nan)
+    bounded = False
+    if turns:
+        cost = np.stack(
+            [
+                squared_residuals(points2d, *solved[k][1:], intrinsics(np.exp(k), image_size))
+                for k in keys
+            ]
+        )
+        log_lo, log_hi = minimum_interval(
+            keys, cost, level=config.interval_level, n_boot=config.n_boot, groups=groups
+        )
+        interval = (float(np.exp(log_lo)), float(np.exp(log_hi)))
+        rise = curve_err / curve_err.min() - 1
+        bounded = min(rise[0], rise[-1]) >= config.min_contrast
+    reason = _unidentified(
+        spread, interval, float(np.exp(best)), (float(np.exp(lo)), float(np.exp(hi))), config=config
+    )
+    source, log_default = name, float(np.log(f_default))
+    if not reason:
+        focal = float(np.exp(best))
+    elif fallback is not None and fallback.source != "default":
+        focal, source = fallback.focal, fallback.source
+    elif not turns:
+        focal, source = f_default, "default"  # the data say nothing about f
+    else:  # what the data allow
+        ok = keys[curve_err <= (1 + config.min_contrast) * curve_err.min()]
+        focal, source = float(np.exp(np.clip(log_default, ok.min(), ok.max()))), "default"
+    chosen = best if not reason else float(np.log(focal))
+    error(chosen)
     curve = np.stack([np.exp(keys), curve_err], axis=1)
     return Calibration(
         focal,
         intrinsics(focal, image_size),
         curve,
-        not reason,
+        source != "default",
         reason,
         solved[chosen][1],
         np.asarray(frames),
+        interval,
+        source,
+        interval if fallback is None else fallback.landmark_interval,
+        bounded,
     )
+
+
+def describe(cal: Calibration, *, level: float) -> str:
+    """One line for prep's summary: the focal length, where it comes from and its
+    ``level`` interval (the interval of the curve stored with it)."""
+    lo, hi = cal.interval
+    span = f"{level:.0%} interval {lo:.0f}-{hi:.0f} px" if np.isfinite(lo) else "no interval"
+    if cal.source == "default":
+        return f"focal length not identified: {cal.reason}; used {cal.focal:.0f} px"
+    if cal.reason:  # the features' curve did not identify f; the landmarks' did
+        return (
+            f"focal length {cal.focal:.0f} px from the {cal.source}; the texture features "
+            f"do not fix it ({cal.reason})"
+        )
+    return f"focal length {cal.focal:.0f} px from the {cal.source} ({span})"
+
+
+def point_groups(points: np.ndarray, n: int) -> np.ndarray:
+    """(P,) labels: ``points`` (P, D) grouped with their neighbours, each to the nearest of
+    ``n`` seeds spread over them (farthest-point sampling from the first point)."""
+    seeds = [0]
+    dist = np.linalg.norm(points - points[0], axis=1)
+    for _ in range(min(n, len(points)) - 1):
+        seeds.append(int(np.argmax(dist)))
+        dist = np.minimum(dist, np.linalg.norm(points - points[seeds[-1]], axis=1))
+    return np.argmin(np.linalg.norm(points[:, None] - points[seeds], axis=-1), axis=1)
+
+
+def squared_residuals(
+    points2d: np.ndarray, shape: np.ndarray, rvec: np.ndarray, t: np.ndarray, K: np.ndarray
+) -> np.ndarray:
+    """(F, P) squared reprojection error (pixels^2) of ``shape`` (P, 3) seen with the
+    poses ``rvec``, ``t`` (F, 3) through ``K`` against ``points2d`` (F, P, 2); 0 where a
+    point is missing (NaN)."""
+    cam = np.einsum("fij,pj->fpi", Rotation.from_rotvec(rvec).as_matrix(), shape) + t[:, None]
+    d2 = ((project(cam, K) - points2d) ** 2).sum(-1)
+    return np.where(np.isfinite(d2), d2, 0.0)
+
+
+def minimum_interval(
+    log_f: np.ndarray,
+    cost: np.ndarray,
+    *,
+    level: float,
+    n_boot: int,
+    groups: np.ndarray | None = None,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """The ``level`` interval (``lo``, ``hi``) of log f at the minimum of an error curve,
+    by a two-way bootstrap over frames and points.
+
+    ``log_f`` (M,) the focal lengths tried (log pixels, ascending), ``cost`` (M, F, P) each
+    observation's cost under the fit at each of them (:func:`squared_residuals`: frame f,
+    point p; 0 where not seen). The observations are not independent: residuals correlate
+    within a frame (its pose error, the expression of that moment) and within a point (a
+    landmark placed off the skull, a feature that moves with expression) or a group of
+    points (``groups`` (P,) labels: a brow's features rise together), so frames and groups
+    are resampled independently, each with replacement, and a resample's curve is the sum
+    of its observations' costs at each focal length (a pair counted as often as its frame
+    times its group). Resampling both ways overstates the spread a little rather than
+    understate it. Its minimum is the vertex of the parabola (in log f) through the lowest
+    point and its two neighbours; a minimum at the first or last focal length is that end,
+    so an interval reaching an end is open on that side. The fits are not redone per
+    resample (its curve is its cost under the full data's fits, each an upper bound of its
+    own best fit at that f), so ``n_boot`` resamples cost a few matrix products.
+    """
+    m, n_f, n_p = cost.shape
+    if m < 3:
+        return float(log_f[0]), float(log_f[-1])
+    labels = np.arange(n_p) if groups is None else np.unique(groups, return_inverse=True)[1]
+    n_g = int(labels.max()) + 1
+    rng = np.random.default_rng(seed)
+    w_f = _counts(rng.integers(0, n_f, (n_boot, n_f)), n_f)  # (B, F)
+    w_p = _counts(rng.integers(0, n_g, (n_boot, n_g)), n_g)[:, labels]  # (B, P)
+    curves = np.einsum("bf,mfb->bm", w_f, cost @ w_p.T)  # (B, M)
+    k = np.argmin(curves, axis=1)
+    mid = np.clip(k, 1, m - 2)
+    x = np.stack([log_f[mid - 1], log_f[mid], log_f[mid + 1]], 1)
+    y = np.take_along_axis(curves, np.stack([mid - 1, mid, mid + 1], 1), axis=1)
+    at = np.where(k == 0, log_f[0], np.where(k == m - 1, log_f[-1], _vertex(x, y)))
+    q = (1 - level) / 2
+    return float(np.quantile(at, q)), float(np.quantile(at, 1 - q))
+
+
+def _counts(draws: np.ndarray, n: int) -> np.ndarray:
+    """(B, n) how often each of ``n`` items occurs in each row of ``draws`` (B, n)."""
+    out = np.zeros((len(draws), n))
+    np.add.at(out, (np.arange(len(draws))[:, None], draws), 1.0)
+    return out
+
+
+def _vertex(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per row, the abscissa of the minimum of the parabola through the three points
+    ``x``, ``y`` (B, 3) (x ascending), kept within [x0, x2]; x1 where it does not open up."""
+    (x0, x1, x2), (y0, y1, y2) = x.T, y.T
+    d01, d12 = (y1 - y0) / (x1 - x0), (y2 - y1) / (x2 - x1)
+    curv = (d12 - d01) / (x2 - x0)  # half the second derivative
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = (x0 + x1) / 2 - d01 / (2 * curv)
+    return np.where(curv > 0, np.clip(v, x0, x2), x1)
 
 
 def _bracket_minimum(
@@ -209,17 +368,33 @@ def _bracket_minimum(
             d = a + gr * (b - a)
 
 
-def _unidentified(spread: float, rise: np.ndarray, *, config: CameraConfig) -> str:
+def _unidentified(
+    spread: float,
+    interval: tuple[float, float],
+    focal: float,
+    searched: tuple[float, float],
+    *,
+    config: CameraConfig,
+) -> str:
     """Why the focal length is not identified ("" when it is): the head's rotation
-    ``spread`` (degrees) is too small, or the error curve's ``rise`` above its minimum (by
-    focal length, shortest first) stays under ``min_contrast`` at one end."""
-    rise_short, rise_long = rise[0], rise[-1]
+    ``spread`` (degrees) is too small, or the ``interval`` (pixels) of the curve's minimum
+    ``focal`` is open towards an end of the ``searched`` range or wider than
+    ``config.max_interval`` of f."""
     if spread < config.min_rotation_deg:
         return f"the head turns only {spread:.1f} degrees (needs {config.min_rotation_deg:g})"
-    if min(rise_short, rise_long) < config.min_contrast:
-        side = "long" if rise_long < rise_short else "short"
+    lo, hi = interval
+    pct = f"{config.interval_level:.0%}"
+    if lo <= searched[0] * (1 + 1e-9) or hi >= searched[1] * (1 - 1e-9):
+        side = "short" if lo <= searched[0] * (1 + 1e-9) else "long"
         return (
-            f"the reprojection error is flat towards {side} focal lengths "
-            f"(rises {min(rise_short, rise_long):.1%})"
+            f"the reprojection error does not bound f towards {side} focal lengths "
+            f"({pct} interval {lo:.0f}-{hi:.0f} px)"
+        )
+    width = (hi - lo) / focal
+    if width > config.max_interval:
+        return (
+            f"the reprojection error hardly changes with f: its {pct} interval, "
+            f"{lo:.0f}-{hi:.0f} px, is {width:.0%} of f wide (needs under "
+            f"{config.max_interval:.0%})"
         )
     return ""

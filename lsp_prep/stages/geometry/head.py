@@ -18,6 +18,7 @@ from lsp_prep.stages.geometry.config import CameraConfig, GeometryConfig
 from lsp_prep.stages.geometry.focal import (
     Calibration,
     calibrate_focal,
+    point_groups,
     search_focal,
     select_frames,
 )
@@ -145,8 +146,11 @@ def refine_head(
 
     1. The focal length: :func:`~lsp_prep.stages.geometry.focal.search_focal` on up to
        ``calib_features`` features in ``calib_frames`` measured frames chosen for pose
-       variety, which also refines their 3D points. When it is not identified (and
-       ``gate.require_focal``), the landmark track is kept whole, with a warning.
+       variety, which also refines their 3D points: the features' focal length where
+       their curve identifies it (a narrow interval), else the landmarks' where theirs
+       did, else the default field of view; the features' shape is fitted at that focal
+       length. When their curve does not bound f (and ``gate.require_focal``), the
+       landmark track is kept whole, with a warning.
     2. The pose of every measured frame: a batched robust fit to those features; then
        which features move with the skull (:func:`~lsp_prep.stages.geometry.rigidity.
        rigid_fit`: reweighted bundle adjustments on up to ``calib_frames`` frames chosen
@@ -189,9 +193,13 @@ def refine_head(
         calib_frames=calib_frames,
         calib_features=calib_features,
     )
-    if gate.require_focal and not cal.identified:
+    if gate.require_focal and not cal.bounded:
+        why = cal.reason or (
+            f"their reprojection error rises less than {camera.min_contrast:.0%} towards one "
+            "end of the searched range"
+        )
         warning = (
-            f"the texture features do not fix the focal length ({cal.reason}), so they "
+            f"the texture features do not fix the focal length ({why}), so they "
             "determine the head's rotation no better than the landmarks; head poses come "
             "from the landmarks alone"
         )
@@ -346,6 +354,9 @@ def _focal_on_features(
         gauge=(a, b, float(np.linalg.norm(p_sub[a] - p_sub[b]))),
         frames=frames,
         config=camera,
+        name="features",
+        fallback=head.calibration,
+        groups=point_groups(p_sub, camera.feature_groups),
     )
     return cal, sub
 
@@ -364,6 +375,10 @@ def head_to_arrays(head: HeadTrack) -> dict[str, np.ndarray]:
         "reason": np.array(cal.reason),
         "shape": cal.shape,
         "frames": cal.frames,
+        "interval": np.array(cal.interval),
+        "source": np.array(cal.source),
+        "landmark_interval": np.array(cal.landmark_interval),
+        "bounded": np.array(cal.bounded),
         "rotation": head.rotation,
         "translation": head.translation,
         "points3d": head.points3d,
@@ -383,6 +398,10 @@ def head_from_arrays(z: dict[str, np.ndarray]) -> HeadTrack:
         str(z["reason"]),
         z["shape"],
         z["frames"],
+        (float(z["interval"][0]), float(z["interval"][1])),
+        str(z["source"]),
+        (float(z["landmark_interval"][0]), float(z["landmark_interval"][1])),
+        bool(z["bounded"]),
     )
     return HeadTrack(
         cal,

@@ -40,10 +40,14 @@ class GateConfig:
     angles is a few degrees, and a larger correction is more often a feature track that
     lost the face (pexels re-encoded: median 6.9 degrees)."""
     require_focal: bool = True
-    """Refuse the refinement as a whole when the texture features do not identify the
-    focal length (their reprojection error flat towards one end, or too little turn):
-    the features are then explained as well by a flatter or deeper face, so their
-    rotations are not determined better than the landmarks'. Measured on the real pexels
+    """Refuse the refinement as a whole when the texture features do not bound the focal
+    length (``Calibration.bounded``: their reprojection error rises less than
+    ``camera.min_contrast`` towards one end of the searched range, or too little turn):
+    the features are then explained as well by a much flatter or deeper face, so their
+    rotations are not determined better than the landmarks'. Features that bound f but
+    do not identify it (its interval too wide, ``camera.max_interval``) keep their poses,
+    fitted at the focal length chosen without them (the expressive render: 1.33 / 2.52
+    degrees at the default 922 px, 1.42 / 2.84 at its features' 692 px). Measured on the real pexels
     clip (features flat towards long focal lengths): refined, the clip and its re-encoding
     (crf 18) came out 5.6 degrees apart (median) and the rigid misfit rose from 1.6 to
     3.4 px; the landmark track keeps them 0.7 degrees apart. Renders whose features fix
