@@ -52,17 +52,40 @@ def normalise_mel(
     std: np.ndarray,
     how: str = "global",
     prior_frames: float = 240.0,
+    min_band_std: float = 0.0,
     state: NormState | None = None,
 ) -> tuple[np.ndarray, NormState | None]:
     """APC's input: log-mel ``mel`` (T, n_mels) normalised per band, float32 (T, n_mels),
     and the state to continue the same audio from (None for ``global``).
 
     ``how``: ``global`` (``(mel - mean) / std``) or ``running`` (module doc); ``mean``,
-    ``std`` (n_mels,): the training statistics; ``state``: None to start.
+    ``std`` (n_mels,): the training statistics; bands whose ``std`` is below
+    ``min_band_std`` times the median band's are 0 (:func:`empty_bands`); ``state``: None
+    to start.
     """
     mel = np.asarray(mel)
     if mel.ndim != 2 or mel.shape[1] != len(mean):
         raise InputError(f"mel must be (T, {len(mean)}), got {mel.shape}")
+    out, state = _normalise(mel, mean, std, how, prior_frames, state)
+    out[:, empty_bands(std, min_band_std)] = 0.0
+    return out, state
+
+
+def empty_bands(std: np.ndarray, fraction: float) -> np.ndarray:
+    """Bands (n_mels,) bool whose training ``std`` is below ``fraction`` of the median
+    band's: the training speech never filled them (none when ``fraction`` is 0)."""
+    std = np.asarray(std)
+    return std < fraction * np.median(std)
+
+
+def _normalise(
+    mel: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    how: str,
+    prior_frames: float,
+    state: NormState | None,
+) -> tuple[np.ndarray, NormState | None]:
     if how == "global":
         return ((mel - mean) / std).astype(np.float32), None
     if how != "running":

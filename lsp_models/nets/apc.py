@@ -39,6 +39,13 @@ class APCConfig:
     training speech's range (causal: streaming is unchanged)."""
     prior_s: float = 2.0
     """``running``: the weight of the training statistics, in seconds of audio."""
+    min_band_std: float = 0.0
+    """Bands whose standard deviation over the training speech is below this fraction of
+    the median band's are left out of APC's input (read as 0): bands the training speech
+    never filled. An 8 kHz corpus (the asterisk prompts) leaves every band above 4 kHz at
+    the log floor, std ~0, and a 16 kHz recording's energy there, divided by that std,
+    reached APC as values of ~1e5. 0 (how checkpoints written before this option existed
+    read it): every band."""
 
     def __post_init__(self) -> None:
         if min(self.n_mels, self.hidden, self.n_layers, self.shift) < 1:
@@ -47,6 +54,8 @@ class APCConfig:
             raise InputError(f"apc.dropout must be in [0, 1), got {self.dropout}")
         if self.normalise not in ("global", "running"):
             raise InputError(f"apc.normalise must be global or running, got {self.normalise!r}")
+        if not 0.0 <= self.min_band_std < 1.0:
+            raise InputError(f"apc.min_band_std must be in [0, 1), got {self.min_band_std}")
         if not self.prior_s > 0:
             raise InputError(f"apc.prior_s must be positive, got {self.prior_s}")
 

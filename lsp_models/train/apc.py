@@ -108,12 +108,19 @@ def apc_input(
     state: NormState | None = None,
 ) -> tuple[np.ndarray, NormState | None]:
     """What APC reads of log-mel ``mel`` (T, n_mels): normalised per band as
-    ``config.normalise`` says, with the training statistics ``mean``, ``std`` (n_mels,)
+    ``config.normalise`` says, the bands ``config.min_band_std`` leaves out at 0, with the
+    training statistics ``mean``, ``std`` (n_mels,)
     (:func:`lsp_models.melnorm.normalise_mel`), float32 (T, n_mels); and the state to
     continue the same audio from (None to start)."""
     prior = config.prior_s * FPS * MELS_PER_FRAME
     return normalise_mel(
-        mel, mean=mean, std=std, how=config.normalise, prior_frames=prior, state=state
+        mel,
+        mean=mean,
+        std=std,
+        how=config.normalise,
+        prior_frames=prior,
+        min_band_std=config.min_band_std,
+        state=state,
     )
 
 
