@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lsp_models.melnorm import normalise_mel
+from lsp_models.melnorm import empty_bands, normalise_mel
 from lsp_models.nets.apc import APC, APCConfig
 from lsp_models.nets.mouth import MouthConfig
 from lsp_models.train import augment as aug
@@ -84,6 +84,25 @@ def test_running_removes_a_level_and_a_microphone():
     np.testing.assert_allclose(big, g0, atol=1e-4)
 
 
+@pytest.mark.parametrize("how", ["global", "running"])
+def test_bands_the_training_speech_never_filled_are_left_out(how):
+    """Training speech band-limited to 4 kHz (the top bands at the log floor): a full-band
+    voice's energy there reached APC as ~1e5 (divided by std ~1e-5); left out, it reads 0."""
+    train = speechlike(2000)
+    top = CENTRES > 4000.0
+    train[:, top] = np.log(1e-5)
+    mean, std = stats(train)
+    voice = speechlike(500, seed=3)
+    x, _ = normalise_mel(voice, mean=mean, std=std, how=how)
+    kept, _ = normalise_mel(voice, mean=mean, std=std, how=how, min_band_std=0.25)
+    if how == "global":
+        assert np.abs(x[:, top]).min() > 1e4
+    np.testing.assert_array_equal(kept[:, top], 0.0)
+    np.testing.assert_array_equal(kept[:, ~top], x[:, ~top])
+    np.testing.assert_array_equal(np.flatnonzero(empty_bands(std, 0.25)), np.flatnonzero(top))
+    assert not empty_bands(std, 0.0).any()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -117,11 +136,13 @@ def test_encode_apc_streams_with_the_running_normalisation():
 def test_old_checkpoints_keep_their_behaviour():
     """Configs written before these options existed load with them off."""
     apc = configtree.from_data(APCConfig, {"n_mels": 80, "hidden": 64, "n_layers": 3, "shift": 3})
-    assert apc.normalise == "global"
+    assert apc.normalise == "global" and apc.min_band_std == 0.0
     mouth = configtree.from_data(MouthConfig, {"hidden": 64, "delay": 18, "depth": False})
     assert mouth.augment == aug.SpeechAugment() and mouth.augment.copies == 0
     with pytest.raises(InputError, match="apc.normalise must be global or running"):
         APCConfig(normalise="utterance")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"apc.min_band_std must be in \[0, 1\), got 1.0"):
+        APCConfig(min_band_std=1.0)
 
 
 # ---------------------------------------------------------------------------- augmentation
