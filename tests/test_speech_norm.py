@@ -1,5 +1,6 @@
-"""Speaker/channel normalisation of APC's log-mel (lsp_models.melnorm) and the speech
-augmentations the mouth model trains on (lsp_models.train.augment)."""
+"""APC's input (lsp_models.train.apc.apc_input: the bands the training speech never filled
+left out) and the speech augmentations the mouth model trains on
+(lsp_models.train.augment)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from lsp_models.melnorm import empty_bands, normalise_mel
 from lsp_models.nets.apc import APC, APCConfig
 from lsp_models.nets.mouth import MouthConfig
 from lsp_models.train import augment as aug
+from lsp_models.train.apc import apc_input, empty_bands
 from lsp_prep import configtree
 from lsp_prep.errors import InputError
 
@@ -31,116 +32,55 @@ def stats(mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mel.mean(0), mel.std(0) + 1e-5
 
 
-def test_global_is_the_training_statistics():
-    mel = speechlike()
-    mean, std = np.full(N_MELS, -3.0), np.full(N_MELS, 2.0)
-    x, state = normalise_mel(mel, mean=mean, std=std, how="global")
-    np.testing.assert_allclose(x, (mel + 3.0) / 2.0, rtol=1e-6)
-    assert x.dtype == np.float32 and state is None
-
-
-def test_running_frames_follow_the_formula():
-    mel = speechlike(50)
-    m0, s0 = np.full(N_MELS, -2.0), np.full(N_MELS, 1.5)
-    p = 10.0
-    x, state = normalise_mel(mel, mean=m0, std=s0, how="running", prior_frames=p)
-    for t in (0, 7, 49):
-        seen = mel[: t + 1].astype(np.float64)
-        mu = (p * m0 + seen.sum(0)) / (p + t + 1)
-        var = (p * (s0**2 + m0**2) + (seen**2).sum(0)) / (p + t + 1) - mu**2
-        np.testing.assert_allclose(x[t], (mel[t] - mu) / np.sqrt(var), rtol=1e-5, atol=1e-6)
-    assert state is not None and state.count == p + 50
-
-
-def test_running_in_chunks_equals_one_call_exactly():
-    mel = speechlike(1000)
-    mean, std = stats(speechlike(seed=1))
-    whole, _ = normalise_mel(mel, mean=mean, std=std, how="running")
-    parts, state, pos = [], None, 0
-    for step in (1, 0, 17, 300, 2, 680):
-        x, state = normalise_mel(
-            mel[pos : pos + step], mean=mean, std=std, how="running", state=state
-        )
-        parts.append(x)
-        pos += step
-    np.testing.assert_array_equal(np.concatenate(parts), whole)
-
-
-def test_running_removes_a_level_and_a_microphone():
-    """The same speech 12 dB louder through a tilted channel: the global normalisation
-    shifts every band by its offset, the running one converges to the original's."""
-    mel = speechlike(6000)
-    mean, std = stats(mel)
-    other = aug.tilt(aug.gain(mel, 12.0), 4.0, CENTRES)
-    g0, _ = normalise_mel(mel, mean=mean, std=std, how="global")
-    g1, _ = normalise_mel(other, mean=mean, std=std, how="global")
-    r0, _ = normalise_mel(mel, mean=mean, std=std, how="running")
-    r1, _ = normalise_mel(other, mean=mean, std=std, how="running")
-    err = np.abs(r1 - r0).mean(1)  # (T,): the prior's pull fades as prior / (prior + t)
-    assert np.abs(g1 - g0).mean() > 1.4  # measured 1.44 on every frame
-    assert err[:100].mean() > 0.9 and err[1000:2000].mean() < 0.2 and err[5000:].mean() < 0.07
-    # a huge prior is the global normalisation
-    big, _ = normalise_mel(mel, mean=mean, std=std, how="running", prior_frames=1e12)
-    np.testing.assert_allclose(big, g0, atol=1e-4)
-
-
-@pytest.mark.parametrize("how", ["global", "running"])
-def test_bands_the_training_speech_never_filled_are_left_out(how):
-    """Training speech band-limited to 4 kHz (the top bands at the log floor): a full-band
-    voice's energy there reached APC as ~1e5 (divided by std ~1e-5); left out, it reads 0."""
+def band_limited() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(mean, std, top)``: statistics of training speech band-limited to 4 kHz (the
+    bands above at the log floor, as the 8 kHz asterisk prompts give) and those bands."""
     train = speechlike(2000)
     top = CENTRES > 4000.0
     train[:, top] = np.log(1e-5)
-    mean, std = stats(train)
+    return (*stats(train), top)
+
+
+def test_bands_the_training_speech_never_filled_are_left_out():
+    """A full-band voice's energy above 4 kHz reached APC as ~1e5 (divided by a std of
+    ~1e-5); left out, it reads 0, and every other band is as before."""
+    mean, std, top = band_limited()
     voice = speechlike(500, seed=3)
-    x, _ = normalise_mel(voice, mean=mean, std=std, how=how)
-    kept, _ = normalise_mel(voice, mean=mean, std=std, how=how, min_band_std=0.25)
-    if how == "global":
-        assert np.abs(x[:, top]).min() > 1e4
-    np.testing.assert_array_equal(kept[:, top], 0.0)
-    np.testing.assert_array_equal(kept[:, ~top], x[:, ~top])
+    old = apc_input(APCConfig(), voice, mean, std)
+    np.testing.assert_allclose(old, (voice - mean) / std, rtol=1e-6)  # every band, as before
+    assert np.abs(old[:, top]).min() > 1e4
+    new = apc_input(APCConfig(min_band_std=0.25), voice, mean, std)
+    assert new.dtype == np.float32
+    np.testing.assert_array_equal(new[:, top], 0.0)
+    np.testing.assert_array_equal(new[:, ~top], old[:, ~top])
     np.testing.assert_array_equal(np.flatnonzero(empty_bands(std, 0.25)), np.flatnonzero(top))
     assert not empty_bands(std, 0.0).any()
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"how": "utterance"}, "mel normalisation must be global or running, got 'utterance'"),
-        ({"how": "running", "prior_frames": 0.0}, "prior_frames must be positive, got 0.0"),
-    ],
-)
-def test_normalise_refuses(kwargs, message):
-    mean, std = np.zeros(N_MELS), np.ones(N_MELS)
-    with pytest.raises(InputError, match=message):
-        normalise_mel(speechlike(10), mean=mean, std=std, **kwargs)
-
-
-def test_encode_apc_streams_with_the_running_normalisation():
+def test_animate_and_training_read_the_same_bands():
+    """encode_apc (animate, eval, the stream) and apc_features (training, the feature
+    database) give the same features; streaming in chunks equals one call."""
     from lsp_models.infer.predict import encode_apc
+    from lsp_models.train.apc import apc_features
 
+    mean, std, _ = band_limited()
     torch.manual_seed(0)
-    apc = APC(APCConfig(hidden=16, n_layers=2, normalise="running", prior_s=0.5)).eval()
-    mel = speechlike(400)
-    mean, std = stats(speechlike(seed=2))
+    apc = APC(APCConfig(hidden=16, n_layers=2, min_band_std=0.25)).eval()
     models = SimpleNamespace(apc=apc, mel_mean=mean, mel_std=std, device=torch.device("cpu"))
+    mel = speechlike(400, seed=4)
     whole, _ = encode_apc(models, mel, None)
+    np.testing.assert_allclose(apc_features(apc, mel, mean, std), whole.reshape(200, -1), atol=1e-6)
     a, state = encode_apc(models, mel[:138], None)
     b, _ = encode_apc(models, mel[138:], state)
     torch.testing.assert_close(torch.cat([a, b]), whole, atol=1e-5, rtol=1e-5)
-    glob = SimpleNamespace(**{**vars(models), "apc": APC(APCConfig(hidden=16, n_layers=2))})
-    glob.apc.load_state_dict(apc.state_dict())
-    assert not torch.allclose(encode_apc(glob, mel, None)[0], whole, atol=1e-3)
 
 
 def test_old_checkpoints_keep_their_behaviour():
     """Configs written before these options existed load with them off."""
     apc = configtree.from_data(APCConfig, {"n_mels": 80, "hidden": 64, "n_layers": 3, "shift": 3})
-    assert apc.normalise == "global" and apc.min_band_std == 0.0
+    assert apc.min_band_std == 0.0
     mouth = configtree.from_data(MouthConfig, {"hidden": 64, "delay": 18, "depth": False})
     assert mouth.augment == aug.SpeechAugment() and mouth.augment.copies == 0
-    with pytest.raises(InputError, match="apc.normalise must be global or running"):
-        APCConfig(normalise="utterance")  # type: ignore[arg-type]
     with pytest.raises(InputError, match=r"apc.min_band_std must be in \[0, 1\), got 1.0"):
         APCConfig(min_band_std=1.0)
 
@@ -182,7 +122,8 @@ def test_mask_bands_flattens_only_its_bands():
     mel = speechlike(30)
     out = aug.mask_bands(mel, 10, 5)
     np.testing.assert_allclose(out[:, 10:15], np.broadcast_to(mel[:, 10:15].mean(0), (30, 5)))
-    np.testing.assert_array_equal(np.delete(out, range(10, 15), 1), np.delete(mel, range(10, 15), 1))
+    rest = np.r_[0:10, 15:N_MELS]
+    np.testing.assert_array_equal(out[:, rest], mel[:, rest])
 
 
 def test_augment_copy_is_seeded_and_off_by_default():

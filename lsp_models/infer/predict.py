@@ -73,13 +73,12 @@ def speech_features(
 
 @torch.no_grad()
 def encode_apc(models: Models, mel: np.ndarray, state):
-    """mel (2T, n_mels) -> APC features (T, 2H) and the state (the GRUs' and the mel
-    normalisation's; None to start; pass the returned one back to continue the same audio)."""
-    gru, norm = (None, None) if state is None else state
-    x, norm = apc_input(models.apc.config, mel, models.mel_mean, models.mel_std, norm)
-    feats, gru = models.apc.encode(torch.from_numpy(x)[None].to(models.device), gru)
+    """mel (2T, n_mels) -> APC features (T, 2H) and the GRU state (None to start; pass the
+    returned one back to continue the same audio)."""
+    x = apc_input(models.apc.config, mel, models.mel_mean, models.mel_std)
+    feats, state = models.apc.encode(torch.from_numpy(x)[None].to(models.device), state)
     f = feats[0]  # (2T, H)
-    return f.reshape(len(f) // MELS_PER_FRAME, -1), (gru, norm)
+    return f.reshape(len(f) // MELS_PER_FRAME, -1), state
 
 
 @torch.no_grad()

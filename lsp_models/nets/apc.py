@@ -9,7 +9,6 @@ APC paper (Chung et al. 2019) that LSP builds on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
@@ -31,33 +30,21 @@ class APCConfig:
     """Predict the mel frame this many steps ahead (n in the paper)."""
     dropout: float = 0.0
     """Dropout between GRU layers while training."""
-    normalise: Literal["global", "running"] = "global"
-    """Per-band normalisation of the log-mel it reads (:mod:`lsp_models.melnorm`):
-    ``global``, by the training speech's mean and std (how checkpoints written before this
-    option existed read it); ``running``, by a running estimate over the audio heard so
-    far, started from those, so a new voice, microphone or level is brought to the
-    training speech's range (causal: streaming is unchanged)."""
-    prior_s: float = 2.0
-    """``running``: the weight of the training statistics, in seconds of audio."""
     min_band_std: float = 0.0
     """Bands whose standard deviation over the training speech is below this fraction of
-    the median band's are left out of APC's input (read as 0): bands the training speech
-    never filled. An 8 kHz corpus (the asterisk prompts) leaves every band above 4 kHz at
-    the log floor, std ~0, and a 16 kHz recording's energy there, divided by that std,
-    reached APC as values of ~1e5. 0 (how checkpoints written before this option existed
-    read it): every band."""
+    the median band's are left out of APC's input (read as 0; the others are normalised by
+    the training speech's mean and std): bands the training speech never filled. An 8 kHz
+    corpus (the asterisk prompts) leaves every band above 4 kHz at the log floor, std ~0,
+    and a 16 kHz recording's energy there, divided by that std, reached APC as values of
+    ~1e5. 0 (how checkpoints written before this option existed read it): every band."""
 
     def __post_init__(self) -> None:
         if min(self.n_mels, self.hidden, self.n_layers, self.shift) < 1:
             raise InputError("apc: n_mels, hidden, n_layers and shift must all be >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"apc.dropout must be in [0, 1), got {self.dropout}")
-        if self.normalise not in ("global", "running"):
-            raise InputError(f"apc.normalise must be global or running, got {self.normalise!r}")
         if not 0.0 <= self.min_band_std < 1.0:
             raise InputError(f"apc.min_band_std must be in [0, 1), got {self.min_band_std}")
-        if not self.prior_s > 0:
-            raise InputError(f"apc.prior_s must be positive, got {self.prior_s}")
 
 
 class APC(nn.Module):

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lsp_models.melnorm import NormState, normalise_mel
 from lsp_models.nets.apc import APC, APCConfig
 from lsp_models.train.augment import SpeechAugment, augment_copy, band_centres
 from lsp_models.train.checkpoint import load_checkpoint, save_plain
@@ -17,7 +16,6 @@ from lsp_models.train.device import join_process_group, pick_device
 from lsp_models.train.loop import TrainConfig, rank_slice
 from lsp_models.train.stage import StageResult, run_stage
 from lsp_prep import configtree
-from lsp_prep.constants import FPS, MELS_PER_FRAME
 from lsp_prep.errors import InputError
 from lsp_prep.progress import ProgressFn
 from lsp_prep.stages.audio import MelConfig
@@ -59,11 +57,10 @@ def train_apc(
     dev = join_process_group(pick_device(device))
     torch.manual_seed(config.seed)  # the same initial weights on every run
     net = APC(model).to(dev)
-    # mean/std normalisation of the log-mel, stored with the model (model.normalise: as
-    # is, or the start of each chunk's running estimate)
+    # mean/std normalisation of the log-mel, stored with the model
     allm = np.concatenate(chunks)
     mean, std = allm.mean(0), allm.std(0) + 1e-5
-    inputs = [apc_input(model, c, mean, std)[0] for c in chunks]
+    inputs = [apc_input(model, c, mean, std) for c in chunks]
 
     def batch_fn(step: int):
         rng = np.random.default_rng([config.seed, step])
@@ -100,28 +97,20 @@ def load_apc(
     return net, ckpt["extra"]["mel_mean"], ckpt["extra"]["mel_std"]
 
 
-def apc_input(
-    config: APCConfig,
-    mel: np.ndarray,
-    mean: np.ndarray,
-    std: np.ndarray,
-    state: NormState | None = None,
-) -> tuple[np.ndarray, NormState | None]:
-    """What APC reads of log-mel ``mel`` (T, n_mels): normalised per band as
-    ``config.normalise`` says, the bands ``config.min_band_std`` leaves out at 0, with the
-    training statistics ``mean``, ``std`` (n_mels,)
-    (:func:`lsp_models.melnorm.normalise_mel`), float32 (T, n_mels); and the state to
-    continue the same audio from (None to start)."""
-    prior = config.prior_s * FPS * MELS_PER_FRAME
-    return normalise_mel(
-        mel,
-        mean=mean,
-        std=std,
-        how=config.normalise,
-        prior_frames=prior,
-        min_band_std=config.min_band_std,
-        state=state,
-    )
+def apc_input(config: APCConfig, mel: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """What APC reads of log-mel ``mel`` (T, n_mels): each band normalised by the training
+    statistics ``mean``, ``std`` (n_mels,), the bands :func:`empty_bands` finds with
+    ``config.min_band_std`` at 0; float32 (T, n_mels)."""
+    x = ((mel - mean) / std).astype(np.float32)
+    x[:, empty_bands(std, config.min_band_std)] = 0.0
+    return x
+
+
+def empty_bands(std: np.ndarray, fraction: float) -> np.ndarray:
+    """Bands (n_mels,) bool whose training ``std`` is below ``fraction`` of the median
+    band's: the training speech never filled them (none when ``fraction`` is 0)."""
+    std = np.asarray(std)
+    return std < fraction * np.median(std)
 
 
 @torch.no_grad()
@@ -129,7 +118,7 @@ def apc_features(net: APC, mel: np.ndarray, mean: np.ndarray, std: np.ndarray) -
     """Per video frame: the two APC features of its mel frames, concatenated:
     (M = 2N, n_mels) -> (N, 2 * hidden)."""
     dev = next(net.parameters()).device
-    x = torch.from_numpy(apc_input(net.config, mel, mean, std)[0])[None].to(dev)
+    x = torch.from_numpy(apc_input(net.config, mel, mean, std))[None].to(dev)
     feats, _ = net.encode(x)  # (1, M, H)
     f = feats[0].cpu().numpy()
     n = len(f) // 2
