@@ -15,7 +15,7 @@ from lsp_models.nets.mouth import MouthConfig
 from lsp_models.train import augment as aug
 from lsp_models.train.apc import apc_input, empty_bands
 from lsp_prep import configtree
-from lsp_prep.errors import InputError
+from lsp_prep.errors import CheckpointError, InputError
 
 N_MELS = 80
 CENTRES = aug.band_centres(N_MELS, 90.0, 7600.0)
@@ -137,3 +137,25 @@ def test_augment_copy_is_seeded_and_off_by_default():
     np.testing.assert_array_equal(none, mel)
     with pytest.raises(InputError, match=r"mouth.augment.warp must be in \[0, 0.5\), got 0.6"):
         aug.SpeechAugment(warp=0.6)
+
+
+def test_an_older_run_resumes_with_the_settings_it_was_trained_with(tmp_path):
+    """A checkpoint written before min_band_std existed reads as 0 (every band): resuming
+    it with 0 is allowed, with the presets' 0.25 refused, naming the setting."""
+    from lsp_models.train.checkpoint import check_resume, save_plain
+
+    old = {"n_mels": 80, "hidden": 64, "n_layers": 3, "shift": 3, "dropout": 0.0}
+    path = save_plain(
+        tmp_path / "apc.pt",
+        {
+            "checkpoint_version": 1,
+            "stage": "apc",
+            "step": 3,
+            "extra": {},
+            "model": {},
+            "model_config": old,
+        },
+    )
+    check_resume(path, stage="apc", model_config=APCConfig(hidden=64))
+    with pytest.raises(CheckpointError, match=r"\(min_band_std: 0.0 -> 0.25\)"):
+        check_resume(path, stage="apc", model_config=APCConfig(hidden=64, min_band_std=0.25))
