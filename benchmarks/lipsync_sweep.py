@@ -11,7 +11,9 @@ the others are preset overrides (e.g. ``mouth_train.max_steps=1000``, ``mouth.de
 ``mouth_train.seed=1``); one with animate settings alone scores ``RUN/mouth``. A variant
 whose checkpoint exists is scored again, not retrained (its training seconds were kept).
 ``--run-set``: a missing run is trained first as lipsync.py trains it (APC on the corpus,
-the mouth at delay 18, the head pose), with these overrides (e.g. ``apc.hidden=128``).
+the mouth at delay 18, the head pose), with these overrides (e.g. ``apc.hidden=128``);
+``--headpose-from RUN``: its head-pose model copied from that run instead of trained (the
+scores replay the recorded head pose, so the head-pose model does not enter them).
 
 Scores as lipsync.py's table: ``lsp eval``'s val error against the mean baseline, and on
 held-out and training speech the error against the truth, err/base, lip-opening r at lag 0
@@ -51,6 +53,7 @@ def main() -> None:
         metavar="key=value",
         help="when the run is missing: train it (APC on the corpus, mouth, head pose) with these",
     )
+    ap.add_argument("--headpose-from", type=Path, help="copy a missing run's head pose from")
     ap.add_argument(
         "--variant", nargs="+", action="append", required=True, metavar="NAME [key=value]"
     )
@@ -63,7 +66,15 @@ def main() -> None:
     speaker = lipsync.render_speaker(args.work / "render", setup)
     dataset = args.work / "data" / "speaker.h5"
     run = args.work / args.run
-    lipsync.train_run(run, dataset, corpus=speaker.corpus, delays=[18], overrides=args.run_set)
+    hp = None if args.headpose_from is None else args.headpose_from / "headpose"
+    lipsync.train_run(
+        run,
+        dataset,
+        corpus=speaker.corpus,
+        delays=[18],
+        overrides=args.run_set,
+        headpose_from=hp,
+    )
     frame = lipsync.fit_frame(speaker, dataset)
     heldout = lipsync.heldout_speech()
     seen = {"training speech": lipsync._load_wav(speaker.voice)[: 30 * lipsync.SAMPLE_RATE]}

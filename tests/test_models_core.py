@@ -349,3 +349,29 @@ def test_presets_are_instances_of_the_config_tree():
     assert cfg.headpose.window == 64 and cfg.apc.hidden == 8
     with pytest.raises(InputError, match="valid keys are"):
         from_data(ModelsConfig, {"mouth": {"hiden": 3}})
+
+
+def test_mouth_trains_on_augmented_copies(apc_run, single_face_dataset):
+    """mouth.augment: seeded copies of the person's speech, each its own APC features
+    beside the original's; the setting is kept in the checkpoint."""
+    from lsp_models.train.apc import augmented_features, person_apc_features
+    from lsp_models.train.augment import SpeechAugment
+
+    person, feats = person_apc_features(apc_run, single_face_dataset)
+    augment = SpeechAugment(copies=2, warp=0.1, gain_db=6.0)
+    copies = augmented_features(apc_run, person.mel, augment, seed=0)
+    assert [c.shape for c in copies] == [feats.shape, feats.shape]
+    assert min(np.abs(c - feats).mean() for c in copies) > 1e-3
+    assert np.abs(copies[0] - copies[1]).mean() > 1e-3
+    again = augmented_features(apc_run, person.mel, augment, seed=0)
+    np.testing.assert_array_equal(again[1], copies[1])
+    assert augmented_features(apc_run, person.mel, SpeechAugment(), seed=0) == []
+    train_mouth(
+        run_dir=apc_run,
+        dataset=single_face_dataset,
+        model=dataclasses.replace(TINY_MOUTH, augment=augment),
+        config=TrainConfig(max_steps=4, batch_size=2, checkpoint_every=4, log_every=2),
+        name="mouth_aug",
+    )
+    ckpt = load_checkpoint(apc_run / "mouth_aug" / "mouth.pt", stage="mouth")
+    assert ckpt["model_config"]["augment"]["copies"] == 2

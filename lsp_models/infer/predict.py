@@ -33,6 +33,7 @@ from lsp_models.infer.motion import (
 )
 from lsp_models.nets.generator import from_unit, renderer_input
 from lsp_models.sampling import sample_fast, velocity_map
+from lsp_models.train.apc import apc_input
 from lsp_models.train.render_frames import to_size
 from lsp_prep.camera import crop_intrinsics, euler_xyz_to_rotvec
 from lsp_prep.constants import FPS, IMAGE_SIZE, MELS_PER_FRAME, SAMPLE_RATE
@@ -74,7 +75,7 @@ def speech_features(
 def encode_apc(models: Models, mel: np.ndarray, state):
     """mel (2T, n_mels) -> APC features (T, 2H) and the GRU state (None to start; pass the
     returned one back to continue the same audio)."""
-    x = ((mel - models.mel_mean) / models.mel_std).astype(np.float32)
+    x = apc_input(models.apc.config, mel, models.mel_mean, models.mel_std)
     feats, state = models.apc.encode(torch.from_numpy(x)[None].to(models.device), state)
     f = feats[0]  # (2T, H)
     return f.reshape(len(f) // MELS_PER_FRAME, -1), state

@@ -30,12 +30,21 @@ class APCConfig:
     """Predict the mel frame this many steps ahead (n in the paper)."""
     dropout: float = 0.0
     """Dropout between GRU layers while training."""
+    min_band_std: float = 0.0
+    """Bands whose standard deviation over the training speech is below this fraction of
+    the median band's are left out of APC's input (read as 0; the others are normalised by
+    the training speech's mean and std): bands the training speech never filled. An 8 kHz
+    corpus (the asterisk prompts) leaves every band above 4 kHz at the log floor, std ~0,
+    and a 16 kHz recording's energy there, divided by that std, reached APC as values of
+    ~1e5. 0 (how checkpoints written before this option existed read it): every band."""
 
     def __post_init__(self) -> None:
         if min(self.n_mels, self.hidden, self.n_layers, self.shift) < 1:
             raise InputError("apc: n_mels, hidden, n_layers and shift must all be >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"apc.dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.min_band_std < 1.0:
+            raise InputError(f"apc.min_band_std must be in [0, 1), got {self.min_band_std}")
 
 
 class APC(nn.Module):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import nn
 
+from lsp_models.train.augment import SpeechAugment
 from lsp_prep.errors import InputError
 
 
@@ -46,6 +47,9 @@ class MouthConfig:
     0.57-0.59x, lip-opening r 0.82-0.85 either way; the floor the targets set (their
     expected value given the true mouth) fell from 0.54x to 0.49x. True, the default, is
     how checkpoints written before it existed predict."""
+    augment: SpeechAugment = field(default_factory=SpeechAugment)
+    """Training on augmented copies of the person's speech (other voices, levels,
+    microphones: :mod:`lsp_models.train.augment`); off by default, as before it existed."""
 
     def __post_init__(self) -> None:
         if min(self.audio_dim, self.hidden, self.n_layers, self.out_dim, self.window) < 1:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from lsp_models.nets.apc import APC, APCConfig
+from lsp_models.train.augment import SpeechAugment, augment_copy, band_centres
 from lsp_models.train.checkpoint import load_checkpoint, save_plain
 from lsp_models.train.data import PersonData, corpus_mels, load_person
 from lsp_models.train.device import join_process_group, pick_device
@@ -17,6 +18,7 @@ from lsp_models.train.stage import StageResult, run_stage
 from lsp_prep import configtree
 from lsp_prep.errors import InputError
 from lsp_prep.progress import ProgressFn
+from lsp_prep.stages.audio import MelConfig
 
 
 def _pad_batch(chunks: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,11 +60,12 @@ def train_apc(
     # mean/std normalisation of the log-mel, stored with the model
     allm = np.concatenate(chunks)
     mean, std = allm.mean(0), allm.std(0) + 1e-5
+    inputs = [apc_input(model, c, mean, std) for c in chunks]
 
     def batch_fn(step: int):
         rng = np.random.default_rng([config.seed, step])
         pick = rng.integers(0, len(chunks), config.batch_size)[rank_slice(config.batch_size)]
-        x, lengths = _pad_batch([(chunks[i] - mean) / std for i in pick])
+        x, lengths = _pad_batch([inputs[i] for i in pick])
         return x.to(dev), lengths.to(dev)
 
     def loss_fn(batch):
@@ -94,16 +97,54 @@ def load_apc(
     return net, ckpt["extra"]["mel_mean"], ckpt["extra"]["mel_std"]
 
 
+def apc_input(config: APCConfig, mel: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """What APC reads of log-mel ``mel`` (T, n_mels): each band normalised by the training
+    statistics ``mean``, ``std`` (n_mels,), the bands :func:`empty_bands` finds with
+    ``config.min_band_std`` at 0; float32 (T, n_mels)."""
+    x = ((mel - mean) / std).astype(np.float32)
+    x[:, empty_bands(std, config.min_band_std)] = 0.0
+    return x
+
+
+def empty_bands(std: np.ndarray, fraction: float) -> np.ndarray:
+    """Bands (n_mels,) bool whose training ``std`` is below ``fraction`` of the median
+    band's: the training speech never filled them (none when ``fraction`` is 0)."""
+    std = np.asarray(std)
+    return std < fraction * np.median(std)
+
+
 @torch.no_grad()
 def apc_features(net: APC, mel: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     """Per video frame: the two APC features of its mel frames, concatenated:
     (M = 2N, n_mels) -> (N, 2 * hidden)."""
     dev = next(net.parameters()).device
-    x = torch.from_numpy(((mel - mean) / std).astype(np.float32))[None].to(dev)
+    x = torch.from_numpy(apc_input(net.config, mel, mean, std))[None].to(dev)
     feats, _ = net.encode(x)  # (1, M, H)
     f = feats[0].cpu().numpy()
     n = len(f) // 2
     return f[: 2 * n].reshape(n, -1)
+
+
+def augmented_features(
+    run_dir: Path, mel: np.ndarray, augment: SpeechAugment, *, seed: int
+) -> list[np.ndarray]:
+    """The trained APC's features (N, 2H) of ``augment.copies`` augmented copies of the
+    person's log-mel ``mel`` (2N, n_mels) (:func:`lsp_models.train.augment.augment_copy`,
+    copy ``i`` drawn with seed ``[seed, i]``); [] without copies."""
+    if augment.copies == 0:
+        return []
+    net, mean, std = load_apc(run_dir)
+    mc = MelConfig()
+    centres = band_centres(mel.shape[1], float(mc.fmin), float(mc.fmax))
+    return [
+        apc_features(
+            net,
+            augment_copy(mel, augment, centres=centres, seed=(seed, i)),
+            mean,
+            std,
+        )
+        for i in range(augment.copies)
+    ]
 
 
 def person_apc_features(run_dir: Path, dataset: Path) -> tuple[PersonData, np.ndarray]:

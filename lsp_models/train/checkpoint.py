@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from lsp_models.train.loop import TrainConfig, TrainState, unwrap
-from lsp_prep import __version__
+from lsp_prep import __version__, configtree
 from lsp_prep.dataset.schema import SCHEMA_VERSION
 from lsp_prep.dataset.writer import remove_stale_temporaries
-from lsp_prep.errors import CheckpointError
+from lsp_prep.errors import CheckpointError, InputError
 
 CHECKPOINT_VERSION = 1
 
@@ -219,7 +219,12 @@ def check_resume(
         return
     ckpt = load_checkpoint(path, stage=stage)
     wanted = to_plain(dataclasses.asdict(model_config))
-    changes = config_changes(ckpt.get("model_config"), wanted, ignore=ignore)
+    stored = ckpt.get("model_config")
+    try:  # a setting added since the checkpoint was written: its default, as loading reads it
+        stored = to_plain(dataclasses.asdict(configtree.from_data(type(model_config), stored)))
+    except InputError:
+        pass  # a setting this version does not know: compared as stored
+    changes = config_changes(stored, wanted, ignore=ignore)
     if changes:
         more = f" and {len(changes) - 3} more" if len(changes) > 3 else ""
         raise CheckpointError(

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from lsp_models.nets.mouth import AudioToMouth, MouthConfig
-from lsp_models.train.apc import build_feature_database, person_apc_features
+from lsp_models.train.apc import augmented_features, build_feature_database, person_apc_features
 from lsp_models.train.data import PersonData
 from lsp_models.train.device import join_process_group, pick_device
 from lsp_models.train.loop import TrainConfig, rank_slice, world
@@ -52,6 +52,8 @@ def train_mouth(
     if not name.startswith("mouth") or "/" in name or "\\" in name:
         raise InputError(f"mouth model name {name!r} must start with 'mouth' (e.g. mouth_d0)")
     person, feats = person_apc_features(run_dir, dataset)  # (N, 2H) APC features
+    # the original, then the augmented copies (model.augment): each window reads one
+    sources = [feats, *augmented_features(run_dir, person.mel, model.augment, seed=config.seed)]
     record_dataset(run_dir, dataset)
     model = dataclasses.replace(model, audio_dim=feats.shape[1])
     target = np.nan_to_num(person.mouth.reshape(len(person.mouth), -1))  # (N, 75)
@@ -74,8 +76,12 @@ def train_mouth(
     def batch_fn(step: int):
         rng = np.random.default_rng([config.seed, step])
         starts = train_idx[0] + rng.integers(0, len(train_idx) - w + 1, config.batch_size)
-        starts = starts[rank_slice(config.batch_size)]
-        a = np.stack([feats[s : s + w] for s in starts])
+        # drawn after the starts, and only with copies: without, the batches are as before
+        pick = rng.integers(0, len(sources), config.batch_size) if len(sources) > 1 else None
+        part = rank_slice(config.batch_size)
+        starts = starts[part]
+        picked = np.zeros(len(starts), np.int64) if pick is None else pick[part]
+        a = np.stack([sources[v][s : s + w] for v, s in zip(picked, starts, strict=True)])
         y = np.stack([target[s : s + w] - target_mean for s in starts])
         m = np.stack([person.valid[s : s + w] for s in starts])  # no face: no target
         return tuple(torch.from_numpy(x).to(dev) for x in (a, y, m))
