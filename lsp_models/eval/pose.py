@@ -68,6 +68,13 @@ class PoseEval:
     """animated mean |velocity| / mean |velocity| of ``recorded_smoothed``."""
     bands_hz: list[float]
     """Band edges of ``band_power`` (Hz)."""
+    gain: list[float] | None = None
+    """The model's range calibration per dimension (``headpose.range_calibration``: the
+    samples' deviations from the mean pose are multiplied by it), None without one."""
+    raw_std_ratio: list[float] | None = None
+    """With a gain: ``std_ratio`` of the samples before the calibration (divided by it)."""
+    raw_velocity_ratio: list[float] | None = None
+    """With a gain: ``velocity_ratio`` before the calibration."""
 
 
 def pose_spectrum(
@@ -167,6 +174,15 @@ def eval_pose(
         progress("headpose", i + 1, len(seeds))
     s_mean, a_mean = _mean_stats(sampled), _mean_stats(animated)
     vel = "mean_abs_velocity"
+    gain = models.headpose.pose_gain
+    raw: dict[str, Any] = {}
+    if gain is not None:  # a gain scales deviations, so std and speed, exactly
+        g = gain.double().cpu().numpy()
+        raw = {
+            "gain": g.tolist(),
+            "raw_std_ratio": _ratio(s_mean["std"] / g, recorded["std"]),
+            "raw_velocity_ratio": _ratio(s_mean[vel] / g, recorded[vel]),
+        }
     return PoseEval(
         frames=len(val),
         valid_frames=int(valid.sum()),
@@ -183,4 +199,5 @@ def eval_pose(
         animated_velocity_ratio=_ratio(a_mean[vel], recorded[vel]),
         animated_velocity_ratio_smoothed=_ratio(a_mean[vel], recorded_smoothed[vel]),
         bands_hz=[float(b) for b in POSE_BANDS_HZ],
+        **raw,
     )

@@ -8,11 +8,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lsp_models.constants import SAMPLING_TEMPERATURE
+from lsp_models.eval.metrics import POSE_DIMS
 from lsp_models.nets.headpose import HeadPoseConfig, HeadPoseModel
+from lsp_models.sampling import velocity_map
+from lsp_models.sampling.calibrate import range_gain
 from lsp_models.train.apc import person_apc_features
 from lsp_models.train.data import PersonData
 from lsp_models.train.device import join_process_group, pick_device
-from lsp_models.train.loop import TrainConfig, rank_slice
+from lsp_models.train.loop import TrainConfig, TrainState, rank_slice
 from lsp_models.train.stage import StageResult, record_dataset, run_stage
 from lsp_prep.camera import rotvec_to_euler_xyz
 from lsp_prep.errors import InputError
@@ -40,7 +44,10 @@ def train_headpose(
     progress: ProgressFn | None = None,
 ) -> StageResult:
     """Train the probabilistic head-pose model (Gaussian NLL, teacher forcing) on windows
-    of the train split; features are normalised by their train-split mean and std."""
+    of the train split; features are normalised by their train-split mean and std. With
+    ``model.range_calibration`` every checkpoint is calibrated first
+    (:func:`~lsp_models.sampling.calibrate.range_gain` on a free run over the train split's
+    audio, at the default sampling temperature)."""
     person, audio = person_apc_features(run_dir, dataset)  # (N, 2H) APC features
     record_dataset(run_dir, dataset)
     model = dataclasses.replace(model, audio_dim=audio.shape[1])
@@ -74,6 +81,34 @@ def train_headpose(
         losses = net.loss(m, nls, tgt)
         return {**losses, "total": losses["nll"]}
 
+    before_save = None
+    if model.range_calibration:
+        order = np.sort(train_idx)
+        velocity = velocity_map(p_mean, p_std) if model.velocity_feedback else None
+
+        def before_save(state: TrainState) -> None:
+            """The range calibration of this checkpoint: the gain into the model's buffer,
+            the gain and the raw ratios into the metrics (val.jsonl)."""
+            gain, raw = range_gain(
+                net,
+                torch.from_numpy(audio[order]),
+                history=torch.from_numpy(pose[order[-net.receptive_field :]]),
+                recorded=pose[order, : model.pose_dim // 2],
+                valid=person.valid[order],
+                temperature=SAMPLING_TEMPERATURE,
+                velocity=velocity,
+            )
+            assert net.pose_gain is not None
+            net.pose_gain.copy_(torch.from_numpy(gain))
+            for name, values in (
+                ("gain", gain),
+                ("raw_std", raw["std"]),
+                ("raw_speed", raw["speed"]),
+            ):
+                state.metrics.update(
+                    {f"{name}/{d}": float(v) for d, v in zip(POSE_DIMS, values, strict=True)}
+                )
+
     return run_stage(
         "headpose",
         net,
@@ -85,4 +120,5 @@ def train_headpose(
         extra={"pose_mean": p_mean, "pose_std": p_std},
         resume=resume,
         progress=progress,
+        before_save=before_save,
     )
