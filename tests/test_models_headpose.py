@@ -261,7 +261,7 @@ def test_range_gain_is_the_geometric_mean_of_the_std_and_speed_corrections():
     np.testing.assert_allclose(raw["std"], std, rtol=1e-4)
     np.testing.assert_allclose(raw["speed"], speed, rtol=1e-4)
     np.testing.assert_allclose(gain, 1 / np.sqrt(std * speed), rtol=1e-4)
-    assert (raw["speed"] > 1.5).all()  # the half-speed recording is slower, clearly
+    assert (np.abs(np.log(gain * std)) > 0.1).all()  # not the std correction alone
 
 
 def test_fast_sampler_streams_in_chunks_and_keeps_seed_and_mean_path():

@@ -81,33 +81,27 @@ def train_headpose(
         losses = net.loss(m, nls, tgt)
         return {**losses, "total": losses["nll"]}
 
-    before_save = None
-    if model.range_calibration:
-        order = np.sort(train_idx)
-        velocity = velocity_map(p_mean, p_std) if model.velocity_feedback else None
+    order = np.sort(train_idx)
+    velocity = velocity_map(p_mean, p_std) if model.velocity_feedback else None
 
-        def before_save(state: TrainState) -> None:
-            """The range calibration of this checkpoint: the gain into the model's buffer,
-            the gain and the raw ratios into the metrics (val.jsonl)."""
-            gain, raw = range_gain(
-                net,
-                torch.from_numpy(audio[order]),
-                history=torch.from_numpy(pose[order[-net.receptive_field :]]),
-                recorded=pose[order, : model.pose_dim // 2],
-                valid=person.valid[order],
-                temperature=SAMPLING_TEMPERATURE,
-                velocity=velocity,
+    def calibrate(state: TrainState) -> None:
+        """``range_calibration``, before each checkpoint: the gain into the model's buffer,
+        the gain and the raw ratios into the metrics (RUN/headpose/val.jsonl)."""
+        gain, raw = range_gain(
+            net,
+            torch.from_numpy(audio[order]),
+            history=torch.from_numpy(pose[order[-net.receptive_field :]]),
+            recorded=pose[order, : model.pose_dim // 2],
+            valid=person.valid[order],
+            temperature=SAMPLING_TEMPERATURE,
+            velocity=velocity,
+        )
+        assert net.pose_gain is not None
+        net.pose_gain.copy_(torch.from_numpy(gain))
+        for name, values in (("gain", gain), ("raw_std", raw["std"]), ("raw_speed", raw["speed"])):
+            state.metrics.update(
+                {f"{name}/{d}": float(v) for d, v in zip(POSE_DIMS, values, strict=True)}
             )
-            assert net.pose_gain is not None
-            net.pose_gain.copy_(torch.from_numpy(gain))
-            for name, values in (
-                ("gain", gain),
-                ("raw_std", raw["std"]),
-                ("raw_speed", raw["speed"]),
-            ):
-                state.metrics.update(
-                    {f"{name}/{d}": float(v) for d, v in zip(POSE_DIMS, values, strict=True)}
-                )
 
     return run_stage(
         "headpose",
@@ -120,5 +114,5 @@ def train_headpose(
         extra={"pose_mean": p_mean, "pose_std": p_std},
         resume=resume,
         progress=progress,
-        before_save=before_save,
+        before_save=calibrate if model.range_calibration else None,
     )
