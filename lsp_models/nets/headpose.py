@@ -89,7 +89,8 @@ class HeadPoseConfig:
     the range there), with 0 it drifts on a 15 s clip (README, head motion). False, the
     default, is how checkpoints written before it existed are sampled."""
     range_calibration: bool = False
-    """Every checkpoint carries a per-axis gain (the model's ``pose_gain`` buffer) that the
+    """The last checkpoint of a training carries a per-axis gain (the model's ``pose_gain``
+    buffer; 1 in the ones before) that the
     samplers multiply the pose half of what they return by (what they feed back stays
     unscaled): the geometric mean of the recorded/sampled ratios of the standard deviation
     and of the mean |velocity|, measured on a free run over the train split's audio
@@ -261,11 +262,12 @@ class HeadPoseModel(nn.Module):
         self.max_neg_log_sigma = -math.log(c.min_sigma)
         self.keep = 1 - 1 / c.reversion_frames if c.reversion_frames else 1.0
         """Share of the previous pose the residual mean keeps (``reversion_frames``)."""
-        # (P // 2,) with range_calibration, else None (then not in the state dict, so
-        # checkpoints written before it load as they are)
-        self.register_buffer(
-            "pose_gain", torch.ones(c.pose_dim // 2) if c.range_calibration else None
-        )
+        # with range_calibration, else None (then not in the state dict, so checkpoints
+        # written before it load as they are): the samplers' sigma scale (P,) and gain (P // 2,)
+        on = c.range_calibration
+        self.register_buffer("sigma_scale", torch.ones(c.pose_dim) if on else None)
+        self.register_buffer("pose_gain", torch.ones(c.pose_dim // 2) if on else None)
+        self.sigma_scale: Tensor | None
         self.pose_gain: Tensor | None
 
     @property

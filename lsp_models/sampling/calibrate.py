@@ -1,18 +1,21 @@
-"""The range calibration of ``HeadPoseConfig.range_calibration``: a per-axis gain on the
-sampled poses, measured on a free run over the training audio.
+"""The range calibration of ``HeadPoseConfig.range_calibration``: a per-axis sigma scale and
+a per-axis gain for the samplers, measured on the training data.
 
-Why a gain (issue 12 item 6; README, head motion): a free-running autoregressive sampler's
-range depends on how strongly its learnt dynamics pull back, and small differences in
-those between training seeds give large differences in the range (cpu-small on the
-speech-driven speaker: pitch 1.5x the recorded std at one training seed, 2.8x at another).
-The gain is measured per checkpoint, on the audio the model was trained on, and scales
-only what the samplers return: the dynamics, the spectrum and the fed-back poses are the
-model's own.
+Why (issue 12 item 6; README, head motion): measured on cpu-small over two clips and four
+training seeds, (1) teacher-forced on the train split the pose half's residuals are
+0.6-0.95x the sigma the model predicts: it learnt its sigma with a quarter of its history
+channels hidden (``pose_dropout``), which the samplers never hide, so they draw too much
+noise; (2) even the mean path (temperature 0) of a free run swings up to 3x the recorded
+range or 0.7x of it, by training seed: small differences in the learnt dynamics give large
+differences in the free-running range. The sigma scale corrects the first where it arises
+(the one-step-ahead error without dropout); the gain, measured on a free run over the
+training audio with that scale, the second, on what the samplers return only: the
+dynamics, the spectrum and the fed-back poses stay the model's own.
 """
 
 from __future__ import annotations
 
-import copy
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -24,63 +27,102 @@ from lsp_models.sampling import sample_fast
 
 CALIBRATION_SEED = 20211
 """Generator seed of the calibration's free runs (none of ``lsp eval``'s seeds 0, 1, 2)."""
-CALIBRATION_CHAINS = 4
+CALIBRATION_CHAINS = 8
 """Free runs sampled side by side (one batch); their statistics are averaged."""
 MAX_GAIN = 4.0
-"""The gain is kept within ``[1 / MAX_GAIN, MAX_GAIN]``: a model that has frozen or
-exploded is not hidden by the calibration."""
+"""Sigma scale and gain are kept within ``[1 / MAX_GAIN, MAX_GAIN]``: a model that has
+frozen or exploded is not hidden by the calibration."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What :func:`calibrate` measured, per axis of the pose half (pitch, yaw, roll, x, y, z)."""
+
+    sigma_scale: np.ndarray
+    """RMS of the teacher-forced residuals in units of the predicted sigma."""
+    gain: np.ndarray
+    """``1 / sqrt(std * speed)``: one scale cannot fix a range and a speed that are off by
+    different factors; the geometric mean leaves them equally far off (in log) after it."""
+    std: np.ndarray
+    """Free run with the sigma scale, before the gain: std / the recorded std."""
+    speed: np.ndarray
+    """The same for the mean |frame-to-frame change|."""
 
 
 @torch.no_grad()
-def range_gain(
+def calibrate(
     model: HeadPoseModel,
     audio: Tensor,
+    poses: Tensor,
     *,
+    frames: np.ndarray,
     history: Tensor,
-    recorded: np.ndarray,
     valid: np.ndarray,
     temperature: float,
     velocity: Tensor | None,
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The per-axis gain that brings the model's free-running range and speed to the
-    recorded ones.
+) -> Calibration:
+    """Measure the sigma scale and the gain of ``model`` on its training data.
 
     Args:
-        model: the head-pose model; sampled on a float32 CPU copy with its gain at 1.
-        audio: (T, A) the audio features of the recorded frames.
-        history: (H, P) the normalised pose features before the first frame (the warm start).
-        recorded: (T, P // 2) the recorded poses of those frames, normalised as the model's.
-        valid: (T,) the frames whose recorded pose counts.
-        temperature: the sigma scale to calibrate for.
+        model: the head-pose model; measured on a float32 CPU copy (its calibration, if
+            any, ignored).
+        audio: (N, A) the audio features of the clip's frames.
+        poses: (N, P) the normalised pose features of the clip's frames (as trained on).
+        frames: the training frames, ascending: teacher-forced as one sequence, then
+            free-run over their audio.
+        history: (H, P) the warm start of the free run (animate's: the last training frames'
+            poses, :func:`lsp_models.infer.loading.pose_history`).
+        valid: (N,) the frames whose recorded pose counts.
+        temperature: the sigma scale the samplers are calibrated for.
         velocity: what the samplers feed back velocities with
-            (:func:`lsp_models.sampling.velocity_map`), as
-            sampling uses it for this model (``velocity_feedback``), or None.
-
-    Returns:
-        gain (P // 2,): ``sqrt(std_rec / std_smp * speed_rec / speed_smp)`` per axis (std
-        over frames and mean |frame-to-frame change|, each averaged over
-        :data:`CALIBRATION_CHAINS` free runs), clipped to ``[1 / MAX_GAIN, MAX_GAIN]``: one
-        scale cannot fix a range and a speed that are off by different factors, and the
-        geometric mean leaves the two equally far off (in log) after it; and the raw ratios
-        ``std`` and ``speed`` (P // 2,) of the samples to the recording.
+            (:func:`lsp_models.sampling.velocity_map`), as sampling uses it for this
+            model (``velocity_feedback``), or None.
     """
-    net = copy.deepcopy(model).float().cpu().eval()
-    if net.pose_gain is not None:
-        net.pose_gain.fill_(1.0)
-    T, h = len(audio), model.config.pose_dim // 2
-    gen = torch.Generator().manual_seed(CALIBRATION_SEED)
+    # a float32 CPU copy with the calibration's buffers, whatever the model's config
+    net = HeadPoseModel(replace(model.config, range_calibration=True)).eval()
+    net.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if k not in ("sigma_scale", "pose_gain")},
+        strict=False,
+    )
+    assert net.sigma_scale is not None
+    h = model.config.pose_dim // 2
+    audio, poses = audio.float().cpu(), poses.float().cpu()
+    ok = np.asarray(valid, bool)
+    # one-step-ahead residuals in units of sigma, teacher-forced, without dropout
+    idx = frames[frames > 0]
+    t, t_prev = torch.from_numpy(idx), torch.from_numpy(idx - 1)
+    mean, nls = net.predict(poses[t_prev][None], audio[t][None])  # (1, T, P) each
+    z = ((poses[t] - mean[0]) * nls[0].exp())[:, :h].double().numpy()
+    pairs = ok[idx] & ok[idx - 1]
+    scale = np.clip(np.sqrt((z[pairs] ** 2).mean(0)), 1 / MAX_GAIN, MAX_GAIN)
+    net.sigma_scale[:h] = torch.from_numpy(scale)
+    # a free run over the training audio, against the recorded poses
+    B, T, f = CALIBRATION_CHAINS, len(frames), torch.from_numpy(frames)
     chains = sample_fast(
         net,
-        audio.float().cpu()[None].expand(CALIBRATION_CHAINS, T, -1),
-        history=history.float().cpu()[None].expand(CALIBRATION_CHAINS, -1, -1),
+        audio[f][None].expand(B, T, -1),
+        history=history.float().cpu()[None].expand(B, -1, -1),
         temperature=temperature,
-        generator=gen,
+        generator=torch.Generator().manual_seed(CALIBRATION_SEED),
         velocity=velocity,
     )
     # pose_statistics' units (degrees, mm) cancel in the ratios: both sides are normalised
-    rec = pose_statistics(recorded, valid)
+    rec = pose_statistics(poses[f, :h].double().numpy(), ok[frames])
     smp = [pose_statistics(c[:, :h].double().numpy()) for c in chains]
     std = np.mean([s["std"] for s in smp], 0) / rec["std"]
     speed = np.mean([s["mean_abs_velocity"] for s in smp], 0) / rec["mean_abs_velocity"]
     gain = np.clip(1 / np.sqrt(std * speed), 1 / MAX_GAIN, MAX_GAIN)
-    return gain, {"std": std, "speed": speed}
+    return Calibration(sigma_scale=scale, gain=gain, std=std, speed=speed)
+
+
+def apply(model: HeadPoseModel, calibration: Calibration | None) -> None:
+    """Write ``calibration`` into the model's buffers (None: the identity)."""
+    assert model.sigma_scale is not None and model.pose_gain is not None, (
+        "the model has no calibration buffers: HeadPoseConfig.range_calibration is off"
+    )
+    h = model.config.pose_dim // 2
+    model.sigma_scale.fill_(1.0)
+    model.pose_gain.fill_(1.0)
+    if calibration is not None:
+        model.sigma_scale[:h] = torch.from_numpy(calibration.sigma_scale)
+        model.pose_gain.copy_(torch.from_numpy(calibration.gain))

@@ -12,7 +12,8 @@ from lsp_models.constants import SAMPLING_TEMPERATURE
 from lsp_models.eval.metrics import POSE_DIMS
 from lsp_models.nets.headpose import HeadPoseConfig, HeadPoseModel
 from lsp_models.sampling import velocity_map
-from lsp_models.sampling.calibrate import range_gain
+from lsp_models.sampling.calibrate import apply as apply_calibration
+from lsp_models.sampling.calibrate import calibrate
 from lsp_models.train.apc import person_apc_features
 from lsp_models.train.data import PersonData
 from lsp_models.train.device import join_process_group, pick_device
@@ -84,21 +85,25 @@ def train_headpose(
     order = np.sort(train_idx)
     velocity = velocity_map(p_mean, p_std) if model.velocity_feedback else None
 
-    def calibrate(state: TrainState) -> None:
-        """``range_calibration``, before each checkpoint: the gain into the model's buffer,
-        the gain and the raw ratios into the metrics (RUN/headpose/val.jsonl)."""
-        gain, raw = range_gain(
+    def calibrate_last(state: TrainState) -> None:
+        """``range_calibration``, before the last checkpoint (a free run over the whole train
+        split: 12 s for the 150 s speaker on a loaded machine, too long for every one): into
+        the model's buffers, and with the raw ratios into the metrics (val.jsonl)."""
+        if state.step < config.max_steps:
+            return
+        c = calibrate(
             net,
-            torch.from_numpy(audio[order]),
+            torch.from_numpy(audio),
+            torch.from_numpy(pose),
+            frames=order,
             history=torch.from_numpy(pose[order[-net.receptive_field :]]),
-            recorded=pose[order, : model.pose_dim // 2],
-            valid=person.valid[order],
+            valid=person.valid,
             temperature=SAMPLING_TEMPERATURE,
             velocity=velocity,
         )
-        assert net.pose_gain is not None
-        net.pose_gain.copy_(torch.from_numpy(gain))
-        for name, values in (("gain", gain), ("raw_std", raw["std"]), ("raw_speed", raw["speed"])):
+        apply_calibration(net, c)
+        for name in ("sigma_scale", "gain", "std", "speed"):
+            values = getattr(c, name)
             state.metrics.update(
                 {f"{name}/{d}": float(v) for d, v in zip(POSE_DIMS, values, strict=True)}
             )
@@ -114,5 +119,5 @@ def train_headpose(
         extra={"pose_mean": p_mean, "pose_std": p_std},
         resume=resume,
         progress=progress,
-        before_save=calibrate if model.range_calibration else None,
+        before_save=calibrate_last if model.range_calibration else None,
     )
