@@ -115,9 +115,10 @@ def test_bad_motion_options_are_refused(field, value, message):
 
 def test_checkpoints_carry_the_range_calibration_of_their_weights(trained_run, single_face_dataset):
     """The cpu-small preset calibrates (headpose.range_calibration): the shared tiny run's
-    checkpoint holds the gain that its val.jsonl logs beside the raw ratios, the geometric
-    mean of their inverses, and recomputing the calibration from the checkpoint's weights and
-    the dataset gives it again; lsp eval's raw ratios are those of the uncalibrated samples."""
+    checkpoint holds the sigma scale and gain that its val.jsonl logs beside the raw
+    ratios, the gain the geometric mean of their inverses; recomputing the calibration from
+    the checkpoint's weights and the dataset gives it again; lsp eval's raw ratios are those
+    of the same model sampled without it."""
     import json
 
     from lsp_models.eval.data import read_val
@@ -126,39 +127,40 @@ def test_checkpoints_carry_the_range_calibration_of_their_weights(trained_run, s
     from lsp_models.infer.config import AnimateConfig
     from lsp_models.infer.loading import load_models
     from lsp_models.infer.predict import features_from_mel, pose_velocity
-    from lsp_models.sampling.calibrate import MAX_GAIN, range_gain
+    from lsp_models.sampling.calibrate import MAX_GAIN, apply, calibrate
     from lsp_models.train.apc import person_apc_features
     from lsp_models.train.headpose import pose_features
 
     assert load_preset("cpu-small").headpose.range_calibration
     log = [json.loads(line) for line in (trained_run / "headpose" / "val.jsonl").open()]
     assert [entry["step"] for entry in log] == [20]
-    logged = {
-        k: np.array([log[-1][f"{k}/{d}"] for d in POSE_DIMS])
-        for k in ("gain", "raw_std", "raw_speed")
-    }
-    expected = np.clip(1 / np.sqrt(logged["raw_std"] * logged["raw_speed"]), 1 / MAX_GAIN, MAX_GAIN)
+    names = ("sigma_scale", "gain", "std", "speed")
+    logged = {k: np.array([log[-1][f"{k}/{d}"] for d in POSE_DIMS]) for k in names}
+    expected = np.clip(1 / np.sqrt(logged["std"] * logged["speed"]), 1 / MAX_GAIN, MAX_GAIN)
     np.testing.assert_allclose(logged["gain"], expected, rtol=1e-6)
     models = load_models(trained_run, device=torch.device("cpu"), renderer=False)
-    assert models.headpose.pose_gain is not None
-    np.testing.assert_allclose(models.headpose.pose_gain.numpy(), logged["gain"], rtol=1e-6)
+    hp = models.headpose
+    assert hp.pose_gain is not None and hp.sigma_scale is not None
+    np.testing.assert_allclose(hp.pose_gain.numpy(), logged["gain"], rtol=1e-6)
+    np.testing.assert_allclose(hp.sigma_scale[:6].numpy(), logged["sigma_scale"], rtol=1e-6)
     assert not np.allclose(logged["gain"], 1.0)  # the calibration did something
 
     person, apc = person_apc_features(trained_run, single_face_dataset)
     f32 = np.float32  # as training normalises: float32 throughout
     pose = (pose_features(person) - models.pose_mean.astype(f32)) / models.pose_std.astype(f32)
     train = np.sort(person.train)
-    gain, raw = range_gain(
-        models.headpose,
-        torch.from_numpy(apc[train]),
-        history=torch.from_numpy(pose[train[-models.headpose.receptive_field :]]),
-        recorded=pose[train, :6],
-        valid=person.valid[train],
+    c = calibrate(
+        hp,
+        torch.from_numpy(apc),
+        torch.from_numpy(pose),
+        frames=train,
+        history=torch.from_numpy(pose[train[-hp.receptive_field :]]),  # animate's warm start
+        valid=person.valid,
         temperature=1.0,
         velocity=pose_velocity(models),
     )
-    np.testing.assert_allclose(gain, logged["gain"], rtol=1e-5)
-    np.testing.assert_allclose(raw["std"], logged["raw_std"], rtol=1e-5)
+    for name in names:
+        np.testing.assert_allclose(getattr(c, name), logged[name], rtol=1e-5)
 
     data = read_val(single_face_dataset)
     feats = features_from_mel(models, data.mel, config=AnimateConfig())
@@ -169,12 +171,13 @@ def test_checkpoints_carry_the_range_calibration_of_their_weights(trained_run, s
         "progress": lambda *_: None,
     }
     calibrated = eval_pose(models, single_face_dataset, feats, data, **args)
-    models.headpose.pose_gain.fill_(1.0)
+    apply(hp, None)
     plain = eval_pose(models, single_face_dataset, feats, data, **args)
     np.testing.assert_allclose(calibrated.gain, logged["gain"], rtol=1e-6)
-    np.testing.assert_allclose(calibrated.raw_std_ratio, plain.std_ratio, rtol=1e-5)
-    np.testing.assert_allclose(calibrated.raw_velocity_ratio, plain.velocity_ratio, rtol=1e-5)
-    np.testing.assert_allclose(calibrated.std_ratio, np.array(plain.std_ratio) * gain, rtol=1e-5)
+    np.testing.assert_allclose(calibrated.raw_std_ratio, plain.std_ratio, rtol=1e-6)
+    np.testing.assert_allclose(calibrated.raw_velocity_ratio, plain.velocity_ratio, rtol=1e-6)
+    assert plain.gain is not None  # the buffers are there, at 1
+    assert not np.allclose(calibrated.std_ratio, plain.std_ratio, rtol=0.01)
 
 
 # ----------------------------------------------------------------------------- target

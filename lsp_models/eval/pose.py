@@ -15,18 +15,19 @@ some axes (on pexels' depth, 10x), and that is the reference the animated track 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lsp_models.eval.data import ValSplit
-from lsp_models.eval.metrics import pose_statistics
+from lsp_models.eval.metrics import POSE_DIMS, pose_statistics
 from lsp_models.infer.config import AnimateConfig
 from lsp_models.infer.loading import Models, pose_history, recorded_poses
 from lsp_models.infer.motion import smooth, smoothing
 from lsp_models.infer.predict import postprocess_pose, sample_poses
+from lsp_models.sampling.calibrate import uncalibrated
 from lsp_prep.constants import FPS
 from lsp_prep.errors import InputError
 from lsp_prep.progress import ProgressFn
@@ -68,13 +69,15 @@ class PoseEval:
     """animated mean |velocity| / mean |velocity| of ``recorded_smoothed``."""
     bands_hz: list[float]
     """Band edges of ``band_power`` (Hz)."""
+    sigma_scale: list[float] | None = None
+    """The model's range calibration (``headpose.range_calibration``) per dimension: the
+    scale of the sigma it samples with; None without one."""
     gain: list[float] | None = None
-    """The model's range calibration per dimension (``headpose.range_calibration``: the
-    samples' deviations from the mean pose are multiplied by it), None without one."""
+    """The same: the gain on the samples' deviations from the mean pose."""
     raw_std_ratio: list[float] | None = None
-    """With a gain: ``std_ratio`` of the samples before the calibration (divided by it)."""
+    """With a calibration: ``std_ratio`` of the same model sampled without it (same seeds)."""
     raw_velocity_ratio: list[float] | None = None
-    """With a gain: ``velocity_ratio`` before the calibration."""
+    """With a calibration: ``velocity_ratio`` of the same model sampled without it."""
 
 
 def pose_spectrum(
@@ -174,14 +177,25 @@ def eval_pose(
         progress("headpose", i + 1, len(seeds))
     s_mean, a_mean = _mean_stats(sampled), _mean_stats(animated)
     vel = "mean_abs_velocity"
-    gain = models.headpose.pose_gain
     raw: dict[str, Any] = {}
-    if gain is not None:  # a gain scales deviations, so std and speed, exactly
-        g = gain.double().cpu().numpy()
+    hp = models.headpose
+    if hp.pose_gain is not None and hp.sigma_scale is not None:  # the model without it too
+        plain = replace(models, headpose=uncalibrated(hp))
+        raw_stats = _mean_stats(
+            [
+                pose_statistics(
+                    sample_poses(
+                        plain, feats[val], history=history, temperature=temperature, seed=s
+                    )
+                )
+                for s in seeds
+            ]
+        )
         raw = {
-            "gain": g.tolist(),
-            "raw_std_ratio": _ratio(s_mean["std"] / g, recorded["std"]),
-            "raw_velocity_ratio": _ratio(s_mean[vel] / g, recorded[vel]),
+            "sigma_scale": hp.sigma_scale[: len(POSE_DIMS)].double().cpu().numpy().tolist(),
+            "gain": hp.pose_gain.double().cpu().numpy().tolist(),
+            "raw_std_ratio": _ratio(raw_stats["std"], recorded["std"]),
+            "raw_velocity_ratio": _ratio(raw_stats[vel], recorded[vel]),
         }
     return PoseEval(
         frames=len(val),

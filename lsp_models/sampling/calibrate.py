@@ -15,6 +15,7 @@ dynamics, the spectrum and the fed-back poses stay the model's own.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -126,3 +127,11 @@ def apply(model: HeadPoseModel, calibration: Calibration | None) -> None:
     if calibration is not None:
         model.sigma_scale[:h] = torch.from_numpy(calibration.sigma_scale)
         model.pose_gain.copy_(torch.from_numpy(calibration.gain))
+
+
+def uncalibrated(model: HeadPoseModel) -> HeadPoseModel:
+    """A copy of ``model`` that samples as it would without its calibration."""
+    plain = copy.deepcopy(model)
+    if plain.sigma_scale is not None and plain.pose_gain is not None:
+        apply(plain, None)
+    return plain
