@@ -115,8 +115,8 @@ def test_bad_motion_options_are_refused(field, value, message):
 
 def test_checkpoints_carry_the_range_calibration_of_their_weights(trained_run, single_face_dataset):
     """The cpu-small preset calibrates (headpose.range_calibration): the shared tiny run's
-    checkpoint holds the sigma scale and gain that its val.jsonl logs beside the raw
-    ratios, the gain the geometric mean of their inverses; recomputing the calibration from
+    checkpoint holds the gain that its val.jsonl logs beside the raw ratios, the geometric
+    mean of their inverses; recomputing the calibration from
     the checkpoint's weights and the dataset gives it again; lsp eval's raw ratios are those
     of the same model sampled without it."""
     import json
@@ -134,15 +134,14 @@ def test_checkpoints_carry_the_range_calibration_of_their_weights(trained_run, s
     assert load_preset("cpu-small").headpose.range_calibration
     log = [json.loads(line) for line in (trained_run / "headpose" / "val.jsonl").open()]
     assert [entry["step"] for entry in log] == [20]
-    names = ("sigma_scale", "gain", "std", "speed")
+    names = ("gain", "std", "speed")
     logged = {k: np.array([log[-1][f"{k}/{d}"] for d in POSE_DIMS]) for k in names}
     expected = np.clip(1 / np.sqrt(logged["std"] * logged["speed"]), 1 / MAX_GAIN, MAX_GAIN)
     np.testing.assert_allclose(logged["gain"], expected, rtol=1e-6)
     models = load_models(trained_run, device=torch.device("cpu"), renderer=False)
     hp = models.headpose
-    assert hp.pose_gain is not None and hp.sigma_scale is not None
+    assert hp.pose_gain is not None
     np.testing.assert_allclose(hp.pose_gain.numpy(), logged["gain"], rtol=1e-6)
-    np.testing.assert_allclose(hp.sigma_scale[:6].numpy(), logged["sigma_scale"], rtol=1e-6)
     assert not np.allclose(logged["gain"], 1.0)  # the calibration did something
 
     person, apc = person_apc_features(trained_run, single_face_dataset)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from lsp_models.eval.data import ValSplit
-from lsp_models.eval.metrics import POSE_DIMS, pose_statistics
+from lsp_models.eval.metrics import pose_statistics
 from lsp_models.infer.config import AnimateConfig
 from lsp_models.infer.loading import Models, pose_history, recorded_poses
 from lsp_models.infer.motion import smooth, smoothing
@@ -69,11 +69,9 @@ class PoseEval:
     """animated mean |velocity| / mean |velocity| of ``recorded_smoothed``."""
     bands_hz: list[float]
     """Band edges of ``band_power`` (Hz)."""
-    sigma_scale: list[float] | None = None
-    """The model's range calibration (``headpose.range_calibration``) per dimension: the
-    scale of the sigma it samples with; None without one."""
     gain: list[float] | None = None
-    """The same: the gain on the samples' deviations from the mean pose."""
+    """The model's range calibration (``headpose.range_calibration``) per dimension: the
+    gain on the samples' deviations from the mean pose; None without one."""
     raw_std_ratio: list[float] | None = None
     """With a calibration: ``std_ratio`` of the same model sampled without it (same seeds)."""
     raw_velocity_ratio: list[float] | None = None
@@ -179,7 +177,7 @@ def eval_pose(
     vel = "mean_abs_velocity"
     raw: dict[str, Any] = {}
     hp = models.headpose
-    if hp.pose_gain is not None and hp.sigma_scale is not None:  # the model without it too
+    if hp.pose_gain is not None:  # and the same model without it
         plain = replace(models, headpose=uncalibrated(hp))
         raw_stats = _mean_stats(
             [
@@ -192,7 +190,6 @@ def eval_pose(
             ]
         )
         raw = {
-            "sigma_scale": hp.sigma_scale[: len(POSE_DIMS)].double().cpu().numpy().tolist(),
             "gain": hp.pose_gain.double().cpu().numpy().tolist(),
             "raw_std_ratio": _ratio(raw_stats["std"], recorded["std"]),
             "raw_velocity_ratio": _ratio(raw_stats[vel], recorded[vel]),

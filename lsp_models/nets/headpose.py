@@ -262,12 +262,11 @@ class HeadPoseModel(nn.Module):
         self.max_neg_log_sigma = -math.log(c.min_sigma)
         self.keep = 1 - 1 / c.reversion_frames if c.reversion_frames else 1.0
         """Share of the previous pose the residual mean keeps (``reversion_frames``)."""
-        # with range_calibration, else None (then not in the state dict, so checkpoints
-        # written before it load as they are): the samplers' sigma scale (P,) and gain (P // 2,)
-        on = c.range_calibration
-        self.register_buffer("sigma_scale", torch.ones(c.pose_dim) if on else None)
-        self.register_buffer("pose_gain", torch.ones(c.pose_dim // 2) if on else None)
-        self.sigma_scale: Tensor | None
+        # (P // 2,) with range_calibration, else None (then not in the state dict, so
+        # checkpoints written before it load as they are)
+        self.register_buffer(
+            "pose_gain", torch.ones(c.pose_dim // 2) if c.range_calibration else None
+        )
         self.pose_gain: Tensor | None
 
     @property

@@ -53,9 +53,8 @@ def sample(
     12-dim feature is fed back as it is, velocities included; a caller that wants
     consistent velocities passes ``velocity`` (:func:`velocity_map`): each drawn feature's
     velocity half is then recomputed from its poses before it is fed back. A model with a
-    ``sigma_scale`` and a ``pose_gain`` (``HeadPoseConfig.range_calibration``) draws with
-    its sigma times the first and has the pose half of what is returned multiplied by the
-    second (what is fed back is not). ``temperature``
+    ``pose_gain`` (``HeadPoseConfig.range_calibration``) has the pose half of what is
+    returned multiplied by it; what is fed back is not. ``temperature``
     scales sigma (0 gives the mean path; the official inference uses 0.3).
     ``generator`` must live on ``audio``'s device; one (B, P) normal draw per frame.
 
@@ -110,9 +109,7 @@ def sample_naive(
     for t in range(T):  # frame t is stream index R - 1 + t
         mean, nls = model.predict(pose_in[:, t : t + R], audio_in[:, t : t + R], dropout=False)
         out[:, t] = with_velocity(
-            draw(mean[:, -1], nls[:, -1], temperature, generator, model.sigma_scale),
-            pose_in[:, R - 1 + t],
-            velocity,
+            draw(mean[:, -1], nls[:, -1], temperature, generator), pose_in[:, R - 1 + t], velocity
         )
         if t + 1 < T:
             pose_in[:, R + t] = out[:, t]

@@ -19,8 +19,7 @@ class HeadPoseSampler:
     explicit ``prime``. Dropout is never applied, whatever the model's mode. With
     ``velocity`` (:func:`~lsp_models.sampling.draws.velocity_map`) each pose's velocity half
     is recomputed from the poses before it is returned and fed back. A model with a
-    ``sigma_scale`` and ``pose_gain`` (``range_calibration``) draws with its sigma scaled and
-    gets its pose half scaled on the way out only.
+    ``pose_gain`` (``range_calibration``) gets its pose half scaled on the way out only.
     """
 
     def __init__(
@@ -76,7 +75,7 @@ class HeadPoseSampler:
             skip = s if skip is None else skip + s
         assert skip is not None
         mean, nls = model.head(skip, self._pose_prev)  # (B, P) each
-        pose = draw(mean, nls, self.temperature, self.generator, model.sigma_scale)
+        pose = draw(mean, nls, self.temperature, self.generator)
         pose = with_velocity(pose, self._pose_prev, self.velocity)
         self._pose_prev = pose  # fed back unscaled: the gain is applied to what is returned
         self.n += 1

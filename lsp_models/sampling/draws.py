@@ -35,22 +35,14 @@ def warm_start(history: Tensor, receptive_field: int, config: HeadPoseConfig) ->
 
 
 def draw(
-    mean: Tensor,
-    neg_log_sigma: Tensor,
-    temperature: float,
-    generator: torch.Generator | None,
-    scale: Tensor | None = None,
+    mean: Tensor, neg_log_sigma: Tensor, temperature: float, generator: torch.Generator | None
 ) -> Tensor:
-    """One sample of Normal(mean, temperature * sigma), sigma times ``scale`` (P,) where
-    given (the model's ``sigma_scale``); temperature 0 returns the mean and draws nothing.
-    mean, neg_log_sigma (B, P) -> (B, P)."""
+    """One sample of Normal(mean, temperature * sigma); temperature 0 returns the mean and
+    draws nothing. mean, neg_log_sigma (B, P) -> (B, P)."""
     if temperature == 0:
         return mean.clone()
     eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
-    sigma = (-neg_log_sigma).exp()
-    if scale is not None:
-        sigma = sigma * scale.to(sigma)
-    return mean + temperature * sigma * eps
+    return mean + temperature * (-neg_log_sigma).exp() * eps
 
 
 def check_audio(audio: Tensor, config: HeadPoseConfig) -> tuple[int, int, int]:

@@ -22,7 +22,7 @@ class FastHeadPoseSampler:
     A batch-1 step through 14 gated layers is some 170 tiny torch ops, each microseconds of
     dispatch; this sampler runs the same step as about 9 numpy calls per layer on weights
     rearranged once at construction (so it does not see later weight updates, nor a later
-    ``sigma_scale`` or ``pose_gain``):
+    ``pose_gain``):
 
     - each layer's queue holds its past inputs already multiplied by their dilated-conv taps
       (``(kernel_size - 1) * 2G`` per entry), so a step is one matmul of the current input
@@ -65,9 +65,8 @@ class FastHeadPoseSampler:
         self._dtype = param.dtype
         self._weights(model)
         self._velocity = None if velocity is None else velocity.numpy().astype(self._np_dtype)
-        gain, scale = model.pose_gain, model.sigma_scale
+        gain = model.pose_gain
         self._gain = None if gain is None else gain.detach().numpy().astype(self._np_dtype)
-        self._scale = None if scale is None else scale.detach().numpy().astype(self._np_dtype)
         B = self._stream.shape[0]
         c, L, G = model.config, model.n_gated, model.config.gate_channels
         dt = self._np_dtype
@@ -209,8 +208,7 @@ class FastHeadPoseSampler:
             pose = mean
         else:
             eps = torch.randn(mean.shape, generator=self.generator, dtype=self._dtype).numpy()
-            sigma = np.exp(-nls) if self._scale is None else np.exp(-nls) * self._scale
-            pose = mean + self.temperature * sigma * eps
+            pose = mean + self.temperature * np.exp(-nls) * eps
         if self._velocity is not None:  # as with_velocity: from the pose half and the last
             k = pose.shape[1] // 2
             pose[:, k:] = (pose[:, :k] - self._pose_view[:, :k]) * self._velocity[0]

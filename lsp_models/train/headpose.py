@@ -102,7 +102,7 @@ def train_headpose(
             velocity=velocity,
         )
         apply_calibration(net, c)
-        for name in ("sigma_scale", "gain", "std", "speed"):
+        for name in ("gain", "std", "speed"):
             values = getattr(c, name)
             state.metrics.update(
                 {f"{name}/{d}": float(v) for d, v in zip(POSE_DIMS, values, strict=True)}
