@@ -126,10 +126,12 @@ BAND = (0.8, 1.25)
 
 
 def cell(values: list[float], fmt: str = ".2f") -> str:
-    """Median over the runs, with their range in brackets when there are several."""
+    """Median over the runs, with their range in brackets when there are several (runs
+    without the value, NaN, left out: a run without a calibration has no gain)."""
     v = np.asarray(values, np.float64)
-    if len(v) == 1:
-        return format(v[0], fmt)
+    v = v[np.isfinite(v)]
+    if len(v) <= 1:
+        return format(v[0], fmt) if len(v) else ""
     return f"{np.median(v):{fmt}} [{v.min():{fmt}}..{v.max():{fmt}}]"
 
 
