@@ -89,15 +89,16 @@ class HeadPoseConfig:
     the range there), with 0 it drifts on a 15 s clip (README, head motion). False, the
     default, is how checkpoints written before it existed are sampled."""
     range_calibration: bool = False
-    """The last checkpoint of a training carries a per-axis gain (the model's ``pose_gain``
-    buffer; 1 in the ones before) that the
-    samplers multiply the pose half of what they return by (what they feed back stays
-    unscaled): the geometric mean of the recorded/sampled ratios of the standard deviation
-    and of the mean |velocity|, measured on a free run over the train split's audio
-    (:func:`lsp_models.sampling.calibrate.range_gain`). A last-resort correction of the
-    free-running model's range, which varies between training seeds as much as it is off
-    (README, head motion); ``lsp eval`` reports the raw ratios beside the calibrated ones.
-    False, the default, is how checkpoints written before it existed are sampled."""
+    """Before its last checkpoint the head-pose stage measures a gain per axis (the model's
+    ``pose_gain`` buffer; 1 in earlier checkpoints) on a free run over the train split's
+    audio: the geometric mean of the recorded/sampled ratios of the std and of the mean
+    |velocity| (:func:`lsp_models.sampling.calibrate.calibrate`). The samplers multiply the
+    pose half of what they return by it and feed back the unscaled poses. A last-resort
+    correction: the free-running range of cpu-small varied between four training seeds as
+    much as it was off (0.89-3.17x the recorded std on the speech-driven speaker; 0.80-1.37x
+    calibrated; README, head motion); ``lsp eval`` reports the raw ratios beside the
+    calibrated ones. The cpu-small preset turns it on. False, the default, is how
+    checkpoints written before it existed are sampled."""
 
     def __post_init__(self) -> None:
         for name in (

@@ -10,7 +10,7 @@ the audio the model was trained on and scales only what the samplers return: the
 dynamics, the spectrum and the fed-back poses stay the model's own. Tried and left out:
 scaling the sampled sigma to the teacher-forced residuals first (0.66-0.96x the predicted
 sigma, the model having learnt its sigma with pose dropout): over the same four seeds 17
-of 24 std ratios in 0.8-1.25x against 23 of 24 with the gain alone (README).
+of 24 std ratios in 0.8-1.25x against 22 of 24 with the gain alone (README).
 """
 
 from __future__ import annotations
