@@ -12,9 +12,10 @@ trains once per ``--seeds`` value (``headpose_train.seed``), each run is evaluat
 table shows the median over the runs (training seeds, times sampling seeds for the sampled
 columns) and, in brackets, their min..max; the lines under it count the medians inside the
 target band and give each ratio's spread over the runs (max / min). ``anim/rec(~)``: the
-animated std against ``rec``, the animated |velocity| against ``rec~``. With
-``--set headpose.range_calibration=true`` the ``raw`` column gives the sampled ratios
-before the calibration and ``gain`` the calibration's gains.
+animated std against ``rec``, the animated |velocity| against ``rec~``. With the range
+calibration (cpu-small's ``headpose.range_calibration``; ``--set
+headpose.range_calibration=false`` measures without it) the ``raw`` column gives the
+sampled ratios of the same models without it and ``gain`` the calibration's gains.
 
 References: ``rec`` is the recorded val track; ``rec~`` the same smoothed as animate
 smooths (the tracker's frame-to-frame jitter removed: the reference the animated track can
