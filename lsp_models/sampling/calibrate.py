@@ -5,9 +5,10 @@ Why (issue 12 item 6; README, head motion): a free-running autoregressive sample
 depends on how strongly its learnt dynamics pull back, and small differences in those
 between training seeds give large differences in the range: cpu-small on the
 speech-driven speaker, four training seeds, sampled std 0.89-3.17x the recorded one (even
-the mean path, temperature 0, swings up to 3.6x). The gain is measured per checkpoint on
-the audio the model was trained on and scales only what the samplers return: the
-dynamics, the spectrum and the fed-back poses stay the model's own. Tried and left out:
+the mean path, temperature 0, swings up to 3.6x). The gain is measured before the last
+checkpoint, on the audio the model was trained on, and scales only what the samplers
+return: the dynamics, the spectrum and the fed-back poses stay the model's own. Tried and
+left out:
 scaling the sampled sigma to the teacher-forced residuals first (0.66-0.96x the predicted
 sigma, the model having learnt its sigma with pose dropout): over the same four seeds 17
 of 24 std ratios in 0.8-1.25x against 22 of 24 with the gain alone (README).
