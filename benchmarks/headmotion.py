@@ -1,7 +1,7 @@
 """Head motion: range (std) and smoothness (mean |velocity|, spectrum) of sampled and
 animated head poses against the recorded ones, per axis, over training seeds.
 
-    python benchmarks/headmotion.py [--dataset H5] [--work DIR] [--seeds 0 1]
+    python benchmarks/headmotion.py [--dataset H5] [--work DIR] [--seeds 0 1 2 3]
                                     [--temperature T] [--set headpose.key=value ...]
 
 Without ``--dataset`` the real pexels clip (20 s, lsp_synth.samples) is prepped with the
@@ -9,7 +9,13 @@ first 20 s of the sample speech as its voice, as examples/quickstart.py does. AP
 mouth model (needed to load a run) train once at the cpu-small preset; the head-pose model
 trains once per ``--seeds`` value (``headpose_train.seed``), each run is evaluated as
 ``lsp eval`` does (:func:`lsp_models.eval.pose.eval_pose`, three sampling seeds) and the
-table shows the mean over training seeds and, in brackets, their min..max.
+table shows the median over the runs (training seeds, times sampling seeds for the sampled
+columns) and, in brackets, their min..max; the lines under it count the medians inside the
+target band and give each ratio's spread over the runs (max / min). ``anim/rec(~)``: the
+animated std against ``rec``, the animated |velocity| against ``rec~``. With the range
+calibration (cpu-small's ``headpose.range_calibration``; ``--set
+headpose.range_calibration=false`` measures without it) the ``raw`` column gives the
+sampled ratios of the same models without it and ``gain`` the calibration's gains.
 
 References: ``rec`` is the recorded val track; ``rec~`` the same smoothed as animate
 smooths (the tracker's frame-to-frame jitter removed: the reference the animated track can
@@ -116,47 +122,75 @@ def evaluate_run(run: Path, dataset: Path, temperature: float) -> tuple[PoseEval
     return pose, long_std
 
 
+BAND = (0.8, 1.25)
+"""The target (issue 12): every ratio within this band."""
+
+
 def cell(values: list[float], fmt: str = ".2f") -> str:
-    """Mean over training seeds, with their range in brackets when there are several."""
+    """Median over the runs, with their range in brackets when there are several (runs
+    without the value, NaN, left out: a run without a calibration has no gain)."""
     v = np.asarray(values, np.float64)
-    if len(v) == 1:
-        return format(v[0], fmt)
-    return f"{v.mean():{fmt}} [{v.min():{fmt}}..{v.max():{fmt}}]"
+    v = v[np.isfinite(v)]
+    if len(v) <= 1:
+        return format(v[0], fmt) if len(v) else ""
+    return f"{np.median(v):{fmt}} [{v.min():{fmt}}..{v.max():{fmt}}]"
+
+
+def ratios(evals: list[tuple[PoseEval, np.ndarray]], train_rec: dict) -> dict[str, np.ndarray]:
+    """Every ratio of the table, per run: ``smp_*`` (training x sampling seeds, 6 axes),
+    ``anim_*`` and ``long_std`` (training seeds, 6), ``gain`` (training seeds, 6) and
+    ``raw_*``, the sampled ratios before the range calibration (NaN without one)."""
+    vel = "mean_abs_velocity"
+    out: dict[str, list] = {k: [] for k in ("smp_std", "smp_vel", "raw_std", "raw_vel")}
+    out.update({k: [] for k in ("anim_std", "anim_vel", "long_std", "gain")})
+    for e, long in evals:
+        rec_std, rec_vel = np.asarray(e.recorded["std"]), np.asarray(e.recorded[vel])
+        gain = np.asarray(e.gain) if e.gain is not None else np.full(6, np.nan)
+        for s in e.sampled_per_seed:
+            out["smp_std"].append(np.asarray(s["std"]) / rec_std)
+            out["smp_vel"].append(np.asarray(s[vel]) / rec_vel)
+            out["raw_std"].append(out["smp_std"][-1] / gain)
+            out["raw_vel"].append(out["smp_vel"][-1] / gain)
+        out["anim_std"].append(np.asarray(e.animated_std_ratio))
+        out["anim_vel"].append(np.asarray(e.animated_velocity_ratio_smoothed))
+        out["long_std"].append(np.asarray(long) / np.asarray(train_rec["std"]))
+        out["gain"].append(gain)
+    return {k: np.asarray(v) for k, v in out.items()}
 
 
 def table(evals: list[tuple[PoseEval, np.ndarray]], train_rec: dict, title: str) -> Table:
+    r = ratios(evals, train_rec)
+    calibrated = not np.isnan(r["gain"]).all()
     t = Table(title=title, title_justify="left")
-    for col in ("axis", "rec", "rec~", "train"):
+    for col in ("axis", "rec", "rec~", "train", "smp", "anim", "smp/rec", "anim/rec(~)"):
         t.add_column(col, justify="right")
-    for col in ("smp", "anim", "smp/rec", "anim/rec", "anim/rec~", "smp/train"):
-        t.add_column(col, justify="right")
+    if calibrated:
+        t.add_column("raw smp/rec", justify="right")
+        t.add_column("gain", justify="right")
     vel = "mean_abs_velocity"
     first = evals[0][0]
-    for key, label, fmt in (("std", "std", ".2f"), (vel, "|vel|", ".3f")):
+    for key, label, fmt, kind in (("std", "std", ".2f", "std"), (vel, "|vel|", ".3f", "vel")):
         for i, (dim, unit) in enumerate(zip(POSE_DIMS, POSE_UNITS, strict=True)):
-            smp = [e.sampled[key][i] for e, _ in evals]
-            anim = [e.animated[key][i] for e, _ in evals]
-            rec, rec_s = first.recorded[key][i], first.recorded_smoothed[key][i]
-            tr = train_rec[key][i]
-            t.add_row(
+            row = [
                 f"{label} {dim} ({unit})",
-                format(rec, fmt),
-                format(rec_s, fmt),
-                format(tr, fmt),
-                cell(smp, fmt),
-                cell(anim, fmt),
-                cell([s / rec for s in smp]),
-                cell([a / rec for a in anim]),
-                cell([a / rec_s for a in anim]),
-                cell([s / tr for s in smp]),
-            )
+                format(first.recorded[key][i], fmt),
+                format(first.recorded_smoothed[key][i], fmt),
+                format(train_rec[key][i], fmt),
+                cell([s[key][i] for e, _ in evals for s in e.sampled_per_seed], fmt),
+                cell([e.animated[key][i] for e, _ in evals], fmt),
+                cell(r[f"smp_{kind}"][:, i]),
+                cell(r[f"anim_{kind}"][:, i]),
+            ]
+            if calibrated:
+                row += [cell(r[f"raw_{kind}"][:, i]), cell(r["gain"][:, i])]
+            t.add_row(*row)
     for i, dim in enumerate(POSE_DIMS):
         t.add_row(
             f"centroid {dim} (Hz)",
             format(first.recorded["centroid_hz"][i], ".2f"),
             format(first.recorded_smoothed["centroid_hz"][i], ".2f"),
             "",
-            cell([e.sampled["centroid_hz"][i] for e, _ in evals]),
+            cell([s["centroid_hz"][i] for e, _ in evals for s in e.sampled_per_seed]),
             cell([e.animated["centroid_hz"][i] for e, _ in evals]),
         )
     for i, dim in enumerate(POSE_DIMS):
@@ -167,19 +201,32 @@ def table(evals: list[tuple[PoseEval, np.ndarray]], train_rec: dict, title: str)
             format(train_rec["std"][i], ".2f"),
             cell([long[i] for _, long in evals]),
             "",
-            "",
-            "",
-            "",
-            cell([long[i] / train_rec["std"][i] for _, long in evals]),
+            cell(r["long_std"][:, i]),
         )
     return t
+
+
+def summary(evals: list[tuple[PoseEval, np.ndarray]], train_rec: dict) -> str:
+    """How many per-axis medians are in the target band, and the seed spread (max / min
+    over runs, per axis) of each kind of ratio."""
+    r = ratios(evals, train_rec)
+    lines = []
+    for kind in ("smp_std", "smp_vel", "anim_std", "anim_vel", "long_std"):
+        med = np.median(r[kind], axis=0)
+        inside = int(((med >= BAND[0]) & (med <= BAND[1])).sum())
+        spread = r[kind].max(0) / r[kind].min(0)
+        lines.append(
+            f"{kind}: medians {' '.join(f'{m:.2f}' for m in med)} ({inside} of 6 in "
+            f"{BAND[0]}-{BAND[1]}x); spread max/min {' '.join(f'{x:.2f}' for x in spread)}"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", type=Path, help="a prepped dataset (default: pexels, prepped)")
     ap.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="training seeds")
     ap.add_argument("--temperature", type=float, default=SAMPLING_TEMPERATURE)
     ap.add_argument("--set", dest="sets", action="append", default=[], help="preset override")
     ap.add_argument("--threads", type=int, default=2)
@@ -202,11 +249,14 @@ def main() -> None:
         f"{np.mean(seconds):.0f} s each), 3 sampling seeds; overrides {args.sets or 'none'}"
     )
     console.print(table(evals, train_rec, title))
+    console.print(summary(evals, train_rec), highlight=False)
     console.print(
         "rec: recorded val; rec~: recorded val smoothed as animate smooths; train: recorded "
         "train split; smp: sampled for the val audio; anim: smp amplified and smoothed as "
         "animate does; 'train audio' rows: sampled over the whole train split's audio "
-        f"({len(train)} frames, a long free run); work folder {work}",
+        f"({len(train)} frames, a long free run); raw: before the range calibration "
+        f"(headpose.range_calibration); medians [min..max] over training seeds (x sampling "
+        f"seeds for smp); work folder {work}",
         highlight=False,
     )
 

@@ -197,6 +197,12 @@ def pose_table(r: EvalResult) -> Table:
         ("centroid Hz smp", smp["centroid_hz"], ".2f"),
         ("centroid Hz anim", anim["centroid_hz"], ".2f"),
     ]
+    if p.gain is not None and p.raw_std_ratio is not None and p.raw_velocity_ratio is not None:
+        rows += [  # headpose.range_calibration, and the same model sampled without it
+            ("range gain", p.gain, ".2f"),
+            ("std smp/rec raw", p.raw_std_ratio, ".2f"),
+            ("|vel| smp/rec raw", p.raw_velocity_ratio, ".2f"),
+        ]
     if fast is not None:
         label = f"power>{p.bands_hz[fast]:g}Hz %"
         for who, stats in (("rec", rec), ("smp", smp), ("anim", anim)):

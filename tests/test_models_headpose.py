@@ -6,6 +6,7 @@ import math
 import re
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -203,6 +204,69 @@ def test_velocity_feedback_is_the_models_choice():
     message = "headpose.velocity_feedback must be true or false, got 1"
     with pytest.raises(InputError, match=re.escape(message)):
         HeadPoseConfig(velocity_feedback=1)  # type: ignore[arg-type]
+
+
+def test_range_gain_scales_what_the_samplers_return_not_what_they_feed_back():
+    """A calibrated model (headpose.range_calibration) returns the pose half times its
+    ``pose_gain``; the poses fed back, so every later draw, are the uncalibrated ones: the
+    three samplers give the uncalibrated samples with the pose half scaled, velocities as
+    they were. Without the option the buffers are not in the state dict (old checkpoints
+    load)."""
+    model = small_model(velocity_feedback=True, range_calibration=True)
+    plain = small_model(velocity_feedback=True)
+    assert "pose_gain" in model.state_dict() and "pose_gain" not in plain.state_dict()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k != "pose_gain"})
+    gain = torch.tensor([0.5, 2.0, 1.0, 3.0, 0.25, 1.5], dtype=torch.float64)
+    model.pose_gain.copy_(gain)
+    pose, audio = inputs(2, 60)
+    velocity = velocity_map(torch.zeros(12).numpy(), torch.ones(12).numpy())
+    args = {"history": pose[:, :5], "temperature": 0.7, "velocity": velocity}
+    ref = sample(plain, audio, generator=torch.Generator().manual_seed(6), **args)
+    for fn in (sample, sample_fast, sample_naive):
+        got = fn(model, audio, generator=torch.Generator().manual_seed(6), **args)
+        torch.testing.assert_close(got[..., :6], ref[..., :6] * gain, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(got[..., 6:], ref[..., 6:], rtol=1e-9, atol=1e-9)
+    sampler = HeadPoseSampler(model, generator=torch.Generator().manual_seed(6), **args)
+    steps = torch.stack([sampler.step(audio[:, t]) for t in range(60)], dim=1)
+    torch.testing.assert_close(steps[..., :6], ref[..., :6] * gain, rtol=1e-9, atol=1e-9)
+    with pytest.raises(InputError, match="range_calibration must be true or false, got 1"):
+        HeadPoseConfig(range_calibration=1)  # type: ignore[arg-type]
+
+
+def test_calibration_gain_is_the_geometric_mean_of_the_std_and_speed_corrections():
+    """On the mean path (temperature 0: the calibration's chains are equal) the gain is
+    known: recorded poses twice the samples give 2
+    everywhere, ten times are clipped to MAX_GAIN, and the same values in another order
+    (neighbouring frames swapped: the same std, a higher speed) give the square root of the
+    speed correction, computed here independently."""
+    from lsp_models.sampling.calibrate import MAX_GAIN, calibrate
+
+    model = small_model(range_calibration=True).float()  # calibrated in float32
+    model.pose_gain.fill_(3.0)  # ignored: the calibration measures the model without it
+    _, audio = inputs(1, 400)
+    audio, history = audio[0].float(), torch.zeros(5, 12)
+    path = sample_fast(model, audio[None], history=history[None], temperature=0)[0, :, :6] / 3.0
+    path = path.double().numpy()
+
+    def calibration(recorded: np.ndarray):
+        poses = torch.zeros(400, 12)
+        poses[:, :6] = torch.from_numpy(recorded)
+        frames, valid = np.arange(400), np.ones(400, bool)
+        args = {"history": history, "valid": valid, "temperature": 0.0, "velocity": None}
+        return calibrate(model, audio, poses, frames=frames, **args)
+
+    c = calibration(2 * path)
+    np.testing.assert_allclose(c.gain, 2.0, rtol=1e-4)
+    np.testing.assert_allclose(c.std, 0.5, rtol=1e-4)
+    np.testing.assert_allclose(c.speed, 0.5, rtol=1e-4)
+    np.testing.assert_allclose(calibration(10 * path).gain, MAX_GAIN)
+    swapped = path[np.arange(400).reshape(200, 2)[:, ::-1].ravel()]  # frames 1 0 3 2 ...
+    c = calibration(swapped)
+    speed = np.abs(np.diff(path, axis=0)).mean(0) / np.abs(np.diff(swapped, axis=0)).mean(0)
+    np.testing.assert_allclose(c.std, 1.0, rtol=1e-4)  # the same values: the same std
+    np.testing.assert_allclose(c.speed, speed, rtol=1e-4)
+    np.testing.assert_allclose(c.gain, 1 / np.sqrt(speed), rtol=1e-4)
+    assert (c.gain > 1.1).all()  # faster: a gain the std alone would not give
 
 
 def test_fast_sampler_streams_in_chunks_and_keeps_seed_and_mean_path():

@@ -15,7 +15,7 @@ some axes (on pexels' depth, 10x), and that is the reference the animated track 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from lsp_models.infer.config import AnimateConfig
 from lsp_models.infer.loading import Models, pose_history, recorded_poses
 from lsp_models.infer.motion import smooth, smoothing
 from lsp_models.infer.predict import postprocess_pose, sample_poses
+from lsp_models.sampling.calibrate import uncalibrated
 from lsp_prep.constants import FPS
 from lsp_prep.errors import InputError
 from lsp_prep.progress import ProgressFn
@@ -68,6 +69,13 @@ class PoseEval:
     """animated mean |velocity| / mean |velocity| of ``recorded_smoothed``."""
     bands_hz: list[float]
     """Band edges of ``band_power`` (Hz)."""
+    gain: list[float] | None = None
+    """The model's range calibration (``headpose.range_calibration``) per dimension: the
+    gain on the samples' deviations from the mean pose; None without one."""
+    raw_std_ratio: list[float] | None = None
+    """With a calibration: ``std_ratio`` of the same model sampled without it (same seeds)."""
+    raw_velocity_ratio: list[float] | None = None
+    """With a calibration: ``velocity_ratio`` of the same model sampled without it."""
 
 
 def pose_spectrum(
@@ -167,6 +175,25 @@ def eval_pose(
         progress("headpose", i + 1, len(seeds))
     s_mean, a_mean = _mean_stats(sampled), _mean_stats(animated)
     vel = "mean_abs_velocity"
+    raw: dict[str, Any] = {}
+    hp = models.headpose
+    if hp.pose_gain is not None:  # and the same model without it
+        plain = replace(models, headpose=uncalibrated(hp))
+        raw_stats = _mean_stats(
+            [
+                pose_statistics(
+                    sample_poses(
+                        plain, feats[val], history=history, temperature=temperature, seed=s
+                    )
+                )
+                for s in seeds
+            ]
+        )
+        raw = {
+            "gain": hp.pose_gain.double().cpu().numpy().tolist(),
+            "raw_std_ratio": _ratio(raw_stats["std"], recorded["std"]),
+            "raw_velocity_ratio": _ratio(raw_stats[vel], recorded[vel]),
+        }
     return PoseEval(
         frames=len(val),
         valid_frames=int(valid.sum()),
@@ -183,4 +210,5 @@ def eval_pose(
         animated_velocity_ratio=_ratio(a_mean[vel], recorded[vel]),
         animated_velocity_ratio_smoothed=_ratio(a_mean[vel], recorded_smoothed[vel]),
         bands_hz=[float(b) for b in POSE_BANDS_HZ],
+        **raw,
     )

@@ -88,6 +88,17 @@ class HeadPoseConfig:
     turns it on, with ``pose_dropout`` 0.25: with 0.5 the fed-back model overshoots (1.3-3.5x
     the range there), with 0 it drifts on a 15 s clip (README, head motion). False, the
     default, is how checkpoints written before it existed are sampled."""
+    range_calibration: bool = False
+    """Before its last checkpoint the head-pose stage measures a gain per axis (the model's
+    ``pose_gain`` buffer; 1 in earlier checkpoints) on a free run over the train split's
+    audio: the geometric mean of the recorded/sampled ratios of the std and of the mean
+    |velocity| (:func:`lsp_models.sampling.calibrate.calibrate`). The samplers multiply the
+    pose half of what they return by it and feed back the unscaled poses. A last-resort
+    correction: the free-running range of cpu-small varied between four training seeds as
+    much as it was off (0.89-3.17x the recorded std on the speech-driven speaker; 0.80-1.37x
+    calibrated; README, head motion); ``lsp eval`` reports the raw ratios beside the
+    calibrated ones. The cpu-small preset turns it on. False, the default, is how
+    checkpoints written before it existed are sampled."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -110,6 +121,10 @@ class HeadPoseConfig:
         if not isinstance(self.velocity_feedback, bool):
             raise InputError(
                 f"headpose.velocity_feedback must be true or false, got {self.velocity_feedback!r}"
+            )
+        if not isinstance(self.range_calibration, bool):
+            raise InputError(
+                f"headpose.range_calibration must be true or false, got {self.range_calibration!r}"
             )
         if not isinstance(self.pose_residual, bool):
             raise InputError(
@@ -248,6 +263,12 @@ class HeadPoseModel(nn.Module):
         self.max_neg_log_sigma = -math.log(c.min_sigma)
         self.keep = 1 - 1 / c.reversion_frames if c.reversion_frames else 1.0
         """Share of the previous pose the residual mean keeps (``reversion_frames``)."""
+        # (P // 2,) with range_calibration, else None (then not in the state dict, so
+        # checkpoints written before it load as they are)
+        self.register_buffer(
+            "pose_gain", torch.ones(c.pose_dim // 2) if c.range_calibration else None
+        )
+        self.pose_gain: Tensor | None
 
     @property
     def receptive_field(self) -> int:
@@ -317,6 +338,14 @@ class HeadPoseModel(nn.Module):
             h = self.config.pose_dim // 2
             mean = torch.cat([mean[..., :h] + self.keep * pose_prev[..., :h], mean[..., h:]], -1)
         return mean, neg_log_sigma.clamp(max=self.max_neg_log_sigma)
+
+    def gained(self, pose: Tensor) -> Tensor:
+        """A sampled pose feature (..., P) as the samplers return it: its pose half times
+        ``pose_gain`` (``range_calibration``); ``pose`` itself without a gain."""
+        if self.pose_gain is None:
+            return pose
+        h = self.config.pose_dim // 2
+        return torch.cat([pose[..., :h] * self.pose_gain.to(pose), pose[..., h:]], -1)
 
     def loss(self, mean: Tensor, neg_log_sigma: Tensor, target: Tensor) -> dict[str, Tensor]:
         """Gaussian negative log-likelihood per dimension, averaged over (B, T, P).

@@ -52,7 +52,9 @@ def sample(
     the audio of those frames (the official inference's warm start). Each sampled
     12-dim feature is fed back as it is, velocities included; a caller that wants
     consistent velocities passes ``velocity`` (:func:`velocity_map`): each drawn feature's
-    velocity half is then recomputed from its poses before it is fed back. ``temperature``
+    velocity half is then recomputed from its poses before it is fed back. A model with a
+    ``pose_gain`` (``HeadPoseConfig.range_calibration``) has the pose half of what is
+    returned multiplied by it; what is fed back is not. ``temperature``
     scales sigma (0 gives the mean path; the official inference uses 0.3).
     ``generator`` must live on ``audio``'s device; one (B, P) normal draw per frame.
 
@@ -111,7 +113,7 @@ def sample_naive(
         )
         if t + 1 < T:
             pose_in[:, R + t] = out[:, t]
-    return out
+    return model.gained(out)
 
 
 def make_sampler(

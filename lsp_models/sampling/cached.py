@@ -18,7 +18,8 @@ class HeadPoseSampler:
     (``history`` replicated back, the first frame's audio) on the first ``step`` or an
     explicit ``prime``. Dropout is never applied, whatever the model's mode. With
     ``velocity`` (:func:`~lsp_models.sampling.draws.velocity_map`) each pose's velocity half
-    is recomputed from the poses before it is returned and fed back.
+    is recomputed from the poses before it is returned and fed back. A model with a
+    ``pose_gain`` (``range_calibration``) gets its pose half scaled on the way out only.
     """
 
     def __init__(
@@ -76,9 +77,9 @@ class HeadPoseSampler:
         mean, nls = model.head(skip, self._pose_prev)  # (B, P) each
         pose = draw(mean, nls, self.temperature, self.generator)
         pose = with_velocity(pose, self._pose_prev, self.velocity)
-        self._pose_prev = pose
+        self._pose_prev = pose  # fed back unscaled: the gain is applied to what is returned
         self.n += 1
-        return pose
+        return model.gained(pose)
 
     @torch.no_grad()
     def steps(self, cond: Tensor) -> Tensor:
