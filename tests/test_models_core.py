@@ -205,18 +205,23 @@ def test_mouth_trains_and_beats_nothing_worse_than_baseline(apc_run, single_face
     assert (apc_run / "features.pt").exists()
 
 
+def _train_tiny_mouth(run_dir, dataset, name: str, **model_changes) -> None:
+    """Four steps of the tiny mouth model with ``model_changes``, written under RUN/NAME."""
+    train_mouth(
+        run_dir=run_dir,
+        dataset=dataset,
+        model=dataclasses.replace(TINY_MOUTH, **model_changes),
+        config=TrainConfig(max_steps=4, batch_size=2, checkpoint_every=4, log_every=2),
+        name=name,
+    )
+
+
 def test_mouth_without_depth_keeps_the_mean_depth(apc_run, single_face_dataset):
     """Trained with mouth.depth=false, the model's displacements have no depth at all: its
     target mean's z is 0 too, so animate keeps the mean shape's depth."""
     from lsp_models.infer.loading import load_mouth
 
-    train_mouth(
-        run_dir=apc_run,
-        dataset=single_face_dataset,
-        model=dataclasses.replace(TINY_MOUTH, depth=False),
-        config=TrainConfig(max_steps=4, batch_size=2, checkpoint_every=4, log_every=2),
-        name="mouth_nodepth",
-    )
+    _train_tiny_mouth(apc_run, single_face_dataset, "mouth_nodepth", depth=False)
     ckpt = load_checkpoint(apc_run / "mouth_nodepth" / "mouth.pt", stage="mouth")
     assert ckpt["model_config"]["depth"] is False
     mean = np.asarray(ckpt["extra"]["target_mean"]).reshape(25, 3)
@@ -366,12 +371,6 @@ def test_mouth_trains_on_augmented_copies(apc_run, single_face_dataset):
     again = augmented_features(apc_run, person.mel, augment, seed=0)
     np.testing.assert_array_equal(again[1], copies[1])
     assert augmented_features(apc_run, person.mel, SpeechAugment(), seed=0) == []
-    train_mouth(
-        run_dir=apc_run,
-        dataset=single_face_dataset,
-        model=dataclasses.replace(TINY_MOUTH, augment=augment),
-        config=TrainConfig(max_steps=4, batch_size=2, checkpoint_every=4, log_every=2),
-        name="mouth_aug",
-    )
+    _train_tiny_mouth(apc_run, single_face_dataset, "mouth_aug", augment=augment)
     ckpt = load_checkpoint(apc_run / "mouth_aug" / "mouth.pt", stage="mouth")
     assert ckpt["model_config"]["augment"]["copies"] == 2
