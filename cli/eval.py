@@ -200,6 +200,7 @@ def pose_table(r: EvalResult) -> Table:
     if p.gain is not None and p.raw_std_ratio is not None and p.raw_velocity_ratio is not None:
         rows += [  # headpose.range_calibration, and the same model sampled without it
             ("range gain", p.gain, ".2f"),
+            *([("range gain fast", p.gain_fast, ".2f")] if p.gain_fast is not None else []),
             ("std smp/rec raw", p.raw_std_ratio, ".2f"),
             ("|vel| smp/rec raw", p.raw_velocity_ratio, ".2f"),
         ]

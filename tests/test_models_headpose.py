@@ -233,6 +233,126 @@ def test_range_gain_scales_what_the_samplers_return_not_what_they_feed_back():
         HeadPoseConfig(range_calibration=1)  # type: ignore[arg-type]
 
 
+def test_two_band_gain_scales_slow_and_fast_parts_the_same_in_every_sampler():
+    """With ``range_slow_frames`` the pose half returned is ``g_slow * slow + g_fast *
+    (pose - slow)``, ``slow`` a one-pole low-pass of the unscaled poses started at the warm
+    start's last pose (computed here independently); the poses fed back stay unscaled. The
+    three samplers, the cached one step by step and the fast one in two chunks (the
+    stream's way: the low-pass keeps its state across calls) agree."""
+    from lsp_models.sampling.draws import slow_band
+
+    tau = 30.0
+    model = small_model(velocity_feedback=True, range_calibration=True, range_slow_frames=tau)
+    plain = small_model(velocity_feedback=True)
+    gains = ("pose_gain", "pose_gain_fast")
+    assert all(k in model.state_dict() for k in gains)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k not in gains})
+    g_slow = torch.tensor([0.5, 2.0, 1.0, 3.0, 0.25, 1.5], dtype=torch.float64)
+    g_fast = torch.tensor([1.5, 0.5, 1.0, 0.3, 2.0, 4.0], dtype=torch.float64)
+    model.pose_gain.copy_(g_slow)
+    model.pose_gain_fast.copy_(g_fast)
+    pose, audio = inputs(2, 60)
+    velocity = velocity_map(torch.zeros(12).numpy(), torch.ones(12).numpy())
+    args = {"history": pose[:, :5], "temperature": 0.7, "velocity": velocity}
+    ref = sample(plain, audio, generator=torch.Generator().manual_seed(6), **args)
+    alpha, s = 1 - math.exp(-1 / tau), pose[:, 4, :6].clone()
+    expected = ref.clone()
+    for t in range(60):
+        s = (1 - alpha) * s + alpha * ref[:, t, :6]
+        expected[:, t, :6] = g_slow * s + g_fast * (ref[:, t, :6] - s)
+    tol = {"rtol": 1e-9, "atol": 1e-9}
+    for fn in (sample, sample_fast, sample_naive):
+        got = fn(model, audio, generator=torch.Generator().manual_seed(6), **args)
+        torch.testing.assert_close(got, expected, **tol)
+    sampler = HeadPoseSampler(model, generator=torch.Generator().manual_seed(6), **args)
+    steps = torch.stack([sampler.step(audio[:, t]) for t in range(60)], dim=1)
+    torch.testing.assert_close(steps, expected, **tol)
+    fast = FastHeadPoseSampler(model, generator=torch.Generator().manual_seed(6), **args)
+    fast.prime(audio[:, 0])
+    cond = model.condition(audio)
+    chunks = torch.cat([fast.steps(cond[:, :25]), fast.steps(cond[:, 25:])], dim=1)
+    torch.testing.assert_close(chunks, expected, **tol)
+    # the low-pass itself: a constant input from a start of 0 approaches it as 1 - (1 - a)^n
+    out = slow_band(torch.ones(1, 90, 1), torch.zeros(1, 1), alpha)
+    n = torch.arange(1, 91, dtype=torch.float64)
+    torch.testing.assert_close(out[0, :, 0].double(), 1 - (1 - alpha) ** n, rtol=1e-5, atol=0)
+    assert abs(out[0, int(tau) - 1, 0].item() - (1 - math.exp(-1))) < 1e-5  # tau: 63 %
+
+
+def test_one_gain_checkpoints_sample_exactly_as_before():
+    """A checkpoint written before ``range_slow_frames`` existed (its config without the
+    field) loads with one gain per axis, no fast-band buffer, and samples exactly (bit for
+    bit) the uncalibrated samples with the pose half times that gain."""
+    from lsp_prep.configtree import from_data
+
+    fields = vars(HeadPoseConfig.cpu_small(range_calibration=True, velocity_feedback=True))
+    old = {k: v for k, v in fields.items() if k != "range_slow_frames"}
+    config = from_data(HeadPoseConfig, old)
+    assert config.range_slow_frames == 0
+    torch.manual_seed(0)
+    model = HeadPoseModel(config).double().eval()
+    plain = small_model(velocity_feedback=True)
+    state = model.state_dict()
+    assert set(state) == {*plain.state_dict(), "pose_gain"} and model.pose_gain_fast is None
+    plain.load_state_dict({k: v for k, v in state.items() if k != "pose_gain"})
+    gain = torch.tensor([0.5, 2.0, 1.0, 3.0, 0.25, 1.5], dtype=torch.float64)
+    model.pose_gain.copy_(gain)
+    pose, audio = inputs(2, 40)
+    velocity = velocity_map(torch.zeros(12).numpy(), torch.ones(12).numpy())
+    args = {"history": pose[:, :5], "temperature": 0.7, "velocity": velocity}
+    for fn in (sample, sample_fast, sample_naive):
+        ref = fn(plain, audio, generator=torch.Generator().manual_seed(6), **args)
+        got = fn(model, audio, generator=torch.Generator().manual_seed(6), **args)
+        assert torch.equal(got[..., :6], ref[..., :6] * gain)
+        assert torch.equal(got[..., 6:], ref[..., 6:])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"range_calibration": True, "range_slow_frames": 0.5}, "must be 0 or >= 1, got 0.5"),
+        ({"range_calibration": True, "range_slow_frames": True}, "must be 0 or >= 1, got True"),
+        ({"range_slow_frames": 30.0}, "range_slow_frames needs headpose.range_calibration=true"),
+    ],
+)
+def test_bad_band_options_are_refused(overrides, message):
+    with pytest.raises(InputError, match=re.escape(message)):
+        HeadPoseConfig.cpu_small(**overrides)
+
+
+def test_band_gains_meet_std_and_speed_on_a_known_signal():
+    """Two bands: a slow sine (std 1) plus white noise (std 0.1) in four runs. The gains
+    give ``a * slow + b * fast`` 1/std times the runs' std and 1/speed times their speed
+    (measured here independently) where that is reachable; both off by the same factor is
+    one gain for both (2, 2); out of reach, the gains are clipped."""
+    from lsp_models.sampling.calibrate import MAX_GAIN, band_gains
+
+    rng = np.random.default_rng(0)
+    t = np.arange(3000)[None, :, None]
+    phase = rng.uniform(0, 2 * np.pi, (4, 1, 3))
+    slow = np.sqrt(2) * np.sin(2 * np.pi * t / 240 + phase)  # (4, 3000, 3), std 1
+    fast = 0.1 * rng.standard_normal((4, 3000, 3))
+    runs = slow + fast
+
+    def stats(x):
+        return x.std(1).mean(0), np.abs(np.diff(x, axis=1)).mean((0, 1))
+
+    std, speed = np.array([0.7, 1.3, 1.0]), np.array([1.25, 0.8, 2.0])
+    a, b = band_gains(slow, fast, std=std, speed=speed)
+    got_std, got_speed = stats(a * slow + b * fast)
+    run_std, run_speed = stats(runs)
+    np.testing.assert_allclose(got_std, run_std / std, rtol=1e-9)  # the std exactly
+    np.testing.assert_allclose(got_speed, run_speed / speed, rtol=0.01)  # the grid: 0.6 %
+    assert a[0] > 1 / 0.7 and b[0] < 1  # wider and slower: the slow band up, the fast down
+    assert a[1] < 1 / 1.3 * 1.05 and b[1] > 1  # narrower and faster
+    half = np.full(3, 0.5)
+    np.testing.assert_allclose(band_gains(slow, fast, std=half, speed=half), 2.0, rtol=1e-9)
+    # 10x too narrow and 10x too fast: out of reach; each gain is clipped on its own
+    a, b = band_gains(slow, fast, std=np.full(3, 0.1), speed=np.full(3, 10.0))
+    np.testing.assert_allclose(a, MAX_GAIN)
+    assert (b >= 1 / MAX_GAIN).all() and (b < 1).all()
+
+
 def test_calibration_gain_is_the_geometric_mean_of_the_std_and_speed_corrections():
     """On the mean path (temperature 0: the calibration's chains are equal) the gain is
     known: recorded poses twice the samples give 2

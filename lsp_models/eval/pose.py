@@ -71,7 +71,10 @@ class PoseEval:
     """Band edges of ``band_power`` (Hz)."""
     gain: list[float] | None = None
     """The model's range calibration (``headpose.range_calibration``) per dimension: the
-    gain on the samples' deviations from the mean pose; None without one."""
+    gain on the samples' deviations from the mean pose (of their slow band with
+    ``headpose.range_slow_frames``); None without one."""
+    gain_fast: list[float] | None = None
+    """With ``headpose.range_slow_frames``: the gain on the fast band; None otherwise."""
     raw_std_ratio: list[float] | None = None
     """With a calibration: ``std_ratio`` of the same model sampled without it (same seeds)."""
     raw_velocity_ratio: list[float] | None = None
@@ -191,6 +194,9 @@ def eval_pose(
         )
         raw = {
             "gain": hp.pose_gain.double().cpu().numpy().tolist(),
+            "gain_fast": None
+            if hp.pose_gain_fast is None
+            else hp.pose_gain_fast.double().cpu().numpy().tolist(),
             "raw_std_ratio": _ratio(raw_stats["std"], recorded["std"]),
             "raw_velocity_ratio": _ratio(raw_stats[vel], recorded[vel]),
         }

@@ -99,6 +99,16 @@ class HeadPoseConfig:
     calibrated; README, head motion); ``lsp eval`` reports the raw ratios beside the
     calibrated ones. The cpu-small preset turns it on. False, the default, is how
     checkpoints written before it existed are sampled."""
+    range_slow_frames: float = 0.0
+    """With ``range_calibration``: 0 measures one gain per axis (as before this option
+    existed); above 0 two, one for the slow part of each axis of the sampled pose (a causal
+    one-pole low-pass, an exponential moving average with this time constant in frames,
+    that the streaming sampler runs as well) and one for the fast rest, solved so that
+    both the std and the mean |velocity| of the free run match the recorded ones
+    (:func:`lsp_models.sampling.calibrate.calibrate`). Why: on pexels the cpu-small samples
+    moved at the recorded speed over 0.5-0.8x the recorded range on pitch and y, which one
+    gain cannot fix both ways (README, head motion). The model's ``pose_gain_fast`` buffer
+    holds the fast band's gains."""
 
     def __post_init__(self) -> None:
         for name in (
@@ -136,6 +146,19 @@ class HeadPoseConfig:
         ):
             raise InputError(
                 f"headpose.reversion_frames must be 0 or >= 1, got {self.reversion_frames!r}"
+            )
+        if not (
+            isinstance(self.range_slow_frames, (int, float))
+            and not isinstance(self.range_slow_frames, bool)
+            and (self.range_slow_frames == 0 or self.range_slow_frames >= 1)
+        ):
+            raise InputError(
+                f"headpose.range_slow_frames must be 0 or >= 1, got {self.range_slow_frames!r}"
+            )
+        if self.range_slow_frames and not self.range_calibration:
+            raise InputError(
+                "headpose.range_slow_frames needs headpose.range_calibration=true (it sets "
+                "how the calibration splits the poses); set both, or range_slow_frames=0"
             )
         if not (isinstance(self.min_sigma, (int, float)) and self.min_sigma > 0):
             raise InputError(f"headpose.min_sigma must be > 0, got {self.min_sigma!r}")
@@ -269,6 +292,12 @@ class HeadPoseModel(nn.Module):
             "pose_gain", torch.ones(c.pose_dim // 2) if c.range_calibration else None
         )
         self.pose_gain: Tensor | None
+        # (P // 2,) with range_slow_frames: the fast band's gains (pose_gain: the slow one's)
+        two = c.range_calibration and c.range_slow_frames > 0
+        self.register_buffer("pose_gain_fast", torch.ones(c.pose_dim // 2) if two else None)
+        self.pose_gain_fast: Tensor | None
+        self.slow_alpha = 1 - math.exp(-1 / c.range_slow_frames) if two else 0.0
+        """Weight of the new pose in the slow band's moving average (``range_slow_frames``)."""
 
     @property
     def receptive_field(self) -> int:
@@ -338,14 +367,6 @@ class HeadPoseModel(nn.Module):
             h = self.config.pose_dim // 2
             mean = torch.cat([mean[..., :h] + self.keep * pose_prev[..., :h], mean[..., h:]], -1)
         return mean, neg_log_sigma.clamp(max=self.max_neg_log_sigma)
-
-    def gained(self, pose: Tensor) -> Tensor:
-        """A sampled pose feature (..., P) as the samplers return it: its pose half times
-        ``pose_gain`` (``range_calibration``); ``pose`` itself without a gain."""
-        if self.pose_gain is None:
-            return pose
-        h = self.config.pose_dim // 2
-        return torch.cat([pose[..., :h] * self.pose_gain.to(pose), pose[..., h:]], -1)
 
     def loss(self, mean: Tensor, neg_log_sigma: Tensor, target: Tensor) -> dict[str, Tensor]:
         """Gaussian negative log-likelihood per dimension, averaged over (B, T, P).

@@ -19,7 +19,14 @@ from torch import Tensor
 
 from lsp_models.nets.headpose import HeadPoseModel
 from lsp_models.sampling.cached import HeadPoseSampler
-from lsp_models.sampling.draws import check_audio, draw, velocity_map, warm_start, with_velocity
+from lsp_models.sampling.draws import (
+    PoseGain,
+    check_audio,
+    draw,
+    velocity_map,
+    warm_start,
+    with_velocity,
+)
 from lsp_models.sampling.fast import FastHeadPoseSampler, fast_ok
 
 __all__ = [
@@ -54,7 +61,8 @@ def sample(
     consistent velocities passes ``velocity`` (:func:`velocity_map`): each drawn feature's
     velocity half is then recomputed from its poses before it is fed back. A model with a
     ``pose_gain`` (``HeadPoseConfig.range_calibration``) has the pose half of what is
-    returned multiplied by it; what is fed back is not. ``temperature``
+    returned multiplied by it (by band with ``range_slow_frames``:
+    :class:`~lsp_models.sampling.draws.PoseGain`); what is fed back is not. ``temperature``
     scales sigma (0 gives the mean path; the official inference uses 0.3).
     ``generator`` must live on ``audio``'s device; one (B, P) normal draw per frame.
 
@@ -113,7 +121,7 @@ def sample_naive(
         )
         if t + 1 < T:
             pose_in[:, R + t] = out[:, t]
-    return model.gained(out)
+    return PoseGain(model, pose_in[:, R - 1])(out)
 
 
 def make_sampler(

@@ -8,7 +8,13 @@ import torch
 from torch import Tensor
 
 from lsp_models.nets.headpose import GatedLayer, HeadPoseModel
-from lsp_models.sampling.draws import check_temperature, draw, warm_start, with_velocity
+from lsp_models.sampling.draws import (
+    PoseGain,
+    check_temperature,
+    draw,
+    warm_start,
+    with_velocity,
+)
 
 
 class HeadPoseSampler:
@@ -19,7 +25,8 @@ class HeadPoseSampler:
     explicit ``prime``. Dropout is never applied, whatever the model's mode. With
     ``velocity`` (:func:`~lsp_models.sampling.draws.velocity_map`) each pose's velocity half
     is recomputed from the poses before it is returned and fed back. A model with a
-    ``pose_gain`` (``range_calibration``) gets its pose half scaled on the way out only.
+    ``pose_gain`` (``range_calibration``) gets its pose half scaled on the way out only
+    (:class:`~lsp_models.sampling.draws.PoseGain`).
     """
 
     def __init__(
@@ -39,6 +46,7 @@ class HeadPoseSampler:
         self.n = 0  # frames produced so far
         self._stream = warm_start(history, model.receptive_field, model.config)  # (B, R, P)
         self._pose_prev = self._stream[:, -1]  # (B, P)
+        self._gain = PoseGain(model, self._pose_prev)
         self._queues: list[Tensor] | None = None
 
     @torch.no_grad()
@@ -79,7 +87,7 @@ class HeadPoseSampler:
         pose = with_velocity(pose, self._pose_prev, self.velocity)
         self._pose_prev = pose  # fed back unscaled: the gain is applied to what is returned
         self.n += 1
-        return model.gained(pose)
+        return self._gain(pose[:, None])[:, 0]
 
     @torch.no_grad()
     def steps(self, cond: Tensor) -> Tensor:

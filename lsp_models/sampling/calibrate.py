@@ -1,5 +1,6 @@
 """The range calibration of ``HeadPoseConfig.range_calibration``: a per-axis gain on the
-sampled poses, measured on a free run over the training audio.
+sampled poses (or two, for their slow and fast bands: ``range_slow_frames``), measured on a
+free run over the training audio.
 
 Why (issue 12 item 6; README, head motion): a free-running autoregressive sampler's range
 depends on how strongly its learnt dynamics pull back, and small differences in those
@@ -26,6 +27,7 @@ from torch import Tensor
 from lsp_models.eval.metrics import pose_statistics
 from lsp_models.nets.headpose import HeadPoseModel
 from lsp_models.sampling import sample_fast
+from lsp_models.sampling.draws import slow_band
 
 CALIBRATION_SEED = 20211
 """Generator seed of the calibration's free runs (none of ``lsp eval``'s seeds 0, 1, 2)."""
@@ -34,6 +36,9 @@ CALIBRATION_CHAINS = 8
 MAX_GAIN = 4.0
 """The gain is kept within ``[1 / MAX_GAIN, MAX_GAIN]``: a model that has frozen or
 exploded is not hidden by the calibration."""
+BAND_RATIOS = np.exp(np.linspace(-2 * np.log(MAX_GAIN), 2 * np.log(MAX_GAIN), 481))
+"""The fast-to-slow gain ratios the two-band calibration tries (log-spaced, 1.2 % apart:
+the speed/std balance it reaches is within 0.6 % of the recorded one where it is reachable)."""
 
 
 @dataclass(frozen=True)
@@ -41,12 +46,15 @@ class Calibration:
     """What :func:`calibrate` measured, per axis of the pose half (pitch, yaw, roll, x, y, z)."""
 
     gain: np.ndarray
-    """``1 / sqrt(std * speed)``: one scale cannot fix a range and a speed that are off by
-    different factors; the geometric mean leaves them equally far off (in log) after it."""
+    """One band: ``1 / sqrt(std * speed)``: one scale cannot fix a range and a speed that
+    are off by different factors; the geometric mean leaves them equally far off (in log)
+    after it. Two bands: the slow band's gain."""
     std: np.ndarray
     """The free run's std / the recorded std, before the gain."""
     speed: np.ndarray
     """The same for the mean |frame-to-frame change|."""
+    fast_gain: np.ndarray | None = None
+    """Two bands (``range_slow_frames``): the fast band's gain; None with one."""
 
 
 @torch.no_grad()
@@ -77,8 +85,10 @@ def calibrate(
             (:func:`lsp_models.sampling.velocity_map`), as sampling uses it for this
             model (``velocity_feedback``), or None.
     """
-    net = HeadPoseModel(replace(model.config, range_calibration=False)).eval()
-    net.load_state_dict({k: v for k, v in model.state_dict().items() if k != "pose_gain"})
+    plain = replace(model.config, range_calibration=False, range_slow_frames=0.0)
+    net = HeadPoseModel(plain).eval()
+    gains = ("pose_gain", "pose_gain_fast")
+    net.load_state_dict({k: v for k, v in model.state_dict().items() if k not in gains})
     h = model.config.pose_dim // 2
     B, T, f = CALIBRATION_CHAINS, len(frames), torch.from_numpy(frames)
     chains = sample_fast(
@@ -94,19 +104,66 @@ def calibrate(
     smp = [pose_statistics(c[:, :h].double().numpy()) for c in chains]
     std = np.mean([s["std"] for s in smp], 0) / rec["std"]
     speed = np.mean([s["mean_abs_velocity"] for s in smp], 0) / rec["mean_abs_velocity"]
-    gain = np.clip(1 / np.sqrt(std * speed), 1 / MAX_GAIN, MAX_GAIN)
-    return Calibration(gain=gain, std=std, speed=speed)
+    if model.pose_gain_fast is None:
+        gain = np.clip(1 / np.sqrt(std * speed), 1 / MAX_GAIN, MAX_GAIN)
+        return Calibration(gain=gain, std=std, speed=speed)
+    pose = chains[..., :h].double()  # (B, T, h)
+    slow = slow_band(pose, history[-1, :h].double()[None].expand(B, -1), model.slow_alpha)
+    g_slow, g_fast = band_gains(slow.numpy(), (pose - slow).numpy(), std=std, speed=speed)
+    return Calibration(gain=g_slow, std=std, speed=speed, fast_gain=g_fast)
+
+
+def band_gains(
+    slow: np.ndarray, fast: np.ndarray, *, std: np.ndarray, speed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The gains ``a`` (slow) and ``b`` (fast) per axis that give ``a * slow + b * fast``
+    (free runs (C, T, K) split in two, ``slow + fast`` the runs themselves) ``1 / std``
+    times the runs' std and ``1 / speed`` times their mean |frame-to-frame change| (``std``
+    and ``speed`` (K,): the runs' ratios to the recorded ones), each averaged over the runs
+    as :func:`calibrate` measures them.
+
+    Both are proportional to ``a`` for a given ratio ``r = b / a``, so ``r`` alone sets
+    their balance: ``r`` is the one of :data:`BAND_RATIOS` whose speed/std is closest (in
+    log) to the wanted one, then ``a`` makes the std right. Each gain is clipped to
+    ``[1 / MAX_GAIN, MAX_GAIN]`` afterwards (a balance out of reach stays off)."""
+    slow, fast = np.asarray(slow, np.float64), np.asarray(fast, np.float64)
+    s0, f0 = slow - slow.mean(1, keepdims=True), fast - fast.mean(1, keepdims=True)
+    # per run and axis: var(s + r f) = vss + 2 r vsf + r^2 vff (population variances)
+    vss, vsf, vff = (s0**2).mean(1), (s0 * f0).mean(1), (f0**2).mean(1)  # (C, K)
+    ds, df = np.diff(slow, axis=1), np.diff(fast, axis=1)  # (C, T - 1, K)
+    want_std = np.sqrt(vss + 2 * vsf + vff).mean(0) / np.asarray(std)  # (K,)
+    want_speed = np.abs(ds + df).mean((0, 1)) / np.asarray(speed)
+    r = BAND_RATIOS[:, None, None]  # (R, 1, 1)
+    sd = np.sqrt(np.maximum(vss + 2 * r * vsf + r**2 * vff, 0)).mean(1)  # (R, K)
+    vel = np.stack([np.abs(ds + x * df).mean((0, 1)) for x in BAND_RATIOS])  # (R, K)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        miss = np.abs(np.log(vel / sd) - np.log(want_speed / want_std))  # (R, K)
+    miss = np.where(np.isfinite(miss), miss, np.inf)
+    best = miss.argmin(0)  # (K,)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = want_std / sd[best, np.arange(len(best))]
+    a = np.where(np.isfinite(a), a, 1.0)  # a frozen axis: left alone
+    b = a * BAND_RATIOS[best]
+    return np.clip(a, 1 / MAX_GAIN, MAX_GAIN), np.clip(b, 1 / MAX_GAIN, MAX_GAIN)
 
 
 def apply(model: HeadPoseModel, calibration: Calibration | None) -> None:
-    """Write ``calibration``'s gain into the model's buffer (None: a gain of 1)."""
+    """Write ``calibration``'s gains into the model's buffers (None: gains of 1)."""
     assert model.pose_gain is not None, (
         "the model has no calibration buffer: HeadPoseConfig.range_calibration is off"
     )
+    fast = model.pose_gain_fast
     if calibration is None:
         model.pose_gain.fill_(1.0)
-    else:
-        model.pose_gain.copy_(torch.from_numpy(calibration.gain))
+        if fast is not None:
+            fast.fill_(1.0)
+        return
+    assert (fast is None) == (calibration.fast_gain is None), (
+        "the calibration and the model disagree on the bands (HeadPoseConfig.range_slow_frames)"
+    )
+    model.pose_gain.copy_(torch.from_numpy(calibration.gain))
+    if fast is not None and calibration.fast_gain is not None:
+        fast.copy_(torch.from_numpy(calibration.fast_gain))
 
 
 def uncalibrated(model: HeadPoseModel) -> HeadPoseModel:

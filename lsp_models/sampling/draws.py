@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lsp_models.nets.headpose import HeadPoseConfig
+from lsp_models.nets.headpose import HeadPoseConfig, HeadPoseModel
 from lsp_prep.errors import InputError
 
 
@@ -79,3 +79,41 @@ def with_velocity(pose: Tensor, pose_prev: Tensor, velocity: Tensor | None) -> T
     h = pose.shape[-1] // 2
     v = velocity.to(pose)
     return torch.cat([pose[:, :h], (pose[:, :h] - pose_prev[:, :h]) * v[0] + v[1]], dim=-1)
+
+
+def slow_band(pose: Tensor, start: Tensor, alpha: float) -> Tensor:
+    """The slow band of poses (B, T, K): the causal one-pole low-pass
+    ``s_t = s_{t-1} + alpha (x_t - s_{t-1})`` from ``s_{-1} = start`` (B, K) -> (B, T, K)
+    (``HeadPoseConfig.range_slow_frames``). A loop over frames, as the stream runs it."""
+    out, s = torch.empty_like(pose), start.to(pose)
+    for t in range(pose.shape[1]):
+        s = s + alpha * (pose[:, t] - s)
+        out[:, t] = s
+    return out
+
+
+class PoseGain:
+    """What every sampler does to the features it returns (``range_calibration``), with the
+    state it needs between calls: nothing without a ``pose_gain``; the pose half times it
+    with one gain per axis; with two (``range_slow_frames``) ``g_slow * slow + g_fast *
+    (pose - slow)``, ``slow`` the :func:`slow_band` of the sampled pose half, started at
+    the warm start's last pose. The samplers feed back the poses before this."""
+
+    def __init__(self, model: HeadPoseModel, last: Tensor) -> None:
+        """``last`` (B, P): the pose feature before the first frame (the warm start's)."""
+        self.gain, self.fast_gain = model.pose_gain, model.pose_gain_fast
+        self.alpha = model.slow_alpha
+        self.h = model.config.pose_dim // 2
+        self.slow = last[:, : self.h].clone() if self.fast_gain is not None else None
+
+    def __call__(self, pose: Tensor) -> Tensor:
+        """The next T sampled features (B, T, P), unscaled, -> as returned (B, T, P)."""
+        if self.gain is None:
+            return pose
+        h, g = self.h, self.gain.to(pose)
+        if self.fast_gain is None or self.slow is None:
+            return torch.cat([pose[..., :h] * g, pose[..., h:]], -1)
+        slow = slow_band(pose[..., :h], self.slow, self.alpha)  # (B, T, h)
+        self.slow = slow[:, -1]
+        fast = pose[..., :h] - slow
+        return torch.cat([g * slow + self.fast_gain.to(pose) * fast, pose[..., h:]], -1)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from lsp_models.nets.headpose import GatedLayer, HeadPoseModel
-from lsp_models.sampling.draws import check_temperature, warm_start
+from lsp_models.sampling.draws import PoseGain, check_temperature, warm_start
 from lsp_prep.errors import InputError
 
 
@@ -21,8 +21,7 @@ class FastHeadPoseSampler:
 
     A batch-1 step through 14 gated layers is some 170 tiny torch ops, each microseconds of
     dispatch; this sampler runs the same step as about 9 numpy calls per layer on weights
-    rearranged once at construction (so it does not see later weight updates, nor a later
-    ``pose_gain``):
+    rearranged once at construction (so it does not see later weight updates):
 
     - each layer's queue holds its past inputs already multiplied by their dilated-conv taps
       (``(kernel_size - 1) * 2G`` per entry), so a step is one matmul of the current input
@@ -65,8 +64,7 @@ class FastHeadPoseSampler:
         self._dtype = param.dtype
         self._weights(model)
         self._velocity = None if velocity is None else velocity.numpy().astype(self._np_dtype)
-        gain = model.pose_gain
-        self._gain = None if gain is None else gain.detach().numpy().astype(self._np_dtype)
+        self._gain = PoseGain(model, self._stream[:, -1])
         B = self._stream.shape[0]
         c, L, G = model.config, model.n_gated, model.config.gate_channels
         dt = self._np_dtype
@@ -171,9 +169,8 @@ class FastHeadPoseSampler:
         with one_blas_thread():
             for t in range(T):
                 out[t] = self._step(c[t])
-        if self._gain is not None:  # on the way out: the poses fed back stay unscaled
-            out[..., : len(self._gain)] *= self._gain
-        return torch.from_numpy(out.transpose(1, 0, 2).copy())
+        # on the way out: the poses fed back stay unscaled
+        return self._gain(torch.from_numpy(out.transpose(1, 0, 2).copy()))
 
     def _step(self, c: np.ndarray) -> np.ndarray:
         """One frame: c (B, L, 2G) prepared conditioning -> pose (B, P)."""

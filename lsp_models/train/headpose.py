@@ -47,8 +47,9 @@ def train_headpose(
     """Train the probabilistic head-pose model (Gaussian NLL, teacher forcing) on windows
     of the train split; features are normalised by their train-split mean and std. With
     ``model.range_calibration`` every checkpoint is calibrated first
-    (:func:`~lsp_models.sampling.calibrate.range_gain` on a free run over the train split's
-    audio, at the default sampling temperature)."""
+    (:func:`~lsp_models.sampling.calibrate.calibrate` on a free run over the train split's
+    audio, at the default sampling temperature; two gains per axis with
+    ``model.range_slow_frames``)."""
     person, audio = person_apc_features(run_dir, dataset)  # (N, 2H) APC features
     record_dataset(run_dir, dataset)
     model = dataclasses.replace(model, audio_dim=audio.shape[1])
@@ -88,8 +89,8 @@ def train_headpose(
     def calibrate_last(state: TrainState) -> None:
         """``range_calibration``, before the last checkpoint only (eight free runs over the
         whole train split: 3.8 s of CPU for the 150 s speaker, 44 s wall at a load of 13):
-        the gain into the model's buffer, with the raw ratios into the metrics
-        (RUN/headpose/val.jsonl)."""
+        the gain (gains) into the model's buffer (buffers), with the raw ratios into the
+        metrics (RUN/headpose/val.jsonl)."""
         if state.step < config.max_steps:
             return
         c = calibrate(
@@ -103,8 +104,10 @@ def train_headpose(
             velocity=velocity,
         )
         apply_calibration(net, c)
-        for name in ("gain", "std", "speed"):
+        for name in ("gain", "std", "speed", "fast_gain"):
             values = getattr(c, name)
+            if values is None:  # one band: no fast gain
+                continue
             state.metrics.update(
                 {f"{name}/{d}": float(v) for d, v in zip(POSE_DIMS, values, strict=True)}
             )
