@@ -4,6 +4,7 @@ recorded range and speed) on a dataset whose head wanders smoothly."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -177,6 +178,51 @@ def test_checkpoints_carry_the_range_calibration_of_their_weights(trained_run, s
     np.testing.assert_allclose(calibrated.raw_velocity_ratio, plain.velocity_ratio, rtol=1e-6)
     assert plain.gain is not None  # the buffers are there, at 1
     assert not np.allclose(calibrated.std_ratio, plain.std_ratio, rtol=0.01)
+
+
+def test_two_band_calibration_is_trained_logged_and_reported_by_lsp_eval(
+    trained_run, single_face_dataset, tmp_path, lsp
+):
+    """headpose.range_slow_frames: the head-pose stage stores a slow and a fast gain per
+    axis, logs both in val.jsonl, and ``lsp eval`` prints and writes both (its table's
+    "range gain" and "range gain fast" rows, eval.json's gain and gain_fast)."""
+    import json
+    import shutil
+
+    from lsp_models.eval.metrics import POSE_DIMS
+    from lsp_models.infer.loading import load_models
+    from lsp_models.train.headpose import train_headpose
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    cfg = load_preset("cpu-small", ["headpose.window=64", "headpose.range_slow_frames=30"])
+    train = dataclasses.replace(cfg.headpose_train, max_steps=20, checkpoint_every=20)
+    train_headpose(
+        run_dir=run,
+        dataset=single_face_dataset,
+        model=cfg.headpose,
+        config=train,
+        device="cpu",
+        resume=False,
+    )
+    log = [json.loads(line) for line in (run / "headpose" / "val.jsonl").open()][-1]
+    slow, fast = ([log[f"{k}/{d}"] for d in POSE_DIMS] for k in ("gain", "fast_gain"))
+    hp = load_models(run, device=torch.device("cpu"), renderer=False).headpose
+    assert hp.config.range_slow_frames == 30 and hp.pose_gain_fast is not None
+    np.testing.assert_allclose(hp.pose_gain.numpy(), slow, rtol=1e-6)
+    np.testing.assert_allclose(hp.pose_gain_fast.numpy(), fast, rtol=1e-6)
+    assert not np.allclose(slow, fast, rtol=0.01)  # two gains, not one
+
+    out = tmp_path / "eval.json"
+    r = lsp("eval", "-r", run, "--device", "cpu", "--max-frames", 1, "--seeds", 1, "--output", out)
+    assert r.exit_code == 0, r.output
+    lines = {line.split("│")[1].strip(): line for line in r.output.splitlines() if "│" in line}
+    for label, values in (("range gain", slow), ("range gain fast", fast)):
+        cells = [c.strip() for c in lines[label].split("│")[2:8]]
+        assert cells == [format(v, ".2f") for v in values], (label, cells)
+    pose = json.loads(out.read_text())["pose"]
+    np.testing.assert_allclose(pose["gain"], slow, rtol=1e-6)
+    np.testing.assert_allclose(pose["gain_fast"], fast, rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- target
