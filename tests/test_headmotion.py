@@ -115,10 +115,10 @@ def test_bad_motion_options_are_refused(field, value, message):
 
 
 def test_checkpoints_carry_the_range_calibration_of_their_weights(trained_run, single_face_dataset):
-    """The cpu-small preset calibrates (headpose.range_calibration): the shared tiny run's
-    checkpoint holds the gain that its val.jsonl logs beside the raw ratios, the geometric
-    mean of their inverses; recomputing the calibration from
-    the checkpoint's weights and the dataset gives it again; lsp eval's raw ratios are those
+    """The cpu-small preset calibrates two bands (headpose.range_calibration,
+    range_slow_frames): the shared tiny run's checkpoint holds the slow and fast gains that
+    its val.jsonl logs beside the raw ratios; recomputing the calibration from the
+    checkpoint's weights and the dataset gives them again; lsp eval's raw ratios are those
     of the same model sampled without it."""
     import json
 
@@ -128,22 +128,23 @@ def test_checkpoints_carry_the_range_calibration_of_their_weights(trained_run, s
     from lsp_models.infer.config import AnimateConfig
     from lsp_models.infer.loading import load_models
     from lsp_models.infer.predict import features_from_mel, pose_velocity
-    from lsp_models.sampling.calibrate import MAX_GAIN, apply, calibrate
+    from lsp_models.sampling.calibrate import apply, calibrate
     from lsp_models.train.apc import person_apc_features
     from lsp_models.train.headpose import pose_features
 
-    assert load_preset("cpu-small").headpose.range_calibration
+    preset = load_preset("cpu-small").headpose
+    assert preset.range_calibration and preset.range_slow_frames == 30
     log = [json.loads(line) for line in (trained_run / "headpose" / "val.jsonl").open()]
     assert [entry["step"] for entry in log] == [20]
-    names = ("gain", "std", "speed")
+    names = ("gain", "fast_gain", "std", "speed")
     logged = {k: np.array([log[-1][f"{k}/{d}"] for d in POSE_DIMS]) for k in names}
-    expected = np.clip(1 / np.sqrt(logged["std"] * logged["speed"]), 1 / MAX_GAIN, MAX_GAIN)
-    np.testing.assert_allclose(logged["gain"], expected, rtol=1e-6)
     models = load_models(trained_run, device=torch.device("cpu"), renderer=False)
     hp = models.headpose
-    assert hp.pose_gain is not None
+    assert hp.pose_gain is not None and hp.pose_gain_fast is not None
     np.testing.assert_allclose(hp.pose_gain.numpy(), logged["gain"], rtol=1e-6)
+    np.testing.assert_allclose(hp.pose_gain_fast.numpy(), logged["fast_gain"], rtol=1e-6)
     assert not np.allclose(logged["gain"], 1.0)  # the calibration did something
+    assert not np.allclose(logged["gain"], logged["fast_gain"], rtol=0.01)  # two gains
 
     person, apc = person_apc_features(trained_run, single_face_dataset)
     f32 = np.float32  # as training normalises: float32 throughout
@@ -174,55 +175,75 @@ def test_checkpoints_carry_the_range_calibration_of_their_weights(trained_run, s
     apply(hp, None)
     plain = eval_pose(models, single_face_dataset, feats, data, **args)
     np.testing.assert_allclose(calibrated.gain, logged["gain"], rtol=1e-6)
+    np.testing.assert_allclose(calibrated.gain_fast, logged["fast_gain"], rtol=1e-6)
     np.testing.assert_allclose(calibrated.raw_std_ratio, plain.std_ratio, rtol=1e-6)
     np.testing.assert_allclose(calibrated.raw_velocity_ratio, plain.velocity_ratio, rtol=1e-6)
     assert plain.gain is not None  # the buffers are there, at 1
     assert not np.allclose(calibrated.std_ratio, plain.std_ratio, rtol=0.01)
 
 
-def test_two_band_calibration_is_trained_logged_and_reported_by_lsp_eval(
+def test_lsp_eval_reports_both_gains_and_one_band_still_trains_as_before(
     trained_run, single_face_dataset, tmp_path, lsp
 ):
-    """headpose.range_slow_frames: the head-pose stage stores a slow and a fast gain per
-    axis, logs both in val.jsonl, and ``lsp eval`` prints and writes both (its table's
-    "range gain" and "range gain fast" rows, eval.json's gain and gain_fast)."""
+    """``lsp eval`` on the shared (two-band) run prints and writes both gains (its table's
+    "range gain" and "range gain fast" rows, eval.json's gain and gain_fast). With
+    ``headpose.range_slow_frames=0`` the stage calibrates one gain per axis as before this
+    option: the geometric mean of the inverse raw ratios, no fast gain logged or stored,
+    and lsp eval prints no fast row."""
     import json
     import shutil
 
     from lsp_models.eval.metrics import POSE_DIMS
     from lsp_models.infer.loading import load_models
+    from lsp_models.sampling.calibrate import MAX_GAIN
     from lsp_models.train.headpose import train_headpose
+
+    def logged(run: Path) -> dict[str, np.ndarray]:
+        entry = [json.loads(line) for line in (run / "headpose" / "val.jsonl").open()][-1]
+        names = ("gain", "fast_gain", "std", "speed")
+        return {
+            k: np.array([entry[f"{k}/{d}"] for d in POSE_DIMS])
+            for k in names
+            if f"{k}/{POSE_DIMS[0]}" in entry
+        }
+
+    def rows(run: Path, out: Path) -> dict[str, list[str]]:
+        r = lsp(
+            "eval", "-r", run, "--device", "cpu", "--max-frames", 1, "--seeds", 1, "--output", out
+        )
+        assert r.exit_code == 0, r.output
+        cells = [
+            [c.strip() for c in line.split("│")[1:8]]
+            for line in r.output.splitlines()
+            if "│" in line
+        ]
+        return {c[0]: c[1:] for c in cells}
+
+    two = logged(trained_run)
+    table = rows(trained_run, tmp_path / "two.json")
+    for label, key in (("range gain", "gain"), ("range gain fast", "fast_gain")):
+        assert table[label] == [format(v, ".2f") for v in two[key]], label
+    pose = json.loads((tmp_path / "two.json").read_text())["pose"]
+    np.testing.assert_allclose(pose["gain"], two["gain"], rtol=1e-6)
+    np.testing.assert_allclose(pose["gain_fast"], two["fast_gain"], rtol=1e-6)
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    cfg = load_preset("cpu-small", ["headpose.window=64", "headpose.range_slow_frames=30"])
+    cfg = load_preset("cpu-small", ["headpose.window=64", "headpose.range_slow_frames=0"])
     train = dataclasses.replace(cfg.headpose_train, max_steps=20, checkpoint_every=20)
-    train_headpose(
-        run_dir=run,
-        dataset=single_face_dataset,
-        model=cfg.headpose,
-        config=train,
-        device="cpu",
-        resume=False,
-    )
-    log = [json.loads(line) for line in (run / "headpose" / "val.jsonl").open()][-1]
-    slow, fast = ([log[f"{k}/{d}"] for d in POSE_DIMS] for k in ("gain", "fast_gain"))
+    common = {"run_dir": run, "dataset": single_face_dataset, "device": "cpu", "resume": False}
+    train_headpose(model=cfg.headpose, config=train, **common)
+    one = logged(run)
+    assert set(one) == {"gain", "std", "speed"}
+    expected = np.clip(1 / np.sqrt(one["std"] * one["speed"]), 1 / MAX_GAIN, MAX_GAIN)
+    np.testing.assert_allclose(one["gain"], expected, rtol=1e-6)
     hp = load_models(run, device=torch.device("cpu"), renderer=False).headpose
-    assert hp.config.range_slow_frames == 30 and hp.pose_gain_fast is not None
-    np.testing.assert_allclose(hp.pose_gain.numpy(), slow, rtol=1e-6)
-    np.testing.assert_allclose(hp.pose_gain_fast.numpy(), fast, rtol=1e-6)
-    assert not np.allclose(slow, fast, rtol=0.01)  # two gains, not one
-
-    out = tmp_path / "eval.json"
-    r = lsp("eval", "-r", run, "--device", "cpu", "--max-frames", 1, "--seeds", 1, "--output", out)
-    assert r.exit_code == 0, r.output
-    lines = {line.split("│")[1].strip(): line for line in r.output.splitlines() if "│" in line}
-    for label, values in (("range gain", slow), ("range gain fast", fast)):
-        cells = [c.strip() for c in lines[label].split("│")[2:8]]
-        assert cells == [format(v, ".2f") for v in values], (label, cells)
-    pose = json.loads(out.read_text())["pose"]
-    np.testing.assert_allclose(pose["gain"], slow, rtol=1e-6)
-    np.testing.assert_allclose(pose["gain_fast"], fast, rtol=1e-6)
+    assert hp.pose_gain_fast is None and "pose_gain_fast" not in hp.state_dict()
+    np.testing.assert_allclose(hp.pose_gain.numpy(), one["gain"], rtol=1e-6)
+    table = rows(run, tmp_path / "one.json")
+    assert table["range gain"] == [format(v, ".2f") for v in one["gain"]]
+    assert "range gain fast" not in table
+    assert json.loads((tmp_path / "one.json").read_text())["pose"]["gain_fast"] is None
 
 
 # ----------------------------------------------------------------------------- target
