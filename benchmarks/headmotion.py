@@ -15,7 +15,9 @@ target band and give each ratio's spread over the runs (max / min). ``anim/rec(~
 animated std against ``rec``, the animated |velocity| against ``rec~``. With the range
 calibration (cpu-small's ``headpose.range_calibration``; ``--set
 headpose.range_calibration=false`` measures without it) the ``raw`` column gives the
-sampled ratios of the same models without it and ``gain`` the calibration's gains.
+sampled ratios of the same models without it (as ``lsp eval`` measures them: the ratio of
+the seeds' mean statistics, per training seed) and ``gain`` the calibration's gains (with
+two bands, ``headpose.range_slow_frames``, the slow band's; ``gain fast`` the fast one's).
 
 References: ``rec`` is the recorded val track; ``rec~`` the same smoothed as animate
 smooths (the tracker's frame-to-frame jitter removed: the reference the animated track can
@@ -89,8 +91,10 @@ def train_run(base: Path, run: Path, dataset: Path, overrides: list[str]) -> flo
 
 
 def evaluate_run(run: Path, dataset: Path, temperature: float) -> tuple[PoseEval, np.ndarray]:
-    """``lsp eval``'s head-pose section for ``run``, and the std of the sampled poses over
-    the train split's audio (6,) in degrees and mm (a long free run: drift shows there)."""
+    """``lsp eval``'s head-pose section for ``run``, and the std and mean |velocity| of the
+    sampled poses over the train split's audio (2, 6) in degrees and mm (a long free run:
+    drift shows there; on a clip whose val part moves unlike the train part, the range
+    and speed to compare)."""
     from lsp_models.infer.loading import pose_history
     from lsp_models.infer.predict import sample_poses
 
@@ -110,16 +114,14 @@ def evaluate_run(run: Path, dataset: Path, temperature: float) -> tuple[PoseEval
     )
     train = np.sort(load_person(dataset).train)
     history = pose_history(models, dataset)
-    long_std = np.mean(
-        [
-            pose_statistics(
-                sample_poses(models, feats[train], history=history, temperature=temperature, seed=s)
-            )["std"]
-            for s in (0, 1)
-        ],
-        axis=0,
-    )
-    return pose, long_std
+    stats = [
+        pose_statistics(
+            sample_poses(models, feats[train], history=history, temperature=temperature, seed=s)
+        )
+        for s in (0, 1, 2)
+    ]
+    long = np.mean([[s["std"], s["mean_abs_velocity"]] for s in stats], axis=0)  # (2, 6)
+    return pose, long
 
 
 BAND = (0.8, 1.25)
@@ -137,36 +139,47 @@ def cell(values: list[float], fmt: str = ".2f") -> str:
 
 
 def ratios(evals: list[tuple[PoseEval, np.ndarray]], train_rec: dict) -> dict[str, np.ndarray]:
-    """Every ratio of the table, per run: ``smp_*`` (training x sampling seeds, 6 axes),
-    ``anim_*`` and ``long_std`` (training seeds, 6), ``gain`` (training seeds, 6) and
-    ``raw_*``, the sampled ratios before the range calibration (NaN without one)."""
+    """Every ratio of the table, per run: ``smp_*`` (training x sampling seeds, 6 axes);
+    per training seed (6 each) ``anim_*``, ``long_std``, ``long_vel``, ``gain``,
+    ``gain_fast`` and ``raw_*``, the sampled ratios before the range calibration (NaN
+    where there is none)."""
     vel = "mean_abs_velocity"
     out: dict[str, list] = {k: [] for k in ("smp_std", "smp_vel", "raw_std", "raw_vel")}
-    out.update({k: [] for k in ("anim_std", "anim_vel", "long_std", "gain")})
+    out.update({k: [] for k in ("anim_std", "anim_vel", "long_std", "long_vel")})
+    out.update({k: [] for k in ("gain", "gain_fast")})
+    nan = np.full(6, np.nan)
+
+    def given(x: list[float] | None) -> np.ndarray:
+        return nan if x is None else np.asarray(x, np.float64)
+
     for e, long in evals:
         rec_std, rec_vel = np.asarray(e.recorded["std"]), np.asarray(e.recorded[vel])
-        gain = np.asarray(e.gain) if e.gain is not None else np.full(6, np.nan)
         for s in e.sampled_per_seed:
             out["smp_std"].append(np.asarray(s["std"]) / rec_std)
             out["smp_vel"].append(np.asarray(s[vel]) / rec_vel)
-            out["raw_std"].append(out["smp_std"][-1] / gain)
-            out["raw_vel"].append(out["smp_vel"][-1] / gain)
+        out["raw_std"].append(given(e.raw_std_ratio))
+        out["raw_vel"].append(given(e.raw_velocity_ratio))
         out["anim_std"].append(np.asarray(e.animated_std_ratio))
         out["anim_vel"].append(np.asarray(e.animated_velocity_ratio_smoothed))
-        out["long_std"].append(np.asarray(long) / np.asarray(train_rec["std"]))
-        out["gain"].append(gain)
+        out["long_std"].append(np.asarray(long[0]) / np.asarray(train_rec["std"]))
+        out["long_vel"].append(np.asarray(long[1]) / np.asarray(train_rec["mean_abs_velocity"]))
+        out["gain"].append(given(e.gain))
+        out["gain_fast"].append(given(e.gain_fast))
     return {k: np.asarray(v) for k, v in out.items()}
 
 
 def table(evals: list[tuple[PoseEval, np.ndarray]], train_rec: dict, title: str) -> Table:
     r = ratios(evals, train_rec)
     calibrated = not np.isnan(r["gain"]).all()
+    two_bands = not np.isnan(r["gain_fast"]).all()
     t = Table(title=title, title_justify="left")
     for col in ("axis", "rec", "rec~", "train", "smp", "anim", "smp/rec", "anim/rec(~)"):
         t.add_column(col, justify="right")
     if calibrated:
         t.add_column("raw smp/rec", justify="right")
         t.add_column("gain", justify="right")
+    if two_bands:
+        t.add_column("gain fast", justify="right")
     vel = "mean_abs_velocity"
     first = evals[0][0]
     for key, label, fmt, kind in (("std", "std", ".2f", "std"), (vel, "|vel|", ".3f", "vel")):
@@ -183,6 +196,8 @@ def table(evals: list[tuple[PoseEval, np.ndarray]], train_rec: dict, title: str)
             ]
             if calibrated:
                 row += [cell(r[f"raw_{kind}"][:, i]), cell(r["gain"][:, i])]
+            if two_bands:
+                row.append(cell(r["gain_fast"][:, i]))
             t.add_row(*row)
     for i, dim in enumerate(POSE_DIMS):
         t.add_row(
@@ -193,16 +208,19 @@ def table(evals: list[tuple[PoseEval, np.ndarray]], train_rec: dict, title: str)
             cell([s["centroid_hz"][i] for e, _ in evals for s in e.sampled_per_seed]),
             cell([e.animated["centroid_hz"][i] for e, _ in evals]),
         )
-    for i, dim in enumerate(POSE_DIMS):
-        t.add_row(
-            f"std {dim}, train audio",
-            "",
-            "",
-            format(train_rec["std"][i], ".2f"),
-            cell([long[i] for _, long in evals]),
-            "",
-            cell(r["long_std"][:, i]),
-        )
+    for j, (key, label, fmt, kind) in enumerate(
+        (("std", "std", ".2f", "std"), (vel, "|vel|", ".3f", "vel"))
+    ):
+        for i, dim in enumerate(POSE_DIMS):
+            t.add_row(
+                f"{label} {dim}, train audio",
+                "",
+                "",
+                format(train_rec[key][i], fmt),
+                cell([long[j, i] for _, long in evals], fmt),
+                "",
+                cell(r[f"long_{kind}"][:, i]),
+            )
     return t
 
 
@@ -211,7 +229,7 @@ def summary(evals: list[tuple[PoseEval, np.ndarray]], train_rec: dict) -> str:
     over runs, per axis) of each kind of ratio."""
     r = ratios(evals, train_rec)
     lines = []
-    for kind in ("smp_std", "smp_vel", "anim_std", "anim_vel", "long_std"):
+    for kind in ("smp_std", "smp_vel", "anim_std", "anim_vel", "long_std", "long_vel"):
         med = np.median(r[kind], axis=0)
         inside = int(((med >= BAND[0]) & (med <= BAND[1])).sum())
         spread = r[kind].max(0) / r[kind].min(0)
