@@ -105,10 +105,13 @@ class HeadPoseConfig:
     one-pole low-pass, an exponential moving average with this time constant in frames,
     that the streaming sampler runs as well) and one for the fast rest, solved so that
     both the std and the mean |velocity| of the free run match the recorded ones
-    (:func:`lsp_models.sampling.calibrate.calibrate`). Why: on pexels the cpu-small samples
-    moved at the recorded speed over 0.5-0.8x the recorded range on pitch and y, which one
-    gain cannot fix both ways (README, head motion). The model's ``pose_gain_fast`` buffer
-    holds the fast band's gains."""
+    (:func:`lsp_models.sampling.calibrate.calibrate`). Why: on pexels the cpu-small free
+    runs moved at 1.1-1.5x the recorded speed over 0.45-0.9x the recorded range on pitch
+    and y, which one gain cannot fix both ways; with two bands (30 frames, the cpu-small
+    preset) 16 and 18 of 18 std and speed ratios of three training seeds are within
+    0.8-1.25x there (13 and 14 with one gain), and none is lost on the speech-driven
+    speaker (README, head motion). The model's ``pose_gain_fast`` buffer holds the fast
+    band's gains."""
 
     def __post_init__(self) -> None:
         for name in (
