@@ -10,6 +10,9 @@ Each render is a real photo's face mesh, textured from the photo, moving by sinu
   +-30 degrees of yaw and +-20 of pitch;
 * ``narrow``: a longer lens and smaller turns: f = 1100 px, 960x540, 30 fps, 8 s,
   +-20 degrees of yaw and +-12 of pitch, another motion seed;
+* ``long``: the render of issue 11's first measurement: f = 1400 px, 1280x720, 30 fps,
+  20 s, +-28 degrees of yaw and +-12 of pitch at 100 cm (a user's clip is minutes long; 5 s
+  turning once or twice fix f to no better than about 6 %, as ``test``'s interval shows);
 * ``expressive``: f = 900 px, 960x540, 30 fps, 10 s, +-35 degrees of yaw and +-15 of
   pitch at 80 cm, the face deformed every frame by the expressions of the real pexels
   clip (lsp_synth.expression: blinks, brows, smiles, speech; the skull rigid), and a hand
@@ -72,6 +75,8 @@ class Render:
 RENDERS = (
     Render("test", 500.0, (640, 360), 5.0, 30.0, 20.0, 0, 60.0),
     Render("narrow", 1100.0, (960, 540), 8.0, 20.0, 12.0, 3, 110.0),
+    # as the issue's first measurement: 20 s at 1280x720, f = 1400, +-28 degrees of yaw
+    Render("long", 1400.0, (1280, 720), 20.0, 28.0, 12.0, 1, 100.0),
     Render("expressive", 900.0, (960, 540), 10.0, 35.0, 15.0, 5, 80.0, expressive=True),
 )
 

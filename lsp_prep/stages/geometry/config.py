@@ -27,9 +27,10 @@ class CameraConfig:
     min_rotation_deg: float = 6.0
     """Below this spread of head rotation the focal length is not identifiable."""
     min_contrast: float = 0.03
-    """The error curve must rise by this fraction above its minimum towards both ends of
-    the searched range, or the data do not rule out a much flatter or deeper face
-    (``Calibration.bounded``; the features' poses are refused then)."""
+    """Focal lengths whose error is within this fraction of the curve's minimum are what
+    the data allow: a focal length they do not identify (the default field of view) is kept
+    among them. Whether the data bound f at all is their interval's business
+    (``Calibration.bounded``: it must lie inside the searched range)."""
     interval_level: float = 0.95
     """Confidence level of the focal length's interval (a bootstrap over frames and
     points of the error curve's minimum)."""

@@ -194,12 +194,8 @@ def refine_head(
         calib_features=calib_features,
     )
     if gate.require_focal and not cal.bounded:
-        why = cal.reason or (
-            f"their reprojection error rises less than {camera.min_contrast:.0%} towards one "
-            "end of the searched range"
-        )
         warning = (
-            f"the texture features do not fix the focal length ({why}), so they "
+            f"the texture features do not fix the focal length ({cal.reason}), so they "
             "determine the head's rotation no better than the landmarks; head poses come "
             "from the landmarks alone"
         )

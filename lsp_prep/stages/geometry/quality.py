@@ -41,8 +41,8 @@ class GateConfig:
     lost the face (pexels re-encoded: median 6.9 degrees)."""
     require_focal: bool = True
     """Refuse the refinement as a whole when the texture features do not bound the focal
-    length (``Calibration.bounded``: their reprojection error rises less than
-    ``camera.min_contrast`` towards one end of the searched range, or too little turn):
+    length (``Calibration.bounded``: the interval of their error curve's minimum reaches
+    an end of the searched range, or the head turns too little):
     the features are then explained as well by a much flatter or deeper face, so their
     rotations are not determined better than the landmarks'. Features that bound f but
     do not identify it (its interval too wide, ``camera.max_interval``) keep their poses,
