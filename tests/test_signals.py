@@ -37,12 +37,18 @@ def test_signal_inside_block_arrives_after_it_once():
 
 def test_keyboard_interrupt_in_block_reaches_caller_after_block():
     steps = []
-    with pytest.raises(KeyboardInterrupt):
-        with deferred_signals():
-            signal.raise_signal(signal.SIGINT)
-            steps.append("finished")
-    assert steps == ["finished"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own handler, also where pytest started with SIGINT ignored (a shell starts
+    # background jobs so when job control is off, and Python keeps that)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with deferred_signals():
+                signal.raise_signal(signal.SIGINT)
+                steps.append("finished")
+        assert steps == ["finished"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _left(folder: Path, timeout: float = 5.0) -> list[str]:
@@ -60,6 +66,8 @@ INTERRUPTED_START = """
 import signal, subprocess, sys
 from pathlib import Path
 from lsp_models.infer.video import VideoWriter
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
 
 real = subprocess.Popen._execute_child
 
