@@ -115,17 +115,17 @@ def _mirror_gap(rot_clip: np.ndarray, rot_mirror: np.ndarray) -> np.ndarray:
 
 @pytest.mark.slow
 def test_real_expressive_clip_and_its_mirror_keep_their_landmark_tracks(media, tmp_path, cut_clip):
-    """5 s of a real expressive clip (pexels) and its mirror image, prepped as shipped.
-    Neither clip's landmarks identify the focal length (95 % intervals 185-3661 and
-    185-4576 px, open towards short focal lengths): both use the default 615 px. Neither
-    clip's texture features bound f (the clip's 95 % interval is the whole searched range,
-    185-4576 px): refused (GateConfig.require_focal). While a 3 % contrast on the curve
-    decided that, the clip's features counted as bounding f and were refused later, their
-    head turning 2.8x as far as the landmarks' on pitch (GateConfig.max_spread); the
-    mirror image's were refused by require_focal then too. So both keep their landmark tracks, prep says why, and they
-    are mirror images within issue 11's 2 degrees: measured 1.05, p90 1.80. Before the
-    focal interval the contrast rule took the landmarks to fix f at 446 and 373 px for the
-    clip and its mirror image; the clip's features were then refused by require_focal, the
+    """5 s of a real expressive clip (pexels) and its mirror image, prepped as shipped. Neither
+    clip's landmarks identify the focal length (95 % intervals 185-3661 and 185-4576 px,
+    open towards short focal lengths): both use the default 615 px. Neither clip's texture
+    features bound f (the clip's 95 % interval is the whole searched range, 185-4576 px):
+    refused (GateConfig.require_focal). While a 3 % contrast on the curve decided that, the
+    clip's features counted as bounding f and were refused later, their head turning 2.8x as
+    far as the landmarks' on pitch (GateConfig.max_spread); the mirror image's were refused
+    by require_focal then too. So both keep their landmark tracks, prep says why, and they
+    are mirror images within issue 11's 2 degrees: measured 1.05, p90 1.80. Before the focal
+    interval the contrast rule took the landmarks to fix f at 446 and 373 px for the clip
+    and its mirror image; the clip's features were then refused by require_focal, the
     mirror's (347 px, turning 2-2.7x) by max_spread (accepted, the two tracks were 9.7
     degrees apart), and the landmark tracks were 1.39 degrees apart (p90 2.25)."""
     from lsp_prep.pipeline import prep_video
