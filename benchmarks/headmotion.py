@@ -241,7 +241,7 @@ def summary(evals: list[tuple[PoseEval, np.ndarray]], train_rec: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--dataset", type=Path, help="a prepped dataset (default: pexels, prepped)")
     ap.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="training seeds")

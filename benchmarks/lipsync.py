@@ -557,7 +557,7 @@ def target_floor(speaker: Speaker, dataset: Path, frame: Frame, *, depth: bool =
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
     ap.add_argument("--seconds", type=float, default=150.0, help="rendered speech (s)")
     ap.add_argument("--apc", nargs="+", default=["corpus", "own"], choices=["corpus", "own"])

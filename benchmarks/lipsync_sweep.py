@@ -43,7 +43,7 @@ def split_settings(settings: list[str]) -> tuple[list[str], list[str]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--work", type=Path, required=True, help="a lipsync.py work folder")
     ap.add_argument("--run", default="run_corpus", help="the run folder inside it")
     ap.add_argument(
