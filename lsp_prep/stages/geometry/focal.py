@@ -204,7 +204,7 @@ def search_focal(
     curve_err = np.array([solved[key][0] for key in keys])
     best = float(keys[np.argmin(curve_err)])
     interval = (np.nan, np.nan)
-    bounded = False
+    searched = (float(np.exp(lo)), float(np.exp(hi)))
     if turns:
         cost = np.stack(
             [
@@ -216,10 +216,8 @@ def search_focal(
             keys, cost, level=config.interval_level, n_boot=config.n_boot, groups=groups
         )
         interval = (float(np.exp(log_lo)), float(np.exp(log_hi)))
-        bounded = bool(keys[0] < log_lo and log_hi < keys[-1])
-    reason = _unidentified(
-        spread, interval, float(np.exp(best)), (float(np.exp(lo)), float(np.exp(hi))), config=config
-    )
+    bounded = turns and not _open_side(interval, searched)
+    reason = _unidentified(spread, interval, float(np.exp(best)), searched, config=config)
     source, log_default = name, float(np.log(f_default))
     if not reason:
         focal = float(np.exp(best))
@@ -371,6 +369,17 @@ def _bracket_minimum(
             d = a + gr * (b - a)
 
 
+def _open_side(interval: tuple[float, float], searched: tuple[float, float]) -> str:
+    """``"short"`` or ``"long"`` when the ``interval`` (pixels) reaches that end of the
+    ``searched`` range (the curve does not bound f there; :func:`minimum_interval` returns
+    the end itself), else ``""``."""
+    if interval[0] <= searched[0] * (1 + 1e-9):
+        return "short"
+    if interval[1] >= searched[1] * (1 - 1e-9):
+        return "long"
+    return ""
+
+
 def _unidentified(
     spread: float,
     interval: tuple[float, float],
@@ -387,8 +396,8 @@ def _unidentified(
         return f"the head turns only {spread:.1f} degrees (needs {config.min_rotation_deg:g})"
     lo, hi = interval
     pct = f"{config.interval_level:.0%}"
-    if lo <= searched[0] * (1 + 1e-9) or hi >= searched[1] * (1 - 1e-9):
-        side = "short" if lo <= searched[0] * (1 + 1e-9) else "long"
+    side = _open_side(interval, searched)
+    if side:
         return (
             f"the reprojection error does not bound f towards {side} focal lengths "
             f"({pct} interval {lo:.0f}-{hi:.0f} px)"
