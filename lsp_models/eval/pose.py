@@ -25,7 +25,7 @@ from lsp_models.eval.data import ValSplit
 from lsp_models.eval.metrics import pose_statistics
 from lsp_models.infer.config import AnimateConfig
 from lsp_models.infer.loading import Models, pose_history, recorded_poses
-from lsp_models.infer.motion import smooth, smoothing
+from lsp_models.infer.motion import smooth_pose
 from lsp_models.infer.predict import postprocess_pose, sample_poses
 from lsp_models.sampling.calibrate import uncalibrated
 from lsp_prep.constants import FPS
@@ -148,8 +148,7 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> list[float]:
 
 def smooth_like_animate(models: Models, pose: np.ndarray, config: AnimateConfig) -> np.ndarray:
     """Poses (N, 6) smoothed with animate's rotation and translation filters, unamplified."""
-    f = smoothing(config, models.delay, 0.0)
-    return np.concatenate([smooth(pose[:, :3], **f["rot"]), smooth(pose[:, 3:], **f["trans"])], 1)
+    return smooth_pose(pose, config, models.delay)
 
 
 def eval_pose(

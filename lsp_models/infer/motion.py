@@ -122,6 +122,14 @@ def smoothing(config: AnimateConfig, delay: int, camera_sigma: float) -> dict[st
     }
 
 
+def smooth_pose(pose: np.ndarray, config: AnimateConfig, delay: int = 0) -> np.ndarray:
+    """Poses (N, 6) (rotation, translation; any per-axis units) smoothed in time with
+    animate's rotation and translation filters (``delay``: the mouth model's, which only
+    ``config.max_lookahead_s`` uses)."""
+    f = smoothing(config, delay, 0.0)
+    return np.concatenate([smooth(pose[:, :3], **f["rot"]), smooth(pose[:, 3:], **f["trans"])], 1)
+
+
 def pingpong(i: np.ndarray, start: int, length: int) -> np.ndarray:
     """Indices into a run ``start .. start + length - 1`` played forwards, then backwards, ...
     for frames ``i`` (so a replayed track never jumps)."""

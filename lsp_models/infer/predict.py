@@ -29,6 +29,7 @@ from lsp_models.infer.motion import (
     place_boxes,
     shoulder_points2d,
     smooth,
+    smooth_pose,
     smoothing,
 )
 from lsp_models.nets.generator import from_unit, renderer_input
@@ -165,9 +166,7 @@ def amplify_pose(models: Models, pose: np.ndarray, config: AnimateConfig) -> np.
 def postprocess_pose(models: Models, pose: np.ndarray, config: AnimateConfig) -> np.ndarray:
     """Sampled poses (N, 6) as animate uses them: amplified, then rotation and translation
     smoothed in time with their own Gaussian sigmas."""
-    pose = amplify_pose(models, pose, config)
-    f = smoothing(config, models.delay, 0.0)
-    return np.concatenate([smooth(pose[:, :3], **f["rot"]), smooth(pose[:, 3:], **f["trans"])], 1)
+    return smooth_pose(amplify_pose(models, pose, config), config, models.delay)
 
 
 def frame_geometry(
