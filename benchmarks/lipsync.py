@@ -556,6 +556,47 @@ def target_floor(speaker: Speaker, dataset: Path, frame: Frame, *, depth: bool =
     )
 
 
+def target_geometry(speaker: Speaker, dataset: Path, frame: Frame) -> dict[str, float]:
+    """Why the floor of :func:`target_floor` is where it is, on the val frames (fits on the
+    train frames): ``readout``, err/base of the truth's best linear readout from the targets
+    (all 75 coordinates and an intercept: how much of the truth they carry, in whatever
+    geometry); ``lips_y`` and ``jaw_y``, the RMS of the targets' expected vertical
+    displacement given the truth's mouth parameters over the truth's (how far they move
+    where the truth moves, the lips' 18 and the jaw's 7 points); ``jaw_z_r``, Pearson r of
+    the two in depth on the jaw points (the same sign or not)."""
+    tracked, valid, train, val = tracked_mouth(dataset)
+    src = np.minimum(source_frames(len(valid), speaker.fps), len(speaker.params) - 1)
+    params = speaker.params[src][:, [MOUTH_PARAMS.index(k) for k in ("jaw", "lips", "width")]]
+    x = np.column_stack([params, np.ones(len(params))])
+    moved = (tracked - frame.tracked_mean).reshape(len(tracked), -1)
+    truth = (frame.apply(speaker.mouth_points[src]) - frame.truth_mean).reshape(len(src), -1)
+    tr, va = train[valid[train]], val[valid[val]]
+
+    def fit(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # b's linear fit on a, at va
+        a1 = np.column_stack([a, np.ones(len(a))])
+        return (a1[va] @ np.linalg.lstsq(a1[tr], b[tr], rcond=None)[0]).reshape(len(va), 25, 3)
+
+    true = truth[va].reshape(len(va), 25, 3)
+    readout = fit(moved, truth)
+    expected, true_expected = fit(x[:, :3], moved), fit(x[:, :3], truth)
+    jaw, lips = np.arange(7), np.arange(7, 25)
+
+    def rms_ratio(idx: np.ndarray, axis: int) -> float:
+        a, b = expected[:, idx, axis], true_expected[:, idx, axis]
+        return float(np.sqrt((a**2).mean() / (b**2).mean()))
+
+    return {
+        "readout": float(
+            np.linalg.norm(readout - true, axis=-1).mean() / np.linalg.norm(true, axis=-1).mean()
+        ),
+        "lips_y": rms_ratio(lips, 1),
+        "jaw_y": rms_ratio(jaw, 1),
+        "jaw_z_r": float(
+            np.corrcoef(expected[:, jaw, 2].ravel(), true_expected[:, jaw, 2].ravel())[0, 1]
+        ),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
@@ -622,6 +663,15 @@ def main() -> None:
         f"{flat_err / base:.2f} and {flat_floor:.2f}",
         highlight=False,
     )
+    geometry = target_geometry(speaker, dataset, frame)
+    console.print(
+        f"where the floor comes from: a linear readout of the truth from the targets scores "
+        f"err/base {geometry['readout']:.2f} (they carry the truth, in another geometry); "
+        f"given the truth's parameters the targets move {geometry['lips_y']:.2f}x as far as "
+        f"the truth vertically on the lips and {geometry['jaw_y']:.2f}x on the jaw, and the "
+        f"jaw's depth goes with r {geometry['jaw_z_r']:.2f}",
+        highlight=False,
+    )
     console.print(timing_table(clock, trained))
     if args.renderer and first_run is not None:
         from lsp_models.infer.animate import animate
@@ -646,6 +696,7 @@ def main() -> None:
             "floor": floor,
             "error_mm_no_depth": flat_err,
             "floor_no_depth": flat_floor,
+            **geometry,
         },
         "seconds": {"clock": clock, "trained": trained},
     }

@@ -12,6 +12,7 @@ from benchmarks.lipsync import (
     prep_speaker,
     render_speaker,
     score_speech,
+    target_geometry,
     train_run,
     variance_split,
 )
@@ -55,3 +56,8 @@ def test_the_models_learn_the_speakers_lip_sync(tmp_path) -> None:
     assert split["all 25"]["truth mouth"] > 0.45, split
     assert split["all 25"]["head pose"] < 0.05, split
     assert np.isfinite([v for g in split.values() for v in g.values()]).all()
+    geometry = target_geometry(speaker, dataset, frame)
+    # the targets carry the truth (a linear readout of it from them), in another geometry:
+    # the lips open less far than the truth's (180 s render: readout 0.18, lips 0.70x)
+    assert geometry["readout"] < 0.4, geometry
+    assert 0.4 < geometry["lips_y"] < 0.95, geometry
