@@ -1,6 +1,6 @@
 """Lip sync, measured where the relation between sound and mouth is known (issue 12).
 
-    python benchmarks/lipsync.py [--work DIR] [--seconds 150] [--apc corpus own]
+    python benchmarks/lipsync.py [--work DIR] [--seconds 150] [--apc corpus own [multi]]
                                  [--delays 18 0] [--renderer] [--threads 1] [--set key=value ...]
 
 1. **The speaker.** A real photo's head (scikit-image's astronaut) speaks 2.5 minutes of
@@ -11,7 +11,9 @@
    +-10 pitch, +-5 roll), 960x540 at 30 FPS.
 2. ``lsp prep`` of that clip (the voice given as the lossless WAV).
 3. ``lsp train`` at ``--preset cpu-small``: APC on the REST of the prompts (about 22 min,
-   never rendered; ``--apc own``: on the person's own audio instead, issue 12 item 5),
+   never rendered; ``--apc own``: on the person's own audio instead, issue 12 item 5;
+   ``--apc multi``: on up to ``--multi-minutes`` of each of five speakers, those prompts
+   and four more voices in French, Italian and Russian, :data:`MULTI_PACKAGES`),
    the mouth model once per ``--delays`` value (``mouth.delay``), the head-pose model
    (needed to load a run; its numbers are benchmarks/headmotion.py's). The renderer only
    with ``--renderer`` (the mouth numbers do not need it; it adds an ``lsp animate`` video).
@@ -66,6 +68,16 @@ from lsp_synth.speaker import MOUTH_PARAMS, SpeakerRule
 
 console = Console(width=200)
 
+MULTI_PACKAGES = (
+    "asterisk_prompts_fr",
+    "asterisk_prompts_it",
+    "asterisk_prompts_ru",
+    "asterisk_prompts_it_menardi",
+)
+"""The other speakers of ``--apc multi`` (:data:`lsp_synth.samples.PACKAGES`), beside the
+English prompts that are not rendered."""
+MULTI_MINUTES = 10.0
+"""Default of ``--multi-minutes``: at most this much of each speaker in ``--apc multi``."""
 MAX_LAG = 15
 """Best-lag search range (60 FPS frames each way)."""
 ANIMATE_FPS = 60
@@ -183,6 +195,51 @@ def render_speaker(work: Path, setup: SpeakerSetup) -> Speaker:
     return Speaker(
         video, voice, corpus, float(t["fps"]), t["params"], t["euler_deg"], t["mouth_points"]
     )
+
+
+def wav_seconds(path: Path) -> float:
+    """Duration of a PCM WAV file from its header (no decoding)."""
+    import wave
+
+    with wave.open(str(path)) as w:
+        return w.getnframes() / w.getframerate()
+
+
+def multi_corpus(
+    folder: Path, speakers: dict[str, list[Path]], *, minutes: float, seed: int = 0
+) -> dict[str, float]:
+    """Make ``folder`` (anew) a balanced multi-speaker corpus: per speaker of ``speakers``
+    (name -> its WAV files), its files in a seeded order, each taken while the speaker's
+    total stays within ``minutes``, as symlinks ``NAME_INDEX_FILENAME``. Returns the
+    minutes taken per speaker. The folder appears complete or not at all."""
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    taken: dict[str, float] = {}
+    for name, files in speakers.items():
+        order = np.random.default_rng(seed).permutation(len(files))
+        total = 0.0
+        for i in order:
+            seconds = wav_seconds(files[i])
+            if total + seconds > 60 * minutes:
+                continue
+            total += seconds
+            (partial / f"{name}_{i:04d}_{files[i].name}").symlink_to(files[i].resolve())
+        taken[name] = total / 60
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    return taken
+
+
+def multi_speakers(speaker: Speaker) -> dict[str, list[Path]]:
+    """The speakers of ``--apc multi``: the prompts not rendered, then :data:`MULTI_PACKAGES`
+    (fetched when needed)."""
+    from lsp_synth.samples import fetch_package
+
+    out = {"en": sorted(speaker.corpus.iterdir())}
+    for name in MULTI_PACKAGES:
+        out[name.removeprefix("asterisk_prompts_")] = sorted(fetch_package(name).rglob("*.wav"))
+    return out
 
 
 def prep_speaker(speaker: Speaker, out_dir: Path) -> Path:
@@ -560,7 +617,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
     ap.add_argument("--seconds", type=float, default=150.0, help="rendered speech (s)")
-    ap.add_argument("--apc", nargs="+", default=["corpus", "own"], choices=["corpus", "own"])
+    ap.add_argument(
+        "--apc", nargs="+", default=["corpus", "own"], choices=["corpus", "own", "multi"]
+    )
+    ap.add_argument(
+        "--multi-minutes",
+        type=float,
+        default=MULTI_MINUTES,
+        help="--apc multi: at most this many minutes of each speaker",
+    )
     ap.add_argument("--delays", type=int, nargs="+", default=[18, 0])
     ap.add_argument("--renderer", action="store_true", help="train the renderer, animate a video")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="preset override")
@@ -585,6 +650,14 @@ def main() -> None:
     heldout = heldout_speech()
     y_train = _load_wav(speaker.voice)
     seen = {"training speech": y_train[: 30 * SAMPLE_RATE]}
+    corpora: dict[str, Path | None] = {"corpus": speaker.corpus, "own": None}
+    if "multi" in args.apc:
+        corpora["multi"] = work / "corpus_multi"
+        taken = multi_corpus(corpora["multi"], multi_speakers(speaker), minutes=args.multi_minutes)
+        console.log(
+            "multi-speaker corpus: " + ", ".join(f"{k} {v:.1f} min" for k, v in taken.items()),
+            highlight=False,
+        )
     rows, trained = [], {}
     first_run = None
     for source in args.apc:
@@ -593,7 +666,7 @@ def main() -> None:
         trained[source] = train_run(
             run,
             dataset,
-            corpus=speaker.corpus if source == "corpus" else None,
+            corpus=corpora[source],
             delays=args.delays,
             overrides=args.sets,
             headpose_from=None if first_run is None else first_run / "headpose",
