@@ -482,6 +482,29 @@ def score_speech(
     )
 
 
+def apc_prediction(run: Path, speech: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per clip of ``speech`` (16 kHz): the L1 of RUN's APC predicting the log-mel ``shift``
+    frames ahead (its training loss), over the L1 of copying the frame ``shift`` back, both
+    on the input APC reads (normalised, empty bands out). Below 1: APC predicts more of the
+    speech than that it goes on as it is."""
+    import torch
+
+    from lsp_models.train.apc import apc_input, load_apc
+    from lsp_prep.stages.audio import video_log_mel
+
+    net, mean, std = load_apc(run)
+    n = net.config.shift
+    out = {}
+    for name, y in speech.items():
+        frames = int(len(y) * ANIMATE_FPS / SAMPLE_RATE)
+        mel = video_log_mel(y, sr=SAMPLE_RATE, n_video_frames=frames, fps=ANIMATE_FPS).T
+        x = torch.from_numpy(apc_input(net.config, mel, mean, std))[None]  # (1, T, n_mels)
+        with torch.no_grad():
+            l1 = net.losses(x)["l1"].item()
+        out[name] = l1 / (x[:, n:] - x[:, :-n]).abs().mean().item()
+    return out
+
+
 def person_mouth_index() -> np.ndarray:
     from lsp_prep.layout import load_layout
 
@@ -658,7 +681,7 @@ def main() -> None:
             "multi-speaker corpus: " + ", ".join(f"{k} {v:.1f} min" for k, v in taken.items()),
             highlight=False,
         )
-    rows, trained = [], {}
+    rows, trained, prediction = [], {}, {}
     first_run = None
     for source in args.apc:
         run = work / f"run_{source}"
@@ -673,6 +696,7 @@ def main() -> None:
             renderer=args.renderer and first_run is None,
         )
         first_run = first_run or run
+        prediction[source] = apc_prediction(run, {**heldout, **seen})
         for i, d in enumerate(args.delays):
             folder = mouth_folder(d, first=i == 0)
             console.log(f"score {run.name}/{folder}")
@@ -681,6 +705,7 @@ def main() -> None:
                 s = score_speech(run, dataset, frame, setup.rule, speech, mouth=folder)
                 rows.append((source, d, label, val, s))
     console.print(result_table(rows, dataset, heldout))
+    console.print(prediction_table(prediction))
     split = variance_split(speaker, dataset)
     console.print(variance_table(split, opening_tracking_r(speaker, dataset)))
     err, base, amplitude = targets_error(speaker, dataset, frame)
@@ -711,6 +736,7 @@ def main() -> None:
             {"apc": s, "delay": d, "speech": lab, "val": v, "score": sc.__dict__}
             for s, d, lab, v, sc in rows
         ],
+        "apc_prediction": prediction,
         "variance": split,
         "targets": {
             "error_mm": err,
@@ -757,6 +783,21 @@ def result_table(rows: list, dataset: Path, heldout: dict[str, np.ndarray]) -> T
             f"{s.r_best:.2f}",
             str(s.lag),
         )
+    return t
+
+
+def prediction_table(prediction: dict[str, dict[str, float]]) -> Table:
+    t = Table(
+        title="APC's L1 predicting the log-mel apc.shift frames ahead over copying the frame "
+        "apc.shift back, per clip (below 1: it predicts)",
+        title_justify="left",
+    )
+    t.add_column("APC")
+    clips = list(next(iter(prediction.values())))
+    for c in clips:
+        t.add_column(c, justify="right")
+    for source, ratios in prediction.items():
+        t.add_row(source, *(f"{ratios[c]:.2f}" for c in clips))
     return t
 
 

@@ -73,3 +73,36 @@ def test_the_multi_speaker_packages_are_pinned_and_each_another_voice() -> None:
     voices = [p.folder.rsplit("/", 1)[1].rsplit("_", 1)[1] for p in packages]
     assert len(set(voices)) == len(voices), voices
     assert len({p.package for p in packages}) == len(packages)
+
+
+@pytest.mark.slow  # trains APC (a few seconds)
+@pytest.mark.usefixtures("one_thread")
+def test_apc_prediction_is_below_copying_where_the_future_differs(tmp_path) -> None:
+    """APC trained briefly on noise bursts and a tone alternating every 3 mel frames (25 ms),
+    where copying the frame 3 back is always wrong, predicts them better than copying."""
+    from benchmarks.lipsync import apc_prediction
+    from lsp_models.nets.apc import APCConfig
+    from lsp_models.train.apc import train_apc
+    from lsp_models.train.loop import TrainConfig
+    from lsp_prep.constants import SAMPLE_RATE
+
+    rng = np.random.default_rng(0)
+    seg = SAMPLE_RATE // 40  # 25 ms
+    t = np.arange(seg) / SAMPLE_RATE
+    tone = 0.3 * np.sin(2 * np.pi * 300 * t)
+    y = np.concatenate(
+        [0.2 * rng.standard_normal(seg) if i % 2 else tone for i in range(60)]
+    ).astype(np.float32)  # 1.5 s
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    write_wav(corpus / "bursts.wav", y, sr=SAMPLE_RATE)
+    run = tmp_path / "run"
+    train_apc(
+        run_dir=run,
+        corpus=corpus,
+        model=APCConfig(hidden=32),
+        config=TrainConfig(max_steps=20, batch_size=2, lr=1e-2, lr_end=1e-3, log_every=10),
+    )
+    ratio = apc_prediction(run, {"bursts": y})
+    assert set(ratio) == {"bursts"}
+    assert 0.0 < ratio["bursts"] < 0.5, ratio
