@@ -1,7 +1,8 @@
 """Lip sync, measured where the relation between sound and mouth is known (issue 12).
 
     python benchmarks/lipsync.py [--work DIR] [--seconds 150] [--apc corpus own [multi]]
-                                 [--delays 18 0] [--renderer] [--threads 1] [--set key=value ...]
+                                 [--multi-minutes 10] [--delays 18 0] [--renderer]
+                                 [--threads 1] [--set key=value ...]
 
 1. **The speaker.** A real photo's head (scikit-image's astronaut) speaks 2.5 minutes of
    real recorded speech of one woman (Debian's asterisk-core-sounds-en-wav prompts, in a
@@ -30,7 +31,8 @@ the truth (the rule's mesh for that audio, placed in the dataset's object frame 
 similarity fitted on the rendered frames; both as displacements from their means over the
 render, so the baseline is "the mean mouth"), mm; ``r0``: Pearson r of the inner-lip
 opening (animate's smoothed mouth) with the truth's at lag 0; ``r*`` and ``lag``: the best
-r within +-15 frames (60 FPS) and its lag (positive: the prediction is late).
+r within +-15 frames (60 FPS) and its lag (positive: the prediction is late). Then, per
+APC, how well it predicts each speech clip's log-mel (:func:`apc_prediction`).
 
 Then the variance split of the dataset's mouth targets (``track/mouth_displacement``):
 R^2 on the val frames of a linear regression fitted on the train frames, from the truth
