@@ -1,7 +1,8 @@
 """Lip sync, measured where the relation between sound and mouth is known (issue 12).
 
-    python benchmarks/lipsync.py [--work DIR] [--seconds 150] [--apc corpus own]
-                                 [--delays 18 0] [--renderer] [--threads 1] [--set key=value ...]
+    python benchmarks/lipsync.py [--work DIR] [--seconds 150] [--apc corpus own [multi]]
+                                 [--multi-minutes 10] [--delays 18 0] [--renderer]
+                                 [--threads 1] [--set key=value ...]
 
 1. **The speaker.** A real photo's head (scikit-image's astronaut) speaks 2.5 minutes of
    real recorded speech of one woman (Debian's asterisk-core-sounds-en-wav prompts, in a
@@ -11,7 +12,9 @@
    +-10 pitch, +-5 roll), 960x540 at 30 FPS.
 2. ``lsp prep`` of that clip (the voice given as the lossless WAV).
 3. ``lsp train`` at ``--preset cpu-small``: APC on the REST of the prompts (about 22 min,
-   never rendered; ``--apc own``: on the person's own audio instead, issue 12 item 5),
+   never rendered; ``--apc own``: on the person's own audio instead, issue 12 item 5;
+   ``--apc multi``: on up to ``--multi-minutes`` of each of five speakers, those prompts
+   and four more voices in French, Italian and Russian, :data:`MULTI_PACKAGES`),
    the mouth model once per ``--delays`` value (``mouth.delay``), the head-pose model
    (needed to load a run; its numbers are benchmarks/headmotion.py's). The renderer only
    with ``--renderer`` (the mouth numbers do not need it; it adds an ``lsp animate`` video).
@@ -28,7 +31,8 @@ the truth (the rule's mesh for that audio, placed in the dataset's object frame 
 similarity fitted on the rendered frames; both as displacements from their means over the
 render, so the baseline is "the mean mouth"), mm; ``r0``: Pearson r of the inner-lip
 opening (animate's smoothed mouth) with the truth's at lag 0; ``r*`` and ``lag``: the best
-r within +-15 frames (60 FPS) and its lag (positive: the prediction is late).
+r within +-15 frames (60 FPS) and its lag (positive: the prediction is late). Then, per
+APC, how well it predicts each speech clip's log-mel (:func:`apc_prediction`).
 
 Then the variance split of the dataset's mouth targets (``track/mouth_displacement``):
 R^2 on the val frames of a linear regression fitted on the train frames, from the truth
@@ -66,6 +70,16 @@ from lsp_synth.speaker import MOUTH_PARAMS, SpeakerRule
 
 console = Console(width=200)
 
+MULTI_PACKAGES = (
+    "asterisk_prompts_fr",
+    "asterisk_prompts_it",
+    "asterisk_prompts_ru",
+    "asterisk_prompts_it_menardi",
+)
+"""The other speakers of ``--apc multi`` (:data:`lsp_synth.samples.PACKAGES`), beside the
+English prompts that are not rendered."""
+MULTI_MINUTES = 10.0
+"""Default of ``--multi-minutes``: at most this much of each speaker in ``--apc multi``."""
 MAX_LAG = 15
 """Best-lag search range (60 FPS frames each way)."""
 ANIMATE_FPS = 60
@@ -183,6 +197,51 @@ def render_speaker(work: Path, setup: SpeakerSetup) -> Speaker:
     return Speaker(
         video, voice, corpus, float(t["fps"]), t["params"], t["euler_deg"], t["mouth_points"]
     )
+
+
+def wav_seconds(path: Path) -> float:
+    """Duration of a PCM WAV file from its header (no decoding)."""
+    import wave
+
+    with wave.open(str(path)) as w:
+        return w.getnframes() / w.getframerate()
+
+
+def multi_corpus(
+    folder: Path, speakers: dict[str, list[Path]], *, minutes: float, seed: int = 0
+) -> dict[str, float]:
+    """Make ``folder`` (anew) a balanced multi-speaker corpus: per speaker of ``speakers``
+    (name -> its WAV files), its files in a seeded order, each taken while the speaker's
+    total stays within ``minutes``, as symlinks ``NAME_INDEX_FILENAME``. Returns the
+    minutes taken per speaker. The folder appears complete or not at all."""
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    taken: dict[str, float] = {}
+    for name, files in speakers.items():
+        order = np.random.default_rng(seed).permutation(len(files))
+        total = 0.0
+        for i in order:
+            seconds = wav_seconds(files[i])
+            if total + seconds > 60 * minutes:
+                continue
+            total += seconds
+            (partial / f"{name}_{i:04d}_{files[i].name}").symlink_to(files[i].resolve())
+        taken[name] = total / 60
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    return taken
+
+
+def multi_speakers(speaker: Speaker) -> dict[str, list[Path]]:
+    """The speakers of ``--apc multi``: the prompts not rendered, then :data:`MULTI_PACKAGES`
+    (fetched when needed)."""
+    from lsp_synth.samples import fetch_package
+
+    out = {"en": sorted(speaker.corpus.iterdir())}
+    for name in MULTI_PACKAGES:
+        out[name.removeprefix("asterisk_prompts_")] = sorted(fetch_package(name).rglob("*.wav"))
+    return out
 
 
 def prep_speaker(speaker: Speaker, out_dir: Path) -> Path:
@@ -425,6 +484,29 @@ def score_speech(
     )
 
 
+def apc_prediction(run: Path, speech: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per clip of ``speech`` (16 kHz): the L1 of RUN's APC predicting the log-mel ``shift``
+    frames ahead (its training loss), over the L1 of copying the frame ``shift`` back, both
+    on the input APC reads (normalised, empty bands out). Below 1: APC predicts more of the
+    speech than that it goes on as it is."""
+    import torch
+
+    from lsp_models.train.apc import apc_input, load_apc
+    from lsp_prep.stages.audio import video_log_mel
+
+    net, mean, std = load_apc(run)
+    n = net.config.shift
+    out = {}
+    for name, y in speech.items():
+        frames = int(len(y) * ANIMATE_FPS / SAMPLE_RATE)
+        mel = video_log_mel(y, sr=SAMPLE_RATE, n_video_frames=frames, fps=ANIMATE_FPS).T
+        x = torch.from_numpy(apc_input(net.config, mel, mean, std))[None]  # (1, T, n_mels)
+        with torch.no_grad():
+            l1 = net.losses(x)["l1"].item()
+        out[name] = l1 / (x[:, n:] - x[:, :-n]).abs().mean().item()
+    return out
+
+
 def person_mouth_index() -> np.ndarray:
     from lsp_prep.layout import load_layout
 
@@ -601,7 +683,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
     ap.add_argument("--seconds", type=float, default=150.0, help="rendered speech (s)")
-    ap.add_argument("--apc", nargs="+", default=["corpus", "own"], choices=["corpus", "own"])
+    ap.add_argument(
+        "--apc", nargs="+", default=["corpus", "own"], choices=["corpus", "own", "multi"]
+    )
+    ap.add_argument(
+        "--multi-minutes",
+        type=float,
+        default=MULTI_MINUTES,
+        help="--apc multi: at most this many minutes of each speaker",
+    )
     ap.add_argument("--delays", type=int, nargs="+", default=[18, 0])
     ap.add_argument("--renderer", action="store_true", help="train the renderer, animate a video")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="preset override")
@@ -626,7 +716,15 @@ def main() -> None:
     heldout = heldout_speech()
     y_train = _load_wav(speaker.voice)
     seen = {"training speech": y_train[: 30 * SAMPLE_RATE]}
-    rows, trained = [], {}
+    corpora: dict[str, Path | None] = {"corpus": speaker.corpus, "own": None}
+    if "multi" in args.apc:
+        corpora["multi"] = work / "corpus_multi"
+        taken = multi_corpus(corpora["multi"], multi_speakers(speaker), minutes=args.multi_minutes)
+        console.log(
+            "multi-speaker corpus: " + ", ".join(f"{k} {v:.1f} min" for k, v in taken.items()),
+            highlight=False,
+        )
+    rows, trained, prediction = [], {}, {}
     first_run = None
     for source in args.apc:
         run = work / f"run_{source}"
@@ -634,13 +732,14 @@ def main() -> None:
         trained[source] = train_run(
             run,
             dataset,
-            corpus=speaker.corpus if source == "corpus" else None,
+            corpus=corpora[source],
             delays=args.delays,
             overrides=args.sets,
             headpose_from=None if first_run is None else first_run / "headpose",
             renderer=args.renderer and first_run is None,
         )
         first_run = first_run or run
+        prediction[source] = apc_prediction(run, {**heldout, **seen})
         for i, d in enumerate(args.delays):
             folder = mouth_folder(d, first=i == 0)
             console.log(f"score {run.name}/{folder}")
@@ -649,6 +748,7 @@ def main() -> None:
                 s = score_speech(run, dataset, frame, setup.rule, speech, mouth=folder)
                 rows.append((source, d, label, val, s))
     console.print(result_table(rows, dataset, heldout))
+    console.print(prediction_table(prediction))
     split = variance_split(speaker, dataset)
     console.print(variance_table(split, opening_tracking_r(speaker, dataset)))
     err, base, amplitude = targets_error(speaker, dataset, frame)
@@ -688,6 +788,7 @@ def main() -> None:
             {"apc": s, "delay": d, "speech": lab, "val": v, "score": sc.__dict__}
             for s, d, lab, v, sc in rows
         ],
+        "apc_prediction": prediction,
         "variance": split,
         "targets": {
             "error_mm": err,
@@ -735,6 +836,21 @@ def result_table(rows: list, dataset: Path, heldout: dict[str, np.ndarray]) -> T
             f"{s.r_best:.2f}",
             str(s.lag),
         )
+    return t
+
+
+def prediction_table(prediction: dict[str, dict[str, float]]) -> Table:
+    t = Table(
+        title="APC's L1 predicting the log-mel apc.shift frames ahead over copying the frame "
+        "apc.shift back, per clip (below 1: it predicts)",
+        title_justify="left",
+    )
+    t.add_column("APC")
+    clips = list(next(iter(prediction.values())))
+    for c in clips:
+        t.add_column(c, justify="right")
+    for source, ratios in prediction.items():
+        t.add_row(source, *(f"{ratios[c]:.2f}" for c in clips))
     return t
 
 

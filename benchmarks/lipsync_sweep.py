@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python benchmarks/lipsync_sweep.py --work DIR [--run run_corpus] [--threads 1]
                                                    --variant NAME [key=value ...] [--variant ...]
+                                                   [--per-voice]
 
 ``DIR`` is a work folder of ``benchmarks/lipsync.py`` (its render, dataset and a run with
 APC, the feature database and the head-pose model). Each ``--variant`` trains a mouth model
@@ -19,8 +20,9 @@ Scores as lipsync.py's table: ``lsp eval``'s val error against the mean baseline
 held-out and training speech the error against the truth, err/base, lip-opening r at lag 0
 and the best lag. The first row, ``targets``, is the dataset's own mouth targets taken as
 the prediction of the truth (what a model that reproduced them exactly would score) and
-their RMS against the truth's. Rows are kept in ``DIR/sweep.json`` by
-name.
+their RMS against the truth's. ``--per-voice``: each held-out voice scored on its own
+as well (err/base and r0 per voice, a second table). Rows are kept in ``DIR/sweep.json``
+by name.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def main() -> None:
     ap.add_argument(
         "--variant", nargs="+", action="append", required=True, metavar="NAME [key=value]"
     )
+    ap.add_argument("--per-voice", action="store_true", help="score each held-out voice too")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     args = ap.parse_args()
     import torch
@@ -94,9 +97,18 @@ def main() -> None:
             ).__dict__
             for label, speech in (("held-out", heldout), ("training", seen))
         }
+        if args.per_voice:
+            scores["voices"] = {
+                voice: lipsync.score_speech(
+                    run, dataset, frame, setup.rule, {voice: y}, mouth=folder, animate=animate
+                ).__dict__
+                for voice, y in heldout.items()
+            }
         record[name] = {"settings": settings, "seconds": seconds, "val": val, **scores}
         record_file.write_text(json.dumps(record, indent=2))
     console.print(sweep_table(record))
+    if any("voices" in row for row in record.values()):
+        console.print(voice_table(record))
 
 
 def sweep_table(record: dict) -> Table:
@@ -133,6 +145,28 @@ def sweep_table(record: dict) -> Table:
                     f"{sc['r_best']:.2f}",
                     str(sc["lag"]),
                 )
+            ),
+        )
+    return t
+
+
+def voice_table(record: dict) -> Table:
+    """err/base and r0 per held-out voice, for the variants scored ``--per-voice``."""
+    rows = {name: row["voices"] for name, row in record.items() if "voices" in row}
+    voices = list(next(iter(rows.values())))
+    t = Table(
+        title="per held-out voice: error / mean baseline, lip-opening r at lag 0",
+        title_justify="left",
+    )
+    t.add_column("variant")
+    for v in voices:
+        t.add_column(v, justify="right")
+    for name, scores in rows.items():
+        t.add_row(
+            name,
+            *(
+                f"{scores[v]['error_mm'] / scores[v]['baseline_mm']:.2f} / {scores[v]['r0']:.2f}"
+                for v in voices
             ),
         )
     return t

@@ -189,6 +189,47 @@ PACKAGES: dict[str, DebianPackage] = {
             description="codec2's test speech of several speakers (wav/: 8 kHz; "
             "raw/speech_orig_16k.wav: 16 kHz)",
         ),
+        # more real speakers for a multi-speaker APC corpus (benchmarks/lipsync.py --apc
+        # multi), each another voice than the English prompts and the held-out speech;
+        # asterisk-core-sounds-es-wav is left out: Allison Smith again (es_MX_f_Allison),
+        # and asterisk-prompt-fr-armelle and -es-co: GSM files, which `lsp train apc
+        # --corpus` does not read
+        DebianPackage(
+            name="asterisk_prompts_fr",
+            package="asterisk-core-sounds-fr-wav",
+            version="1.6.1-1",
+            sha256="8d4e1bc32ed5ba7fbda40841ca1825ed20cc6232724a473c90f8bb0e53e6073e",
+            folder="usr/share/asterisk/sounds/fr_CA_f_June",
+            description="26.0 min of one woman (June Wallack) reading telephone prompts in "
+            "Canadian French: 561 short 8 kHz mono WAV files",
+        ),
+        DebianPackage(
+            name="asterisk_prompts_it",
+            package="asterisk-core-sounds-it-wav",
+            version="1.6.1-1",
+            sha256="5a26638089e134b8ac39363fe249c5c93c50cd8bfdc9b2499ae61ec4a35e2fcb",
+            folder="usr/share/asterisk/sounds/it_IT_m_Carlo",
+            description="23.8 min of one man (Carlo) reading telephone prompts in Italian: "
+            "599 short 8 kHz mono WAV files",
+        ),
+        DebianPackage(
+            name="asterisk_prompts_ru",
+            package="asterisk-core-sounds-ru-wav",
+            version="1.6.1-1",
+            sha256="ccbfaebfa450b7a9ddf644ae0f3d1e9017d5df7c0aebe816e946345589d38201",
+            folder="usr/share/asterisk/sounds/ru_RU_f_IvrvoiceRU",
+            description="24.8 min of one woman reading telephone prompts in Russian: "
+            "576 short 8 kHz mono WAV files",
+        ),
+        DebianPackage(
+            name="asterisk_prompts_it_menardi",
+            package="asterisk-prompt-it-menardi-wav",
+            version="1:1.4.22+mm20110907-3.1",
+            sha256="3094530d98f8758ac275572d59624c41f60969fef883f34f4886d144f3dfeb21",
+            folder="usr/share/asterisk/sounds/it_IT_f_Menardi",
+            description="24.8 min of one woman (Paola Dal Zot) reading telephone prompts in "
+            "Italian: 555 short 8 kHz mono WAV files",
+        ),
     )
 }
 """Every known sample folder, by name."""
