@@ -103,9 +103,9 @@ def test_preset_steps_are_load_presets():
 def test_training_time_rows():
     rows = {c.name: c for c in D.training_time_checks("cpu")}
     small = rows["train cpu-small on cpu"]
-    # 300 x 437 + 300 x 17 + 1000 x 57 + 300 x 659 ms = 390.9 s
-    assert small.found == "~7 min"
-    assert small.meaning.startswith("apc 2 min, mouth 5 s, headpose 57 s, renderer 3 min (")
+    # 300 x 437 + 300 x 17 + 3000 x 57 + 300 x 659 ms = 504.9 s
+    assert small.found == "~8 min"
+    assert small.meaning.startswith("apc 2 min, mouth 5 s, headpose 3 min, renderer 3 min (")
     assert rows["train paper on cpu"].found == "not measured"
     paper = {c.name: c for c in D.training_time_checks("cuda")}["train paper on cuda"]
     # 100k x 79.5 + 20k x 30.1 + 20k x 17.5 + 200k x 75 ms = 23,902 s
