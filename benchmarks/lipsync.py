@@ -545,7 +545,7 @@ def variance_split(speaker: Speaker, dataset: Path) -> dict[str, dict[str, float
 
     tracked, valid, train, val = tracked_mouth(dataset)
     src = np.minimum(source_frames(len(valid), speaker.fps), len(speaker.params) - 1)
-    params = speaker.params[src][:, [MOUTH_PARAMS.index(k) for k in ("jaw", "lips", "width")]]
+    params = mouth_params(speaker, src)
     pose = speaker.euler_deg[src]
     mouth = load_layout().mouth
     groups = {
@@ -577,12 +577,22 @@ def without_depth(displacements: np.ndarray, depth: bool) -> np.ndarray:
     return out
 
 
+def mouth_params(speaker: Speaker, src: np.ndarray) -> np.ndarray:
+    """The truth's jaw, lips and width (N, 3) at rendered frames ``src``."""
+    return speaker.params[src][:, [MOUTH_PARAMS.index(k) for k in ("jaw", "lips", "width")]]
+
+
+def linear_fit(x_fit: np.ndarray, y_fit: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """A least-squares linear fit (with intercept) of ``y_fit`` (N, D) on ``x_fit`` (N, K),
+    applied to ``x`` (M, K) -> (M, D)."""
+    coef, *_ = np.linalg.lstsq(np.column_stack([x_fit, np.ones(len(x_fit))]), y_fit, rcond=None)
+    return np.column_stack([x, np.ones(len(x))]) @ coef
+
+
 def r_squared(x_fit: np.ndarray, y_fit: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
     """Fraction of the total variance of ``y`` (N, D) explained by a linear fit (with
     intercept) of ``y_fit`` on ``x_fit``, applied to ``x``."""
-    a = np.column_stack([x_fit, np.ones(len(x_fit))])
-    coef, *_ = np.linalg.lstsq(a, y_fit, rcond=None)
-    pred = np.column_stack([x, np.ones(len(x))]) @ coef
+    pred = linear_fit(x_fit, y_fit, x)
     return float(1.0 - ((y - pred) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
 
 
@@ -626,12 +636,10 @@ def target_floor(speaker: Speaker, dataset: Path, frame: Frame, *, depth: bool =
     there)."""
     tracked, valid, train, val = tracked_mouth(dataset)
     src = np.minimum(source_frames(len(valid), speaker.fps), len(speaker.params) - 1)
-    params = speaker.params[src][:, [MOUTH_PARAMS.index(k) for k in ("jaw", "lips", "width")]]
-    x = np.column_stack([params, np.ones(len(params))])
+    params = mouth_params(speaker, src)
     moved = without_depth(tracked - frame.tracked_mean, depth).reshape(len(tracked), -1)
     tr, va = train[valid[train]], val[valid[val]]
-    coef, *_ = np.linalg.lstsq(x[tr], moved[tr], rcond=None)
-    fit = (x[va] @ coef).reshape(len(va), -1, 3)
+    fit = linear_fit(params[tr], moved[tr], params[va]).reshape(len(va), -1, 3)
     truth = frame.apply(speaker.mouth_points[src][va]) - frame.truth_mean
     return float(
         np.linalg.norm(fit - truth, axis=-1).mean() / np.linalg.norm(truth, axis=-1).mean()
@@ -648,19 +656,17 @@ def target_geometry(speaker: Speaker, dataset: Path, frame: Frame) -> dict[str, 
     the two in depth on the jaw points (the same sign or not)."""
     tracked, valid, train, val = tracked_mouth(dataset)
     src = np.minimum(source_frames(len(valid), speaker.fps), len(speaker.params) - 1)
-    params = speaker.params[src][:, [MOUTH_PARAMS.index(k) for k in ("jaw", "lips", "width")]]
-    x = np.column_stack([params, np.ones(len(params))])
+    params = mouth_params(speaker, src)
     moved = (tracked - frame.tracked_mean).reshape(len(tracked), -1)
     truth = (frame.apply(speaker.mouth_points[src]) - frame.truth_mean).reshape(len(src), -1)
     tr, va = train[valid[train]], val[valid[val]]
 
-    def fit(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # b's linear fit on a, at va
-        a1 = np.column_stack([a, np.ones(len(a))])
-        return (a1[va] @ np.linalg.lstsq(a1[tr], b[tr], rcond=None)[0]).reshape(len(va), 25, 3)
+    def fit(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # b's fit on a (train), at va
+        return linear_fit(a[tr], b[tr], a[va]).reshape(len(va), 25, 3)
 
     true = truth[va].reshape(len(va), 25, 3)
     readout = fit(moved, truth)
-    expected, true_expected = fit(x[:, :3], moved), fit(x[:, :3], truth)
+    expected, true_expected = fit(params, moved), fit(params, truth)
     jaw, lips = np.arange(7), np.arange(7, 25)
 
     def rms_ratio(idx: np.ndarray, axis: int) -> float:
