@@ -146,11 +146,6 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> list[float]:
         return [float(v) for v in np.asarray(a) / np.asarray(b)]
 
 
-def smooth_like_animate(models: Models, pose: np.ndarray, config: AnimateConfig) -> np.ndarray:
-    """Poses (N, 6) smoothed with animate's rotation and translation filters, unamplified."""
-    return smooth_pose(pose, config, models.delay)
-
-
 def eval_pose(
     models: Models,
     dataset: Path,
@@ -166,7 +161,7 @@ def eval_pose(
     valid = data.valid[val]
     track = recorded_poses(dataset, val)
     recorded = pose_summary(track, valid)
-    recorded_smoothed = pose_summary(smooth_like_animate(models, track, config), valid)
+    recorded_smoothed = pose_summary(smooth_pose(track, config, models.delay), valid)
     history = pose_history(models, dataset)
     sampled, animated = [], []
     progress("headpose", 0, len(seeds))
